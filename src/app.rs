@@ -1,0 +1,201 @@
+//! The composition root: builds the whole stack once, binds the listeners, shuts down cleanly.
+//!
+//! Read top to bottom, [`start`] is the life of a request in reverse: metrics, upstreams, the
+//! catalogue and its refresh tasks, the router, the client-facing gateway state, the HTTP layers,
+//! then the listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::catalogue::{self, Catalogue};
+use crate::config::Config;
+use crate::downstream::origin::OriginPolicy;
+use crate::downstream::session::SessionSealer;
+use crate::downstream::{self, Gateway};
+use crate::router::Router;
+use crate::telemetry::Metrics;
+use crate::upstream::UpstreamSet;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The outbound HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// A running gateway. Dropping it without [`Running::shutdown`] stops nothing gracefully.
+pub struct Running {
+    /// Where the MCP endpoint listens (`http://{mcp_addr}/mcp`).
+    pub mcp_addr: SocketAddr,
+    /// Where the operations endpoint listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The catalogue, for inspection.
+    pub catalogue: Arc<Catalogue>,
+    shutdown: watch::Sender<bool>,
+    servers: JoinSet<()>,
+    background: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight requests finish, then stops the background
+    /// tasks and the upstream child processes.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        while self.servers.join_next().await.is_some() {}
+        self.background.shutdown().await;
+    }
+}
+
+/// Builds the gateway for `config`, waits for the first catalogue round (each upstream bounded
+/// by its timeout), and starts serving.
+///
+/// # Errors
+/// [`StartError`] when a listener cannot bind or the HTTP client cannot be built.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    warn_about_exposure(&config);
+    // Metrics: one registry owned by this gateway.
+    let metrics = Metrics::new();
+    // Upstreams: HTTP clients and stdio children (children start now).
+    let upstreams = Arc::new(UpstreamSet::new(
+        &config.upstreams,
+        config.session.idle_timeout,
+    )?);
+    // Catalogue plane: merged lists, refreshed in the background.
+    let catalogue = Arc::new(Catalogue::new(
+        upstreams,
+        &config.namespacing,
+        config.catalogue.clone(),
+        metrics.clone(),
+    ));
+    let background = catalogue::refresh::spawn(Arc::clone(&catalogue));
+    catalogue.wait_ready().await;
+    // Call plane and client-facing state.
+    let gateway = Arc::new(Gateway {
+        router: Router::new(Arc::clone(&catalogue), metrics.clone()),
+        sealer: SessionSealer::new(config.session.key, config.session.max_lifetime),
+        revoked: moka::sync::Cache::builder()
+            .time_to_live(config.session.max_lifetime)
+            .max_capacity(1_000_000)
+            .build(),
+        origin: OriginPolicy::new(&config.listen),
+        max_body_bytes: config.listen.max_body_bytes,
+        client_ttl: config.catalogue.client_ttl,
+        metrics: metrics.clone(),
+    });
+    // HTTP layers, outermost first: panics become 500s, every request gets a trace span.
+    let app = downstream::routes(gateway)
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let (shutdown, _) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mcp_addr = serve(&mut servers, config.listen.addr, app, shutdown.subscribe()).await?;
+    tracing::info!(%mcp_addr, "MCP endpoint listening on http://{mcp_addr}/mcp");
+    let admin_addr = match &config.admin {
+        Some(admin) => {
+            let router = admin_routes(Arc::clone(&catalogue), metrics);
+            let addr = serve(&mut servers, admin.addr, router, shutdown.subscribe()).await?;
+            tracing::info!(%addr, "operations endpoint listening");
+            Some(addr)
+        }
+        None => None,
+    };
+    Ok(Running {
+        mcp_addr,
+        admin_addr,
+        catalogue,
+        shutdown,
+        servers,
+        background,
+    })
+}
+
+async fn serve(
+    servers: &mut JoinSet<()>,
+    addr: SocketAddr,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    servers.spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "listener failed");
+        }
+    });
+    Ok(local)
+}
+
+/// `/healthz` (process up), `/readyz` (first catalogue round done), `/metrics` (Prometheus).
+fn admin_routes(catalogue: Arc<Catalogue>, metrics: Metrics) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = catalogue.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready").into_response()
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+}
+
+fn warn_about_exposure(config: &Config) {
+    tracing::warn!(
+        "authentication is not configured in this build: every caller is the anonymous principal and may call every tool"
+    );
+    if !config.listen.addr.ip().is_loopback() {
+        tracing::warn!(addr = %config.listen.addr, "serving plain HTTP on a non-loopback address");
+        if OriginPolicy::new(&config.listen).accepts_any_host() {
+            tracing::warn!(
+                "no listen.public_url or listen.allowed_hosts: the Host header is not checked"
+            );
+        }
+    }
+}

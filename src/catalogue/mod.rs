@@ -1,0 +1,413 @@
+//! The merged catalogue: tools, prompts, resources and resource templates of every upstream,
+//! namespaced, sorted and paged with gateway cursors (DESIGN.md §5.1, §5.2).
+//!
+//! The catalogue plane keeps the *last good* listing of each upstream and rebuilds one immutable
+//! [`Snapshot`] whenever a listing changes; lists are served from the current snapshot without
+//! touching an upstream. This is a refresh-ahead store rather than a TTL cache on purpose: a TTL
+//! cache would evict an upstream's entries exactly when the upstream is down, and the gateway
+//! must keep serving them. Refresh happens on a timer, on `list_changed`, and on reconnect
+//! ([`refresh`]).
+
+pub mod cursor;
+mod merge;
+pub mod namespace;
+pub mod refresh;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::config::{CatalogueConfig, NamespacingConfig, UpstreamId};
+use crate::error::GatewayError;
+use crate::telemetry::Metrics;
+use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamInfo, UpstreamSet};
+use namespace::Namespacer;
+
+/// Longest chain of pages read from one upstream list; a server that never stops paging is cut
+/// off here.
+const MAX_UPSTREAM_PAGES: usize = 1000;
+
+/// The four merged lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    /// `tools/list`
+    Tools,
+    /// `prompts/list`
+    Prompts,
+    /// `resources/list`
+    Resources,
+    /// `resources/templates/list`
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// Every kind, in index order.
+    pub const ALL: [Self; 4] = [
+        Self::Tools,
+        Self::Prompts,
+        Self::Resources,
+        Self::ResourceTemplates,
+    ];
+
+    /// The list method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The kind listed by a method, if it is a list method.
+    pub fn from_method(method: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.method() == method)
+    }
+
+    /// The member of the result that holds the entries.
+    pub fn result_member(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The entry field that is namespaced and keys the list.
+    pub fn key_field(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::ResourceTemplates => "uriTemplate",
+        }
+    }
+
+    /// The server capability that announces this list.
+    fn capability(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources | Self::ResourceTemplates => "resources",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One merged entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The client-facing name or URI (the list key).
+    pub key: String,
+    /// The owning upstream.
+    pub upstream: UpstreamId,
+    /// The upstream's own name or URI.
+    pub original: String,
+    /// Whether the name was shortened to fit the name budget.
+    pub aliased: bool,
+    /// The entry as served: the upstream's object with its key field rewritten.
+    pub value: Value,
+}
+
+/// The last good listing of one upstream.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamListing {
+    /// What the upstream said about itself.
+    pub info: Option<UpstreamInfo>,
+    /// Raw entries per [`ListKind`], in upstream order.
+    pub lists: [Vec<Value>; 4],
+    /// Whether the most recent refresh succeeded.
+    pub up: bool,
+    /// The most recent refresh error, for `mcpgate catalogue` and logs.
+    pub last_error: Option<String>,
+}
+
+/// An immutable merged catalogue.
+#[derive(Debug)]
+pub struct Snapshot {
+    lists: [Vec<Arc<Entry>>; 4],
+    /// Key → position, for tools, prompts and resources.
+    index: [HashMap<String, usize>; 3],
+    /// Keys claimed by several upstreams: (kind, key, upstream ids). Served by none.
+    pub conflicts: Vec<(ListKind, String, Vec<String>)>,
+    /// Every upstream's listing, in configuration order.
+    pub upstreams: Vec<(UpstreamId, Arc<UpstreamListing>)>,
+    namespacer: Namespacer,
+}
+
+impl Snapshot {
+    /// The entries of one list, sorted by key.
+    pub fn entries(&self, kind: ListKind) -> &[Arc<Entry>] {
+        &self.lists[kind.index()]
+    }
+
+    /// The tool with this client-facing name.
+    pub fn tool(&self, key: &str) -> Option<&Arc<Entry>> {
+        self.lookup(ListKind::Tools, key)
+    }
+
+    /// The prompt with this client-facing name.
+    pub fn prompt(&self, key: &str) -> Option<&Arc<Entry>> {
+        self.lookup(ListKind::Prompts, key)
+    }
+
+    fn lookup(&self, kind: ListKind, key: &str) -> Option<&Arc<Entry>> {
+        let i = *self.index[kind.index()].get(key)?;
+        self.lists[kind.index()].get(i)
+    }
+
+    /// The owner and upstream URI of a client-facing resource URI. Prefixed URIs are split;
+    /// unprefixed ones belong to the single upstream, or (prefix mode `never`) to the upstream
+    /// listing that exact URI or owning the template with the longest matching literal prefix.
+    pub fn resolve_uri(&self, wire: &str) -> Option<(UpstreamId, String)> {
+        if self.namespacer.is_prefixed() {
+            let (up, uri) = self.namespacer.split_uri(wire)?;
+            let (id, _) = self.upstreams.iter().find(|(id, _)| id.as_str() == up)?;
+            return Some((id.clone(), uri.to_string()));
+        }
+        if let [(only, _)] = self.upstreams.as_slice() {
+            return Some((only.clone(), wire.to_string()));
+        }
+        if let Some(entry) = self.lookup(ListKind::Resources, wire) {
+            return Some((entry.upstream.clone(), entry.original.clone()));
+        }
+        let mut best: Option<(usize, &Entry, bool)> = None;
+        for t in self.entries(ListKind::ResourceTemplates) {
+            let literal = t.original.split('{').next().unwrap_or_default();
+            if literal.is_empty() || !wire.starts_with(literal) {
+                continue;
+            }
+            best = match best {
+                Some((len, e, _)) if len > literal.len() => Some((len, e, false)),
+                Some((len, e, _)) if len == literal.len() && e.upstream != t.upstream => {
+                    Some((len, e, true))
+                }
+                _ => Some((literal.len(), t, false)),
+            };
+        }
+        match best {
+            Some((_, e, false)) => Some((e.upstream.clone(), wire.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The client-facing form of an upstream URI.
+    pub fn wire_uri(&self, upstream: &UpstreamId, uri: &str) -> String {
+        self.namespacer.uri(upstream, uri)
+    }
+
+    /// One page of a merged list: `{"<member>": [...], "nextCursor"?: "..."}`.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidCursor`] for a cursor this gateway did not issue for `kind`.
+    pub fn page(
+        &self,
+        kind: ListKind,
+        cursor: Option<&str>,
+        page_size: usize,
+    ) -> Result<Value, GatewayError> {
+        let entries = self.entries(kind);
+        let start = match cursor {
+            None => 0,
+            Some(c) => {
+                let after = cursor::decode(kind, c).map_err(|()| GatewayError::InvalidCursor)?;
+                entries.partition_point(|e| e.key.as_str() <= after.as_str())
+            }
+        };
+        let page = &entries[start..entries.len().min(start + page_size)];
+        let mut result = Map::new();
+        result.insert(
+            kind.result_member().into(),
+            Value::Array(page.iter().map(|e| e.value.clone()).collect()),
+        );
+        if start + page.len() < entries.len()
+            && let Some(last) = page.last()
+        {
+            result.insert(
+                "nextCursor".into(),
+                Value::from(cursor::encode(kind, &last.key)),
+            );
+        }
+        Ok(Value::Object(result))
+    }
+}
+
+/// The catalogue: the current snapshot plus what is needed to refresh it.
+pub struct Catalogue {
+    upstreams: Arc<UpstreamSet>,
+    namespacer: Namespacer,
+    /// Settings for refresh and paging.
+    pub config: CatalogueConfig,
+    listings: Mutex<Vec<(UpstreamId, Arc<UpstreamListing>)>>,
+    current: RwLock<Arc<Snapshot>>,
+    ready: watch::Sender<bool>,
+    metrics: Metrics,
+}
+
+impl Catalogue {
+    /// An empty catalogue over `upstreams`; call [`refresh::spawn`] or
+    /// [`Catalogue::refresh_all`] to fill it.
+    pub fn new(
+        upstreams: Arc<UpstreamSet>,
+        namespacing: &NamespacingConfig,
+        config: CatalogueConfig,
+        metrics: Metrics,
+    ) -> Self {
+        let namespacer = Namespacer::new(namespacing, upstreams.all().len());
+        let listings: Vec<_> = upstreams
+            .all()
+            .iter()
+            .map(|u| (u.id().clone(), Arc::new(UpstreamListing::default())))
+            .collect();
+        let snapshot = merge::merge(&namespacer, &listings);
+        Self {
+            upstreams,
+            namespacer,
+            config,
+            listings: Mutex::new(listings),
+            current: RwLock::new(Arc::new(snapshot)),
+            ready: watch::channel(false).0,
+            metrics,
+        }
+    }
+
+    /// The current snapshot (cheap: one `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The upstreams behind the catalogue.
+    pub fn upstreams(&self) -> &Arc<UpstreamSet> {
+        &self.upstreams
+    }
+
+    /// Resolves once the first refresh of every upstream has finished (successfully or not).
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Whether the first refresh round has finished.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Refreshes every upstream concurrently, then marks the catalogue ready.
+    pub async fn refresh_all(&self) {
+        let all: Vec<_> = self.upstreams.all().to_vec();
+        futures::future::join_all(all.iter().map(|u| self.refresh_upstream(u))).await;
+        self.ready.send_replace(true);
+    }
+
+    /// Re-lists one upstream. On failure its last good entries stay and the error is recorded,
+    /// logged and counted. Returns whether the refresh succeeded.
+    pub async fn refresh_upstream(&self, upstream: &Upstream) -> bool {
+        let id = upstream.id().clone();
+        let fetched = fetch_listing(upstream).await;
+        let ok = fetched.is_ok();
+        let listing = match fetched {
+            Ok(listing) => listing,
+            Err(e) => {
+                tracing::warn!(upstream = %id, error = %e, "catalogue refresh failed; serving the last good entries");
+                self.metrics
+                    .catalogue_refresh_failures
+                    .with_label_values(&[id.as_str()])
+                    .inc();
+                let previous = self.listing(&id).unwrap_or_default();
+                UpstreamListing {
+                    up: false,
+                    last_error: Some(e.to_string()),
+                    ..(*previous).clone()
+                }
+            }
+        };
+        self.metrics
+            .upstream_up
+            .with_label_values(&[id.as_str()])
+            .set(i64::from(ok));
+        self.store(id, listing);
+        ok
+    }
+
+    fn listing(&self, id: &UpstreamId) -> Option<Arc<UpstreamListing>> {
+        let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        listings
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, l)| Arc::clone(l))
+    }
+
+    fn store(&self, id: UpstreamId, listing: UpstreamListing) {
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = listings.iter_mut().find(|(i, _)| *i == id) {
+            slot.1 = Arc::new(listing);
+        }
+        let snapshot = merge::merge(&self.namespacer, &listings);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+    }
+}
+
+/// Lists every page of every list the upstream announces in its capabilities.
+async fn fetch_listing(upstream: &Upstream) -> Result<UpstreamListing, UpstreamError> {
+    let info = upstream.info().await?;
+    let mut lists: [Vec<Value>; 4] = Default::default();
+    for kind in ListKind::ALL {
+        if info.capabilities.get(kind.capability()).is_some() {
+            lists[kind.index()] = fetch_all_pages(upstream, kind).await?;
+        }
+    }
+    Ok(UpstreamListing {
+        info: Some(info),
+        lists,
+        up: true,
+        last_error: None,
+    })
+}
+
+async fn fetch_all_pages(upstream: &Upstream, kind: ListKind) -> Result<Vec<Value>, UpstreamError> {
+    let ctx = CallContext::shared();
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_UPSTREAM_PAGES {
+        let params = cursor.as_ref().map(|c| serde_json::json!({ "cursor": c }));
+        let result = upstream
+            .request(&ctx, kind.method(), params)
+            .await?
+            .map_err(|error| UpstreamError::Protocol {
+                detail: format!("{} failed: {error}", kind.method()),
+            })?;
+        match result.get(kind.result_member()).and_then(Value::as_array) {
+            Some(page) => entries.extend(page.iter().cloned()),
+            None => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!(
+                        "{} result has no `{}` array",
+                        kind.method(),
+                        kind.result_member()
+                    ),
+                });
+            }
+        }
+        match result.get("nextCursor").and_then(Value::as_str) {
+            Some(next) if seen.insert(next.to_string()) => cursor = Some(next.to_string()),
+            Some(_) => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!("{} repeated a cursor", kind.method()),
+                });
+            }
+            None => return Ok(entries),
+        }
+    }
+    Err(UpstreamError::Protocol {
+        detail: format!(
+            "{} returned more than {MAX_UPSTREAM_PAGES} pages",
+            kind.method()
+        ),
+    })
+}

@@ -1,0 +1,72 @@
+//! Keeping the catalogue fresh: one task per upstream re-lists it every `refresh_interval`
+//! (every `retry_interval` while it fails) and at once when the upstream announces
+//! `list_changed` or reconnects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::Catalogue;
+use crate::upstream::UpstreamEvent;
+
+/// Starts the refresh tasks; the first round marks the catalogue ready. Dropping or aborting
+/// the returned set stops them.
+pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let mut wakers = HashMap::new();
+    let mut events = catalogue.upstreams().subscribe();
+    let first_round = Arc::new(tokio::sync::Barrier::new(
+        catalogue.upstreams().all().len() + 1,
+    ));
+    for upstream in catalogue.upstreams().all().iter().cloned() {
+        let notify = Arc::new(Notify::new());
+        wakers.insert(upstream.id().clone(), Arc::clone(&notify));
+        let catalogue = Arc::clone(&catalogue);
+        let first_round = Arc::clone(&first_round);
+        tasks.spawn(async move {
+            let ok = catalogue.refresh_upstream(&upstream).await;
+            first_round.wait().await;
+            let mut ok = ok;
+            loop {
+                let wait = if ok {
+                    catalogue.config.refresh_interval
+                } else {
+                    catalogue.config.retry_interval
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = notify.notified() => {}
+                }
+                ok = catalogue.refresh_upstream(&upstream).await;
+            }
+        });
+    }
+    {
+        let catalogue = Arc::clone(&catalogue);
+        tasks.spawn(async move {
+            first_round.wait().await;
+            catalogue.ready.send_replace(true);
+        });
+    }
+    tasks.spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(
+                    UpstreamEvent::ListChanged { upstream }
+                    | UpstreamEvent::Reconnected { upstream },
+                ) => {
+                    if let Some(n) = wakers.get(&upstream) {
+                        n.notify_one();
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    wakers.values().for_each(|n| n.notify_one());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    tasks
+}

@@ -1,0 +1,276 @@
+//! Configuration: one YAML file, read as [`RawConfig`] and validated into [`Config`].
+//!
+//! Loading reports every problem at once, each with its key path (`upstreams[1].http.url`), so an
+//! operator fixes a file in one pass. After loading, invalid states cannot be represented: ids are
+//! checked, durations and URLs parsed, secrets resolved from `${ENV}` or files and wrapped in
+//! [`Secret`]. Relative paths are resolved against the directory of the config file.
+//!
+//! Not here: policy files (the policy module) and the meaning of each setting at run time.
+
+mod raw;
+mod secret;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use raw::RawConfig;
+pub use secret::{Secret, expand_env};
+
+/// A validated upstream id: `^[a-z0-9][a-z0-9-]{0,31}$` (DESIGN.md §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(String);
+
+impl UpstreamId {
+    /// Checks and wraps an id.
+    ///
+    /// # Errors
+    /// A message saying which rule the id breaks.
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let mut chars = id.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if first_ok && rest_ok && id.len() <= 32 {
+            Ok(Self(id.to_string()))
+        } else {
+            Err(format!(
+                "upstream id {id:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$ (lowercase letters, digits, '-')"
+            ))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UpstreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client-facing listener.
+    pub listen: ListenConfig,
+    /// Operations listener, if configured.
+    pub admin: Option<AdminConfig>,
+    /// Legacy session settings.
+    pub session: SessionConfig,
+    /// Upstreams in configuration order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Naming of merged entries.
+    pub namespacing: NamespacingConfig,
+    /// Catalogue refresh and paging.
+    pub catalogue: CatalogueConfig,
+}
+
+/// `listen:` after validation.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Socket address to bind.
+    pub addr: SocketAddr,
+    /// Canonical public URL of the MCP endpoint.
+    pub public_url: Option<Url>,
+    /// Largest accepted request body, bytes (default 4 MiB).
+    pub max_body_bytes: usize,
+    /// Allowed `Origin` values, normalised to `scheme://host[:port]`.
+    pub allowed_origins: Vec<String>,
+    /// Extra allowed `Host` values (lowercase, with or without port).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// `admin:` after validation.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Socket address of `/healthz`, `/readyz`, `/metrics`.
+    pub addr: SocketAddr,
+}
+
+/// `session:` after validation.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// 32-byte sealing key; `None` means a random key per process.
+    pub key: Option<[u8; 32]>,
+    /// Idle time after which local session state is dropped (default 30 min).
+    pub idle_timeout: Duration,
+    /// Longest life of a session id (default 24 h).
+    pub max_lifetime: Duration,
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("key", &self.key.map(|_| "***"))
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
+}
+
+/// Which era to speak to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraPreference {
+    /// Probe modern (`server/discover`), fall back to `initialize`; cache the answer.
+    Auto,
+    /// Modern only.
+    Modern,
+    /// Legacy only.
+    Legacy,
+}
+
+/// One upstream after validation.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The id, also the namespace prefix.
+    pub id: UpstreamId,
+    /// How to reach it.
+    pub transport: UpstreamTransport,
+    /// Whole-call timeout, from request sent to final response (default 30 s).
+    pub timeout: Duration,
+    /// Era selection.
+    pub era: EraPreference,
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone)]
+pub enum UpstreamTransport {
+    /// Streamable HTTP.
+    Http {
+        /// MCP endpoint URL.
+        url: Url,
+        /// Static headers sent with every request.
+        headers: Vec<(http::HeaderName, Secret)>,
+    },
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: Vec<(String, Secret)>,
+        /// Working directory.
+        cwd: Option<PathBuf>,
+    },
+}
+
+/// Prefix mode (DESIGN.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixMode {
+    /// Prefix unless there is exactly one upstream.
+    Conditional,
+    /// Always prefix.
+    Always,
+    /// Never prefix; a name offered by two upstreams is reported and served by neither.
+    Never,
+}
+
+/// `namespacing:` after validation.
+#[derive(Debug, Clone)]
+pub struct NamespacingConfig {
+    /// Separator between upstream id and name (default `__`), drawn from `[A-Za-z0-9_-]`.
+    pub separator: String,
+    /// Prefix mode.
+    pub prefix: PrefixMode,
+}
+
+/// `catalogue:` after validation.
+#[derive(Debug, Clone)]
+pub struct CatalogueConfig {
+    /// Period of the background re-listing of each upstream (default 5 min).
+    pub refresh_interval: Duration,
+    /// Retry period for an upstream whose listing failed (default 5 s).
+    pub retry_interval: Duration,
+    /// Entries per page of a merged list (default 100).
+    pub page_size: usize,
+    /// `ttlMs` on modern list results (default 60 s).
+    pub client_ttl: Duration,
+}
+
+/// A problem found in a configuration file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `upstreams[0].http.url`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid YAML, or a key that does not exist, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the key path and line.
+        message: String,
+    },
+    /// Parsed, but some values are invalid; every issue is listed.
+    #[error("{} invalid setting(s):\n{}", issues.len(), issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// All problems found.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl Config {
+    /// Reads and validates a configuration file, expanding `${ENV}` from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Syntax`] or [`ConfigError::Invalid`] with every issue.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(&text, path, base, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates YAML text. `origin` names the source in messages; relative paths
+    /// are resolved against `base`; `env` looks up `${NAME}` references.
+    ///
+    /// # Errors
+    /// As [`Config::load`], minus [`ConfigError::Read`].
+    pub fn from_yaml(
+        text: &str,
+        origin: &Path,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: format!("{}: {}", e.path(), e.inner()),
+            })?;
+        validate::validate(raw, base, env).map_err(|issues| ConfigError::Invalid { issues })
+    }
+}

@@ -1,0 +1,155 @@
+//! Legacy-era (2025-03-26 … 2025-11-25) requests: `initialize`, sealed sessions, and requests
+//! within a session.
+//!
+//! Session rules (2025-11-25 Streamable HTTP, "Session Management"): `initialize` mints a session
+//! id; any other request without one gets 400; an id that does not open, was deleted, or belongs
+//! to another principal gets 404 (the client must start over). `MCP-Protocol-Version`, when sent,
+//! must equal the negotiated version (400 otherwise); when absent, it is assumed as the spec
+//! allows for 2025-03-26 clients.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::session::{SessionClaims, now_secs};
+use super::wire::{self, Failure};
+use super::{Gateway, identity};
+use crate::error::GatewayError;
+use crate::jsonrpc::{self, Message};
+use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, negotiate_legacy};
+use crate::upstream::CallContext;
+use crate::upstream::mcp::gateway_implementation;
+
+/// Handles one legacy message.
+///
+/// # Errors
+/// A [`Failure`] for every rejected request; see the module docs.
+pub async fn handle(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    message: Message,
+) -> Result<Response, Failure> {
+    if let Message::Request { id, method, params } = &message
+        && method == "initialize"
+    {
+        return initialize(gw, id.clone(), params.as_ref())
+            .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())));
+    }
+    let id = match &message {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let claims = session(gw, headers).map_err(|e| Failure::new(e, Era::Legacy, id.clone()))?;
+    let (id, method, params) = match message {
+        Message::Request { id, method, params } => (id, method, params),
+        // `notifications/initialized`, cancellations and answers to server requests: accepted.
+        Message::Notification { .. } | Message::Response { .. } => return Ok(wire::accepted()),
+    };
+    let ctx = CallContext {
+        downstream_session: Some(claims.id),
+        client_capabilities: json!({}),
+        client_info: claims.client_info.clone(),
+    };
+    let body = match gw
+        .router
+        .handle(&ctx, &method, params)
+        .await
+        .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())))?
+    {
+        Ok(result) => jsonrpc::result_response(id, result),
+        Err(error) => jsonrpc::error_response(Some(id), error),
+    };
+    Ok(wire::json(StatusCode::OK, &body))
+}
+
+/// Answers `initialize` and mints the sealed session id.
+fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Response, GatewayError> {
+    let invalid = |message: &str| GatewayError::InvalidParams {
+        message: message.to_string(),
+        transport: false,
+    };
+    let params = params.ok_or_else(|| invalid("initialize requires params"))?;
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("`protocolVersion` must be a string"))?;
+    let capabilities = params
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if !capabilities.is_object() {
+        return Err(invalid("`capabilities` must be an object"));
+    }
+    let version = negotiate_legacy(requested);
+    let claims = SessionClaims {
+        id: Uuid::new_v4(),
+        version: version.to_string(),
+        capabilities,
+        client_info: params.get("clientInfo").cloned(),
+        principal_digest: gw.principal().digest(),
+        issued_at: now_secs(),
+    };
+    let token = gw.sealer.seal(&claims);
+    let snapshot = gw.router.catalogue().snapshot();
+    let mut result = Map::new();
+    result.insert("protocolVersion".into(), Value::from(version));
+    result.insert("capabilities".into(), identity::capabilities(&snapshot));
+    result.insert("serverInfo".into(), gateway_implementation());
+    if let Some(text) = identity::instructions(&snapshot) {
+        result.insert("instructions".into(), Value::from(text));
+    }
+    tracing::info!(session = %claims.id, version, "legacy session opened");
+    let mut response = wire::json(
+        StatusCode::OK,
+        &jsonrpc::result_response(id, Value::Object(result)),
+    );
+    let value = HeaderValue::from_str(&token).map_err(|_| GatewayError::InvalidRequest {
+        reason: "could not encode the session id".into(),
+    })?;
+    response.headers_mut().insert(HEADER_SESSION_ID, value);
+    Ok(response)
+}
+
+/// Opens and checks the session of a request.
+///
+/// # Errors
+/// [`GatewayError::SessionRequired`], [`GatewayError::SessionNotFound`] or
+/// [`GatewayError::ProtocolVersionMismatch`].
+pub fn session(gw: &Gateway, headers: &HeaderMap) -> Result<SessionClaims, GatewayError> {
+    let token = headers
+        .get(HEADER_SESSION_ID)
+        .ok_or(GatewayError::SessionRequired)?
+        .to_str()
+        .map_err(|_| GatewayError::SessionNotFound)?;
+    let claims = gw.sealer.open(token).ok_or(GatewayError::SessionNotFound)?;
+    if gw.revoked.contains_key(&claims.id) || claims.principal_digest != gw.principal().digest() {
+        return Err(GatewayError::SessionNotFound);
+    }
+    if let Some(got) = headers.get(HEADER_PROTOCOL_VERSION) {
+        let got = got.to_str().unwrap_or_default();
+        if got != claims.version {
+            return Err(GatewayError::ProtocolVersionMismatch {
+                got: got.to_string(),
+                negotiated: claims.version,
+            });
+        }
+    }
+    Ok(claims)
+}
+
+/// Ends the session of a `DELETE`: revokes the id and closes its upstream sessions.
+///
+/// # Errors
+/// As [`session`].
+pub async fn end_session(gw: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let claims = session(gw, headers)?;
+    gw.revoked.insert(claims.id, ());
+    gw.router
+        .catalogue()
+        .upstreams()
+        .close_session(claims.id)
+        .await;
+    tracing::info!(session = %claims.id, "legacy session ended");
+    Ok(())
+}

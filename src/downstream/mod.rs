@@ -1,0 +1,63 @@
+//! The client-facing side: Streamable HTTP at `/mcp`, serving both eras on one endpoint.
+//!
+//! A POST is decoded once ([`crate::jsonrpc::Message`]), its era detected from the request
+//! itself (modern `_meta` or a modern `MCP-Protocol-Version` → modern; otherwise legacy), then
+//! handled by [`modern`] or [`legacy`]. Every failure leaves through [`wire::Failure`], the one
+//! error boundary.
+
+mod identity;
+pub mod legacy;
+pub mod modern;
+pub mod origin;
+pub mod session;
+pub mod streamable_http;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::router::Router;
+use crate::telemetry::Metrics;
+use origin::OriginPolicy;
+use session::SessionSealer;
+
+/// Everything the client-facing handlers share. Built once by the composition root.
+pub struct Gateway {
+    /// Routes requests to the catalogue and upstreams.
+    pub router: Router,
+    /// Seals and opens legacy session ids.
+    pub sealer: SessionSealer,
+    /// Sessions ended with `DELETE`, kept until their tokens would have expired.
+    pub revoked: moka::sync::Cache<Uuid, ()>,
+    /// `Origin`/`Host` checks.
+    pub origin: OriginPolicy,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// `ttlMs` on modern list results.
+    pub client_ttl: Duration,
+    /// Metric handles.
+    pub metrics: Metrics,
+}
+
+impl Gateway {
+    /// The principal of a request. Authentication is not built yet: always anonymous.
+    pub fn principal(&self) -> Principal {
+        Principal::anonymous()
+    }
+}
+
+/// The client-facing routes: `/mcp` for POST, GET and DELETE.
+pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
+    use axum::routing::post;
+    axum::Router::new()
+        .route(
+            "/mcp",
+            post(streamable_http::post)
+                .get(streamable_http::get)
+                .delete(streamable_http::delete),
+        )
+        .with_state(gateway)
+}

@@ -1,0 +1,292 @@
+//! Modern-era (2026-07-28) requests: stateless, validated per request.
+//!
+//! Validation follows the Streamable HTTP "Server Validation" rules: `_meta` must carry the
+//! protocol version and client capabilities (400, -32602); `MCP-Protocol-Version`, `Mcp-Method`
+//! and, for `tools/call`, `prompts/get` and `resources/read`, `Mcp-Name` must be present and
+//! equal to the body (400, -32020); the version must be one the gateway speaks (400, -32022).
+//! Results get `resultType`, and list results `ttlMs` and `cacheScope` (SEP-2549 caching hints).
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::wire::{self, Failure};
+use super::{Gateway, identity};
+use crate::catalogue::ListKind;
+use crate::error::GatewayError;
+use crate::jsonrpc::{self, Message};
+use crate::protocol::{
+    Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO, META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSIONS,
+    decode_header_value, is_modern_method,
+};
+use crate::upstream::CallContext;
+use crate::upstream::mcp::gateway_implementation;
+
+/// Handles one modern message.
+///
+/// # Errors
+/// A [`Failure`] for every rejected request; see the module docs.
+pub async fn handle(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    message: Message,
+) -> Result<Response, Failure> {
+    let (id, method, params) = match message {
+        Message::Request { id, method, params } => (id, method, params),
+        // No client notifications are defined over modern Streamable HTTP; accept and ignore.
+        Message::Notification { .. } => return Ok(wire::accepted()),
+        Message::Response { .. } => {
+            return Err(Failure::new(
+                GatewayError::UnexpectedResponse,
+                Era::Modern,
+                None,
+            ));
+        }
+    };
+    let fail = |e| Failure::new(e, Era::Modern, Some(id.clone()));
+    let ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
+    if !is_modern_method(&method) {
+        return Err(fail(GatewayError::MethodNotFound { method }));
+    }
+    let outcome = if method == "server/discover" {
+        Ok(discover(gw))
+    } else {
+        gw.router
+            .handle(&ctx, &method, params)
+            .await
+            .map_err(fail)?
+    };
+    let body = match outcome {
+        Ok(mut result) => {
+            decorate(gw, &method, &mut result);
+            jsonrpc::result_response(id, result)
+        }
+        Err(error) => jsonrpc::error_response(Some(id), error),
+    };
+    Ok(wire::json(StatusCode::OK, &body))
+}
+
+/// Checks `_meta` and the mirrored headers; returns the call context they describe.
+fn validate(
+    headers: &HeaderMap,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<CallContext, GatewayError> {
+    let bad_meta = |message: String| GatewayError::InvalidParams {
+        message,
+        transport: true,
+    };
+    let meta = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            bad_meta("params._meta is required in protocol version 2026-07-28".into())
+        })?;
+    let version = meta
+        .get(META_PROTOCOL_VERSION)
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad_meta(format!(
+                "params._meta[\"{META_PROTOCOL_VERSION}\"] must be a string"
+            ))
+        })?;
+    let header = |name: &str| -> Result<String, GatewayError> {
+        let value = headers
+            .get(name)
+            .ok_or_else(|| GatewayError::HeaderMismatch {
+                detail: format!("required header {name} is missing"),
+            })?;
+        let text = value.to_str().map_err(|_| GatewayError::HeaderMismatch {
+            detail: format!("{name} contains invalid characters"),
+        })?;
+        decode_header_value(text).map_err(|e| GatewayError::HeaderMismatch {
+            detail: format!("{name}: {e}"),
+        })
+    };
+    let header_version = header(HEADER_PROTOCOL_VERSION)?;
+    if header_version != version {
+        return Err(GatewayError::HeaderMismatch {
+            detail: format!(
+                "MCP-Protocol-Version header {header_version:?} does not match body value {version:?}"
+            ),
+        });
+    }
+    if !MODERN_VERSIONS.contains(&version) {
+        return Err(GatewayError::UnsupportedProtocolVersion {
+            requested: version.to_string(),
+        });
+    }
+    let header_method = header(HEADER_METHOD)?;
+    if header_method != method {
+        return Err(GatewayError::HeaderMismatch {
+            detail: format!(
+                "Mcp-Method header {header_method:?} does not match body value {method:?}"
+            ),
+        });
+    }
+    let name_field = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = name_field {
+        let body_name = params
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let header_name = header(HEADER_NAME)?;
+        if header_name != body_name {
+            return Err(GatewayError::HeaderMismatch {
+                detail: format!(
+                    "Mcp-Name header {header_name:?} does not match body value {body_name:?}"
+                ),
+            });
+        }
+    }
+    let capabilities = meta
+        .get(META_CLIENT_CAPABILITIES)
+        .filter(|c| c.is_object())
+        .ok_or_else(|| {
+            bad_meta(format!(
+                "params._meta[\"{META_CLIENT_CAPABILITIES}\"] must be an object"
+            ))
+        })?;
+    Ok(CallContext {
+        downstream_session: None,
+        // Server→client features are not relayed yet, so upstreams are told the client has none.
+        client_capabilities: json!({}),
+        client_info: meta
+            .get(META_CLIENT_INFO)
+            .cloned()
+            .filter(|_| capabilities.is_object()),
+    })
+}
+
+/// The `DiscoverResult`.
+fn discover(gw: &Gateway) -> Value {
+    let snapshot = gw.router.catalogue().snapshot();
+    let mut result = Map::new();
+    result.insert(
+        "supportedVersions".into(),
+        json!(crate::protocol::all_versions()),
+    );
+    result.insert("capabilities".into(), identity::capabilities(&snapshot));
+    if let Some(text) = identity::instructions(&snapshot) {
+        result.insert("instructions".into(), Value::from(text));
+    }
+    result.insert("ttlMs".into(), json!(ttl_ms(gw)));
+    result.insert("cacheScope".into(), json!("public"));
+    Value::Object(result)
+}
+
+fn ttl_ms(gw: &Gateway) -> u64 {
+    u64::try_from(gw.client_ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Adds what a 2026-07-28 result needs: `resultType` (default `complete`), the gateway's
+/// `serverInfo` in `_meta` on results it produced itself, and caching hints on lists. List
+/// entries are filtered per principal once policies exist, so lists are `private`.
+fn decorate(gw: &Gateway, method: &str, result: &mut Value) {
+    let Some(obj) = result.as_object_mut() else {
+        return;
+    };
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
+    let gateway_made = ListKind::from_method(method).is_some() || method == "server/discover";
+    if gateway_made {
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(META_SERVER_INFO.into(), gateway_implementation());
+        }
+    }
+    if ListKind::from_method(method).is_some() {
+        obj.insert("ttlMs".into(), json!(ttl_ms(gw)));
+        obj.insert("cacheScope".into(), json!("private"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn params(name: &str) -> Value {
+        json!({"name": name, "_meta": {META_PROTOCOL_VERSION: "2026-07-28", META_CLIENT_CAPABILITIES: {}}})
+    }
+
+    fn code(e: GatewayError) -> i64 {
+        e.to_wire(Era::Modern).error.unwrap()["code"]
+            .as_i64()
+            .unwrap()
+    }
+
+    #[test]
+    fn accepts_consistent_headers() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "t"),
+        ]);
+        assert!(validate(&h, "tools/call", Some(&params("t"))).is_ok());
+        let encoded = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?dA==?="),
+        ]);
+        assert!(validate(&encoded, "tools/call", Some(&params("t"))).is_ok());
+    }
+
+    #[test]
+    fn rejects_each_inconsistency_with_its_code() {
+        let ok = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "t"),
+        ];
+        let no_meta =
+            validate(&headers(&ok), "tools/call", Some(&json!({"name": "t"}))).unwrap_err();
+        assert_eq!(code(no_meta), -32602);
+        let other_name = validate(&headers(&ok), "tools/call", Some(&params("u"))).unwrap_err();
+        assert_eq!(code(other_name), -32020);
+        let missing_method =
+            validate(&headers(&ok[..1]), "tools/call", Some(&params("t"))).unwrap_err();
+        assert_eq!(code(missing_method), -32020);
+        let wrong_version = headers(&[
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "t"),
+        ]);
+        assert_eq!(
+            code(validate(&wrong_version, "tools/call", Some(&params("t"))).unwrap_err()),
+            -32020
+        );
+        let future = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ]);
+        let p =
+            json!({"_meta": {META_PROTOCOL_VERSION: "2099-01-01", META_CLIENT_CAPABILITIES: {}}});
+        assert_eq!(
+            code(validate(&future, "tools/list", Some(&p)).unwrap_err()),
+            -32022
+        );
+        let no_caps = json!({"_meta": {META_PROTOCOL_VERSION: "2026-07-28"}});
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ]);
+        assert_eq!(
+            code(validate(&h, "tools/list", Some(&no_caps)).unwrap_err()),
+            -32602
+        );
+    }
+}

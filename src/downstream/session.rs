@@ -1,0 +1,180 @@
+//! Sealed legacy session ids (DESIGN.md §5.4).
+//!
+//! The `Mcp-Session-Id` a legacy client receives is the session's state itself, encrypted and
+//! authenticated with ChaCha20-Poly1305 under the gateway's session key: negotiated version,
+//! client capabilities and info, a digest of the principal, and the issue time. Any replica with
+//! the same key resumes the session without shared storage; a forged, altered or foreign token
+//! fails to open and the request gets 404. The token is URL-safe base64 of
+//! `nonce (12 bytes) ‖ ciphertext ‖ tag`, which is visible ASCII as the spec requires.
+//!
+//! Ending a session (`DELETE`) records its id in a local revocation list kept until the token
+//! could have expired anyway; replicas do not share that list.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Associated data binding tokens to this purpose and format version.
+const AAD: &[u8] = b"mcpgate/session/v1";
+const NONCE_LEN: usize = 12;
+
+/// What a sealed session id carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Session id (random), the key of local state and upstream sessions.
+    #[serde(rename = "sid")]
+    pub id: Uuid,
+    /// Negotiated protocol revision.
+    #[serde(rename = "ver")]
+    pub version: String,
+    /// The client's `ClientCapabilities` from `initialize`.
+    #[serde(rename = "caps")]
+    pub capabilities: Value,
+    /// The client's `clientInfo` from `initialize`.
+    #[serde(rename = "info", default, skip_serializing_if = "Option::is_none")]
+    pub client_info: Option<Value>,
+    /// Hex SHA-256 digest of the principal the session belongs to.
+    #[serde(rename = "pd")]
+    pub principal_digest: String,
+    /// Issue time, seconds since the Unix epoch.
+    #[serde(rename = "iat")]
+    pub issued_at: u64,
+}
+
+/// Seals and opens session ids. Cloning shares nothing mutable.
+#[derive(Clone)]
+pub struct SessionSealer {
+    cipher: ChaCha20Poly1305,
+    max_lifetime: Duration,
+}
+
+impl SessionSealer {
+    /// A sealer with `key`, or a fresh random key when `None` (sessions then do not survive a
+    /// restart or move between replicas).
+    pub fn new(key: Option<[u8; 32]>, max_lifetime: Duration) -> Self {
+        let key = key.unwrap_or_else(|| {
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            k
+        });
+        Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            max_lifetime,
+        }
+    }
+
+    /// Seals claims into a session id.
+    pub fn seal(&self, claims: &SessionClaims) -> String {
+        let plaintext = serde_json::to_vec(claims).unwrap_or_default();
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: AAD,
+                },
+            )
+            .unwrap_or_default();
+        let mut token = nonce.to_vec();
+        token.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(token)
+    }
+
+    /// Opens a session id; `None` when it is malformed, forged, altered or expired.
+    pub fn open(&self, token: &str) -> Option<SessionClaims> {
+        if token.len() > 8192 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        if bytes.len() <= NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let plaintext = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
+            .ok()?;
+        let claims: SessionClaims = serde_json::from_slice(&plaintext).ok()?;
+        let age = now_secs().saturating_sub(claims.issued_at);
+        (age <= self.max_lifetime.as_secs()).then_some(claims)
+    }
+
+    /// The longest life of a session id.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn claims() -> SessionClaims {
+        SessionClaims {
+            id: Uuid::new_v4(),
+            version: "2025-11-25".into(),
+            capabilities: json!({"roots": {}}),
+            client_info: Some(json!({"name": "c", "version": "1"})),
+            principal_digest: "abc".into(),
+            issued_at: now_secs(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_is_ascii() {
+        let s = SessionSealer::new(None, Duration::from_secs(60));
+        let c = claims();
+        let token = s.seal(&c);
+        assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        assert_eq!(s.open(&token), Some(c));
+    }
+
+    #[test]
+    fn rejects_forged_altered_foreign_and_expired() {
+        let key = [7u8; 32];
+        let s = SessionSealer::new(Some(key), Duration::from_secs(60));
+        let token = s.seal(&claims());
+        let mut altered = token.clone().into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        assert!(s.open(std::str::from_utf8(&altered).unwrap()).is_none());
+        assert!(s.open("forged-session-id").is_none());
+        assert!(s.open("").is_none());
+        let other = SessionSealer::new(Some([8u8; 32]), Duration::from_secs(60));
+        assert!(other.open(&token).is_none(), "another key must not open it");
+        let replica = SessionSealer::new(Some(key), Duration::from_secs(60));
+        assert!(
+            replica.open(&token).is_some(),
+            "a replica with the key resumes it"
+        );
+        let mut old = claims();
+        old.issued_at -= 120;
+        assert!(s.open(&s.seal(&old)).is_none(), "expired");
+    }
+}

@@ -1,0 +1,152 @@
+//! The `/mcp` endpoint (Streamable HTTP): body limit, decoding, era detection, dispatch.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::wire::Failure;
+use super::{Gateway, legacy, modern};
+use crate::error::GatewayError;
+use crate::jsonrpc::{DecodeError, Message};
+use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+
+/// `POST /mcp`: one JSON-RPC message.
+pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    match handle_post(&gw, &headers, body).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let early_era = header_era(headers);
+    gw.origin
+        .check(headers)
+        .map_err(|e| Failure::new(e, early_era, None))?;
+    let bytes = read_limited(body, gw.max_body_bytes)
+        .await
+        .map_err(|e| Failure::new(e, early_era, None))?;
+    let message = Message::decode(&bytes).map_err(|e| {
+        let (error, id) = match e {
+            DecodeError::NotJson(detail) => (GatewayError::Parse { detail }, None),
+            DecodeError::NotJsonRpc { reason, id } => (
+                GatewayError::InvalidRequest {
+                    reason: reason.to_string(),
+                },
+                id,
+            ),
+        };
+        Failure::new(error, early_era, id)
+    })?;
+    let era = detect_era(headers, &message)
+        .map_err(|e| Failure::new(e, early_era, request_id(&message)))?;
+    match era {
+        Era::Modern => modern::handle(gw, headers, message).await,
+        Era::Legacy => legacy::handle(gw, headers, message).await,
+    }
+}
+
+/// `GET /mcp`: the legacy standalone event stream is not offered; 405 is the spec's answer
+/// for that (2025-11-25 Streamable HTTP, "Listening for Messages from the Server"), and the
+/// modern era has no GET at all.
+pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = gw.origin.check(&headers) {
+        return Failure::new(e, Era::Legacy, None).into_response();
+    }
+    Failure::new(
+        GatewayError::HttpMethodNotAllowed,
+        header_era(&headers),
+        None,
+    )
+    .into_response()
+}
+
+/// `DELETE /mcp`: ends a legacy session; without a session id there is nothing to end (405,
+/// as for a modern client).
+pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(e) = gw.origin.check(&headers) {
+        return Failure::new(e, Era::Legacy, None).into_response();
+    }
+    if headers.get(HEADER_SESSION_ID).is_none() {
+        return Failure::new(GatewayError::HttpMethodNotAllowed, Era::Modern, None).into_response();
+    }
+    match legacy::end_session(&gw, &headers).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => Failure::new(e, Era::Legacy, None).into_response(),
+    }
+}
+
+/// Reads the body up to `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::InvalidRequest {
+            reason: format!("could not read the body: {e}"),
+        }),
+    }
+}
+
+/// The era a header alone suggests (for errors before the body is decoded).
+fn header_era(headers: &HeaderMap) -> Era {
+    headers
+        .get(HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Era::of_version)
+        .unwrap_or(Era::Legacy)
+}
+
+fn request_id(message: &Message) -> Option<Value> {
+    match message {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// Decides the era of one request (2026-07-28 `basic/versioning`, "A dual-era server selects its
+/// behavior from how the client opens"): modern when the body carries the modern `_meta`
+/// version, or the `MCP-Protocol-Version` header names a modern revision, or the method is
+/// `server/discover`; legacy otherwise.
+///
+/// # Errors
+/// [`GatewayError::UnsupportedProtocolVersion`] when the header names a revision of neither era
+/// and there is no session to judge it against.
+pub fn detect_era(headers: &HeaderMap, message: &Message) -> Result<Era, GatewayError> {
+    let params = match message {
+        Message::Request { params, .. } | Message::Notification { params, .. } => params.as_ref(),
+        Message::Response { .. } => None,
+    };
+    let has_modern_meta = params
+        .and_then(|p| p.get("_meta"))
+        .is_some_and(|m| m.get(META_PROTOCOL_VERSION).is_some());
+    if has_modern_meta {
+        return Ok(Era::Modern);
+    }
+    if let Some(version) = headers
+        .get(HEADER_PROTOCOL_VERSION)
+        .map(|v| v.to_str().unwrap_or_default())
+    {
+        match Era::of_version(version) {
+            Some(era) => return Ok(era),
+            None if headers.contains_key(HEADER_SESSION_ID) => return Ok(Era::Legacy),
+            None if message.method() == Some("initialize") => return Ok(Era::Legacy),
+            None => {
+                return Err(GatewayError::UnsupportedProtocolVersion {
+                    requested: version.to_string(),
+                });
+            }
+        }
+    }
+    if message.method() == Some("server/discover") {
+        return Ok(Era::Modern);
+    }
+    Ok(Era::Legacy)
+}

@@ -1,0 +1,324 @@
+//! `GatewayError` and the one mapping from errors to the wire (DESIGN.md §5.5).
+//!
+//! Every failure a downstream client can see is a [`GatewayError`]. [`GatewayError::to_wire`] is
+//! the single place that decides its HTTP status and JSON-RPC error object; handlers never build
+//! error responses by hand. Internal details (upstream addresses, I/O errors) are logged by the
+//! caller once and never put in the message a client reads.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::jsonrpc::{code, error_object};
+use crate::protocol::Era;
+use crate::upstream::UpstreamError;
+
+/// What kind of catalogue entry a name or URI referred to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A tool (`tools/call`).
+    Tool,
+    /// A prompt (`prompts/get`).
+    Prompt,
+    /// A resource or resource template URI (`resources/read`, completion refs).
+    Resource,
+}
+
+impl TargetKind {
+    /// The word used in client-facing messages (`tool`, `prompt`, `resource`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Prompt => "prompt",
+            Self::Resource => "resource",
+        }
+    }
+}
+
+/// Every error a downstream client can receive.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not JSON (400, -32700).
+    #[error("parse error: {detail}")]
+    Parse {
+        /// The JSON parser's message.
+        detail: String,
+    },
+    /// JSON, but not a valid JSON-RPC request (400, -32600).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The body is larger than `listen.max_body_bytes` (413, -32600).
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit, bytes.
+        limit: usize,
+    },
+    /// The method is not served in this era (legacy: 200, modern: 404; -32601).
+    #[error("method not found: {method}")]
+    MethodNotFound {
+        /// The method the client asked for.
+        method: String,
+    },
+    /// Invalid params, including a bad or missing modern `_meta` (400 for the modern `_meta`
+    /// checks, else 200; -32602).
+    #[error("invalid params: {message}")]
+    InvalidParams {
+        /// Client-facing description.
+        message: String,
+        /// Whether this is a transport-level rejection (HTTP 400) rather than a method error.
+        transport: bool,
+    },
+    /// Unknown tool, prompt or resource, or one the caller may not use (200, -32602). The message
+    /// is the same in both cases so that policy never reveals what exists.
+    #[error("unknown {}: {name}", kind.as_str())]
+    UnknownTarget {
+        /// Tool, prompt or resource.
+        kind: TargetKind,
+        /// The name or URI as the client sent it.
+        name: String,
+    },
+    /// A pagination cursor the gateway did not issue, or issued for another list (200, -32602).
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// Modern: HTTP headers missing, malformed or disagreeing with the body (400, -32020).
+    #[error("header mismatch: {detail}")]
+    HeaderMismatch {
+        /// Which header and how.
+        detail: String,
+    },
+    /// The requested protocol revision is not spoken here (400, -32022).
+    #[error("unsupported protocol version {requested:?}")]
+    UnsupportedProtocolVersion {
+        /// What the client asked for.
+        requested: String,
+    },
+    /// Legacy: a request other than `initialize` without `Mcp-Session-Id` (400, -32600).
+    #[error("missing Mcp-Session-Id header")]
+    SessionRequired,
+    /// Legacy: unknown, forged, expired, deleted or foreign session id (404, no body).
+    #[error("unknown or expired session")]
+    SessionNotFound,
+    /// Legacy: `MCP-Protocol-Version` differs from the negotiated revision (400, -32600).
+    #[error("MCP-Protocol-Version {got:?} does not match the negotiated version {negotiated:?}")]
+    ProtocolVersionMismatch {
+        /// The header value.
+        got: String,
+        /// The version negotiated at `initialize`.
+        negotiated: String,
+    },
+    /// `Origin` or `Host` not allowed: DNS-rebinding protection (403, -32600 without id).
+    #[error("{header} {value:?} is not allowed")]
+    ForbiddenOrigin {
+        /// `Origin` or `Host`.
+        header: &'static str,
+        /// The rejected value.
+        value: String,
+    },
+    /// HTTP method not served on this endpoint (405).
+    #[error("HTTP method not allowed on the MCP endpoint")]
+    HttpMethodNotAllowed,
+    /// The client sent a JSON-RPC response where none is expected (modern era; 400, -32600).
+    #[error("unexpected JSON-RPC response")]
+    UnexpectedResponse,
+    /// The owning upstream failed: down, timed out, dead mid-call or answered garbage
+    /// (200, -32603 with `data.upstream` and `data.reason`).
+    #[error("upstream {upstream:?} failed")]
+    Upstream {
+        /// The upstream id.
+        upstream: String,
+        /// What went wrong.
+        #[source]
+        source: UpstreamError,
+    },
+}
+
+/// An error as the client sees it: HTTP status plus an optional JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    /// The HTTP status of the response.
+    pub status: StatusCode,
+    /// The JSON-RPC `error` member, or `None` for a bodiless response (404 session).
+    pub error: Option<Value>,
+}
+
+impl GatewayError {
+    /// Maps the error to its HTTP status and JSON-RPC error object for a client of `era`
+    /// (DESIGN.md §5.5). This is the only such mapping in the crate.
+    pub fn to_wire(&self, era: Era) -> WireError {
+        let (status, error) = match self {
+            Self::Parse { .. } => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::PARSE_ERROR,
+                    "Parse error: body is not valid JSON",
+                    None,
+                )),
+            ),
+            Self::InvalidRequest { reason } => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::INVALID_REQUEST,
+                    format!("Invalid Request: {reason}"),
+                    None,
+                )),
+            ),
+            Self::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(error_object(code::INVALID_REQUEST, self.to_string(), None)),
+            ),
+            Self::MethodNotFound { method } => (
+                match era {
+                    Era::Legacy => StatusCode::OK,
+                    Era::Modern => StatusCode::NOT_FOUND,
+                },
+                Some(error_object(
+                    code::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                    None,
+                )),
+            ),
+            Self::InvalidParams { message, transport } => (
+                if *transport {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                },
+                Some(error_object(code::INVALID_PARAMS, message.clone(), None)),
+            ),
+            Self::UnknownTarget { kind, name } => {
+                let what = match kind {
+                    TargetKind::Tool => "Unknown tool",
+                    TargetKind::Prompt => "Unknown prompt",
+                    TargetKind::Resource => "Resource not found",
+                };
+                (
+                    StatusCode::OK,
+                    Some(error_object(
+                        code::INVALID_PARAMS,
+                        format!("{what}: {name}"),
+                        None,
+                    )),
+                )
+            }
+            Self::InvalidCursor => (
+                StatusCode::OK,
+                Some(error_object(code::INVALID_PARAMS, "Invalid cursor", None)),
+            ),
+            Self::HeaderMismatch { detail } => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::HEADER_MISMATCH,
+                    format!("Header mismatch: {detail}"),
+                    None,
+                )),
+            ),
+            Self::UnsupportedProtocolVersion { requested } => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::UNSUPPORTED_PROTOCOL_VERSION,
+                    "Unsupported protocol version",
+                    Some(
+                        json!({"requested": requested, "supported": crate::protocol::all_versions()}),
+                    ),
+                )),
+            ),
+            Self::SessionRequired => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::INVALID_REQUEST,
+                    "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+                    None,
+                )),
+            ),
+            Self::SessionNotFound => (StatusCode::NOT_FOUND, None),
+            Self::ProtocolVersionMismatch { .. } => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::INVALID_REQUEST,
+                    format!("Bad Request: {self}"),
+                    None,
+                )),
+            ),
+            Self::ForbiddenOrigin { .. } => (
+                StatusCode::FORBIDDEN,
+                Some(error_object(
+                    code::INVALID_REQUEST,
+                    format!("Forbidden: {self}"),
+                    None,
+                )),
+            ),
+            Self::HttpMethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Self::UnexpectedResponse => (
+                StatusCode::BAD_REQUEST,
+                Some(error_object(
+                    code::INVALID_REQUEST,
+                    "Invalid Request: clients must not send JSON-RPC responses in this protocol version",
+                    None,
+                )),
+            ),
+            Self::Upstream { upstream, source } => (
+                StatusCode::OK,
+                Some(error_object(
+                    code::INTERNAL_ERROR,
+                    format!("Upstream {upstream:?} {}", source.client_message()),
+                    Some(json!({
+                        "upstream": upstream,
+                        "reason": source.reason(),
+                        "gateway": "mcpgate",
+                    })),
+                )),
+            ),
+        };
+        WireError { status, error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(e: &GatewayError, era: Era) -> (u16, Option<i64>) {
+        let w = e.to_wire(era);
+        (
+            w.status.as_u16(),
+            w.error.and_then(|e| e.get("code").and_then(Value::as_i64)),
+        )
+    }
+
+    #[test]
+    fn maps_the_design_table() {
+        let parse = GatewayError::Parse { detail: "x".into() };
+        assert_eq!(code_of(&parse, Era::Legacy), (400, Some(-32700)));
+        let nf = GatewayError::MethodNotFound { method: "x".into() };
+        assert_eq!(code_of(&nf, Era::Legacy), (200, Some(-32601)));
+        assert_eq!(code_of(&nf, Era::Modern), (404, Some(-32601)));
+        let unknown = GatewayError::UnknownTarget {
+            kind: TargetKind::Tool,
+            name: "t".into(),
+        };
+        assert_eq!(code_of(&unknown, Era::Modern), (200, Some(-32602)));
+        let hm = GatewayError::HeaderMismatch { detail: "d".into() };
+        assert_eq!(code_of(&hm, Era::Modern), (400, Some(-32020)));
+        let uv = GatewayError::UnsupportedProtocolVersion {
+            requested: "1".into(),
+        };
+        let w = uv.to_wire(Era::Modern);
+        assert_eq!(w.status, StatusCode::BAD_REQUEST);
+        assert_eq!(w.error.as_ref().unwrap()["data"]["requested"], "1");
+        assert_eq!(
+            code_of(&GatewayError::SessionNotFound, Era::Legacy),
+            (404, None)
+        );
+        let too_big = GatewayError::PayloadTooLarge { limit: 10 };
+        assert_eq!(code_of(&too_big, Era::Legacy), (413, Some(-32600)));
+        let up = GatewayError::Upstream {
+            upstream: "time".into(),
+            source: UpstreamError::Timeout,
+        };
+        let w = up.to_wire(Era::Legacy);
+        assert_eq!(w.status, StatusCode::OK);
+        assert_eq!(w.error.as_ref().unwrap()["data"]["reason"], "timeout");
+    }
+}

@@ -1,0 +1,115 @@
+//! Prometheus metrics (an owned [`prometheus::Registry`], never the global one) and log setup.
+//!
+//! Names follow Prometheus conventions (DESIGN.md §5.8). Labels stay bounded: method names from
+//! a fixed set, upstream ids from the configuration, outcomes from a fixed set; never arguments,
+//! tokens or user ids.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Metric handles; cloning shares the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `mcpgate_requests_total{method,upstream,outcome}`: requests answered, by outcome
+    /// (`ok`, `error`, `upstream_error`).
+    pub requests: IntCounterVec,
+    /// `mcpgate_request_duration_seconds{method,upstream}`: time to the final response, seconds.
+    pub request_duration: HistogramVec,
+    /// `mcpgate_upstream_up{upstream}`: 1 when the last catalogue refresh of the upstream
+    /// succeeded, else 0.
+    pub upstream_up: IntGaugeVec,
+    /// `mcpgate_catalogue_refresh_failures_total{upstream}`: failed catalogue refreshes.
+    pub catalogue_refresh_failures: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    /// Never in practice: only on invalid metric definitions, which are constants here.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_requests_total",
+                "JSON-RPC requests answered, by outcome",
+            ),
+            &["method", "upstream", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcpgate_request_duration_seconds",
+                "Time from request decoded to final response, seconds",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["method", "upstream"],
+        )
+        .expect("valid metric");
+        let upstream_up = IntGaugeVec::new(
+            Opts::new(
+                "mcpgate_upstream_up",
+                "1 when the upstream's last catalogue refresh succeeded",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let catalogue_refresh_failures = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_catalogue_refresh_failures_total",
+                "Catalogue refreshes of an upstream that failed",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_up.clone()),
+            Box::new(catalogue_refresh_failures.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_up,
+            catalogue_refresh_failures,
+        }
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Installs the global tracing subscriber: JSON lines when `json`, else human-readable; the
+/// level from `RUST_LOG` (default `info`). Calling it twice is harmless.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

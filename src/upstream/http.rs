@@ -1,0 +1,491 @@
+//! Streamable HTTP upstreams, both eras.
+//!
+//! Era: probed once with `server/discover` and cached for the life of the process (2026-07-28
+//! `basic/versioning`: the era is a property of the server). Modern: one POST per request with
+//! `_meta` and the mirrored headers. Legacy: one upstream session per downstream session
+//! (`None` = the gateway's shared session), opened lazily with `initialize`, re-opened once on
+//! 404, closed with `DELETE` when the downstream session ends or idles out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use url::Url;
+use uuid::Uuid;
+
+use super::mcp::{self, UpstreamInfo};
+use super::{CallContext, Reply, UpstreamError};
+use crate::config::{EraPreference, Secret, UpstreamId};
+use crate::jsonrpc::{self, Message};
+use crate::protocol::{
+    Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
+    encode_header_value,
+};
+
+/// Largest upstream message accepted, bytes. A larger answer is a protocol error.
+const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// One legacy upstream session.
+#[derive(Debug)]
+struct LegacySession {
+    /// `Mcp-Session-Id` the upstream assigned; `None` for stateless legacy servers.
+    id: Option<String>,
+    info: UpstreamInfo,
+}
+
+type SessionCell = Arc<OnceCell<Arc<LegacySession>>>;
+
+pub(super) struct HttpUpstream {
+    id: UpstreamId,
+    endpoint: Arc<Endpoint>,
+    era_pref: EraPreference,
+    era: OnceCell<(Era, Option<UpstreamInfo>)>,
+    sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
+}
+
+/// Where and how to POST; shared with the session-eviction listener.
+struct Endpoint {
+    url: Url,
+    headers: HeaderMap,
+    client: reqwest::Client,
+    next_id: AtomicU64,
+}
+
+/// What one POST produced.
+struct Posted {
+    status: StatusCode,
+    session_id: Option<String>,
+    answer: Option<Reply>,
+}
+
+impl Posted {
+    fn into_reply(self) -> Result<Reply, UpstreamError> {
+        match self.answer {
+            Some(answer) => Ok(answer),
+            None if !self.status.is_success() => Err(UpstreamError::HttpStatus {
+                status: self.status.as_u16(),
+            }),
+            None => Err(UpstreamError::Protocol {
+                detail: format!("HTTP {} without a JSON-RPC response", self.status),
+            }),
+        }
+    }
+}
+
+impl HttpUpstream {
+    pub(super) fn new(
+        id: UpstreamId,
+        url: Url,
+        headers: Vec<(HeaderName, Secret)>,
+        era_pref: EraPreference,
+        client: reqwest::Client,
+        session_idle: Duration,
+    ) -> Self {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            if let Ok(mut v) = HeaderValue::from_str(value.expose()) {
+                v.set_sensitive(true);
+                map.append(name, v);
+            }
+        }
+        let endpoint = Arc::new(Endpoint {
+            url,
+            headers: map,
+            client,
+            next_id: AtomicU64::new(1),
+        });
+        let closer = Arc::clone(&endpoint);
+        let sessions = moka::future::Cache::builder()
+            .time_to_idle(session_idle)
+            .eviction_listener(move |_key, cell: SessionCell, cause| {
+                use moka::notification::RemovalCause;
+                if !matches!(cause, RemovalCause::Expired | RemovalCause::Explicit) {
+                    return;
+                }
+                let session_id = cell.get().and_then(|s| s.id.clone());
+                if let (Some(session_id), Ok(rt)) =
+                    (session_id, tokio::runtime::Handle::try_current())
+                {
+                    let endpoint = Arc::clone(&closer);
+                    rt.spawn(async move { endpoint.delete_session(&session_id).await });
+                }
+            })
+            .build();
+        Self {
+            id,
+            endpoint,
+            era_pref,
+            era: OnceCell::new(),
+            sessions,
+        }
+    }
+
+    pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
+        match self.era().await? {
+            (Era::Modern, Some(info)) => Ok(info.clone()),
+            _ => Ok(self.session(None).await?.info.clone()),
+        }
+    }
+
+    pub(super) async fn request(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Reply, UpstreamError> {
+        let (era, _) = self.era().await?;
+        match era {
+            Era::Modern => self.modern_request(ctx, method, params).await,
+            Era::Legacy => self.legacy_request(ctx, method, params).await,
+        }
+    }
+
+    pub(super) async fn close_session(&self, downstream: Uuid) {
+        self.sessions.invalidate(&Some(downstream)).await;
+    }
+
+    /// The era, probing on first use. Failures to reach the upstream are not cached.
+    async fn era(&self) -> Result<&(Era, Option<UpstreamInfo>), UpstreamError> {
+        self.era
+            .get_or_try_init(|| async {
+                match self.era_pref {
+                    EraPreference::Legacy => Ok((Era::Legacy, None)),
+                    EraPreference::Modern => {
+                        let info = self
+                            .probe()
+                            .await?
+                            .ok_or_else(|| UpstreamError::Handshake {
+                                detail: "configured as modern, but server/discover failed".into(),
+                            })?;
+                        Ok((Era::Modern, Some(info)))
+                    }
+                    EraPreference::Auto => Ok(match self.probe().await? {
+                        Some(info) => (Era::Modern, Some(info)),
+                        None => (Era::Legacy, None),
+                    }),
+                }
+            })
+            .await
+    }
+
+    /// Sends `server/discover`: `Some(info)` for a modern upstream, `None` for a legacy one.
+    async fn probe(&self) -> Result<Option<UpstreamInfo>, UpstreamError> {
+        let headers = modern_headers("server/discover", None);
+        let posted = self
+            .endpoint
+            .post("server/discover", Some(mcp::discover_params()), &headers)
+            .await?;
+        let era = match &posted.answer {
+            Some(Ok(result)) => mcp::parse_discover(result),
+            Some(Err(error)) if mcp::is_incompatible_modern(error) => {
+                return Err(UpstreamError::Handshake {
+                    detail: format!("modern-only upstream shares no protocol version: {error}"),
+                });
+            }
+            _ => None,
+        };
+        tracing::info!(
+            upstream = %self.id,
+            era = if era.is_some() { "modern" } else { "legacy" },
+            status = posted.status.as_u16(),
+            "probed upstream era"
+        );
+        Ok(era)
+    }
+
+    async fn modern_request(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Reply, UpstreamError> {
+        let params = mcp::shape_params(Era::Modern, params, ctx);
+        let name = params.as_ref().and_then(mirrored_name(method));
+        let headers = modern_headers(method, name.as_deref());
+        self.endpoint
+            .post(method, params, &headers)
+            .await?
+            .into_reply()
+    }
+
+    async fn legacy_request(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Reply, UpstreamError> {
+        let params = mcp::shape_params(Era::Legacy, params, ctx);
+        let key = ctx.downstream_session;
+        let mut retried = false;
+        loop {
+            let session = self.session(key).await?;
+            let headers = legacy_headers(&session);
+            let posted = self.endpoint.post(method, params.clone(), &headers).await?;
+            if posted.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
+                tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
+                self.sessions.invalidate(&key).await;
+                retried = true;
+                continue;
+            }
+            return posted.into_reply();
+        }
+    }
+
+    /// The legacy session for `key`, opened on first use.
+    async fn session(&self, key: Option<Uuid>) -> Result<Arc<LegacySession>, UpstreamError> {
+        let cell = self
+            .sessions
+            .get_with(key, async { Arc::new(OnceCell::new()) })
+            .await;
+        cell.get_or_try_init(|| async { self.initialize().await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    async fn initialize(&self) -> Result<LegacySession, UpstreamError> {
+        let posted = self
+            .endpoint
+            .post(
+                "initialize",
+                Some(mcp::initialize_params(&serde_json::json!({}))),
+                &HeaderMap::new(),
+            )
+            .await?;
+        let session_id = posted.session_id.clone();
+        let result = match posted.into_reply()? {
+            Ok(result) => result,
+            Err(error) => {
+                return Err(UpstreamError::Handshake {
+                    detail: format!("initialize was rejected: {error}"),
+                });
+            }
+        };
+        let info = mcp::parse_initialize(&result)?;
+        let session = LegacySession {
+            id: session_id,
+            info,
+        };
+        let headers = legacy_headers(&session);
+        self.endpoint
+            .notify("notifications/initialized", &headers)
+            .await?;
+        tracing::info!(upstream = %self.id, version = %session.info.protocol_version, "opened legacy upstream session");
+        Ok(session)
+    }
+}
+
+impl Endpoint {
+    /// POSTs one request and reads its answer from a JSON body or an SSE stream.
+    async fn post(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<Posted, UpstreamError> {
+        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let body = jsonrpc::request(id.clone(), method, params);
+        let response = self.send(http::Method::POST, headers, Some(&body)).await?;
+        let status = response.status();
+        let session_id = response
+            .headers()
+            .get(HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let is_sse = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let answer = if is_sse {
+            read_sse_answer(response, &id).await?
+        } else {
+            read_json_answer(response, &id).await?
+        };
+        Ok(Posted {
+            status,
+            session_id,
+            answer,
+        })
+    }
+
+    /// POSTs a notification; any 2xx is success.
+    async fn notify(&self, method: &str, headers: &HeaderMap) -> Result<(), UpstreamError> {
+        let body = jsonrpc::notification(method, None);
+        let response = self.send(http::Method::POST, headers, Some(&body)).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::HttpStatus {
+                status: response.status().as_u16(),
+            })
+        }
+    }
+
+    /// Ends a legacy upstream session; failures are logged, not returned.
+    async fn delete_session(&self, session_id: &str) {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(session_id) {
+            headers.insert(HEADER_SESSION_ID, v);
+        }
+        match self.send(http::Method::DELETE, &headers, None).await {
+            Ok(r) => tracing::debug!(status = r.status().as_u16(), "closed upstream session"),
+            Err(e) => tracing::debug!(error = %e, "could not close upstream session"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        headers: &HeaderMap,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
+            .client
+            .request(method, self.url.clone())
+            .headers(self.headers.clone())
+            .headers(headers.clone())
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
+                detail: e.to_string(),
+            })?;
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable {
+                detail: error_chain(&e),
+            })
+    }
+}
+
+/// Reads a JSON body; `Some` when it is the JSON-RPC response to `id` (or an id-less error).
+async fn read_json_answer(
+    mut response: reqwest::Response,
+    id: &Value,
+) -> Result<Option<Reply>, UpstreamError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Closed {
+        detail: error_chain(&e),
+    })? {
+        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return Err(UpstreamError::Protocol {
+                detail: format!("response larger than {MAX_MESSAGE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match Message::decode(&body) {
+        Ok(Message::Response { id: got, outcome }) if &got == id || got.is_null() => {
+            Ok(Some(outcome))
+        }
+        Ok(_) | Err(_) if !response.status().is_success() => Ok(None),
+        Ok(other) => Err(UpstreamError::Protocol {
+            detail: format!("expected the response to request {id}, got {other:?}"),
+        }),
+        Err(e) => Err(UpstreamError::Protocol {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Reads an SSE stream until the response to `id` arrives. Other messages are skipped here; the
+/// streaming relay is a separate concern.
+async fn read_sse_answer(
+    response: reqwest::Response,
+    id: &Value,
+) -> Result<Option<Reply>, UpstreamError> {
+    use eventsource_stream::Eventsource as _;
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| UpstreamError::Closed {
+            detail: e.to_string(),
+        })?;
+        if event.data.len() > MAX_MESSAGE_BYTES {
+            return Err(UpstreamError::Protocol {
+                detail: "SSE event too large".into(),
+            });
+        }
+        if event.data.trim().is_empty() {
+            continue;
+        }
+        match Message::decode(event.data.as_bytes()) {
+            Ok(Message::Response { id: got, outcome }) if &got == id => return Ok(Some(outcome)),
+            Ok(other) => tracing::trace!(message = ?other, "skipping upstream stream message"),
+            Err(e) => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!("bad SSE event: {e}"),
+                });
+            }
+        }
+    }
+    Err(UpstreamError::Closed {
+        detail: "SSE stream ended before the response".into(),
+    })
+}
+
+/// Headers of a modern request (2026-07-28 Streamable HTTP, "Request Metadata").
+fn modern_headers(method: &str, name: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HEADER_PROTOCOL_VERSION,
+        HeaderValue::from_static(LATEST_MODERN),
+    );
+    if let Ok(v) = HeaderValue::from_str(&encode_header_value(method)) {
+        headers.insert(HEADER_METHOD, v);
+    }
+    if let Some(v) = name.and_then(|n| HeaderValue::from_str(&encode_header_value(n)).ok()) {
+        headers.insert(HEADER_NAME, v);
+    }
+    headers
+}
+
+/// Headers of a request inside a legacy session.
+fn legacy_headers(session: &LegacySession) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = session
+        .id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        headers.insert(HEADER_SESSION_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&session.info.protocol_version) {
+        headers.insert(HEADER_PROTOCOL_VERSION, v);
+    }
+    headers
+}
+
+/// For methods whose `Mcp-Name` header mirrors `params.name` or `params.uri`, the extractor.
+fn mirrored_name(method: &str) -> impl Fn(&Value) -> Option<String> + '_ {
+    move |params| {
+        let key = match method {
+            "tools/call" | "prompts/get" => "name",
+            "resources/read" => "uri",
+            _ => return None,
+        };
+        params.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+}
+
+/// An error with its sources, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

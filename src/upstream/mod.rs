@@ -1,0 +1,280 @@
+//! The MCP client side: one [`Upstream`] per configured server, over Streamable HTTP or stdio,
+//! in either era.
+//!
+//! An upstream answers [`Upstream::request`] with the JSON-RPC outcome (result or error object)
+//! of one request, or an [`UpstreamError`] when it could not produce one. Era detection (probe
+//! `server/discover`, fall back to `initialize`, cache the answer), legacy sessions and the stdio
+//! child process live behind that one call (DESIGN.md §5.2). Names and URIs are not rewritten
+//! here: this module speaks the upstream's own names; the router translates.
+
+mod http;
+pub mod mcp;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::config::{UpstreamConfig, UpstreamId, UpstreamTransport};
+
+pub use mcp::UpstreamInfo;
+
+/// Why an upstream produced no JSON-RPC answer. Classified for the client by
+/// [`UpstreamError::reason`]; details are for logs only.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect, or the child process could not be started or is restarting.
+    #[error("unavailable: {detail}")]
+    Unavailable {
+        /// The underlying error, for logs.
+        detail: String,
+    },
+    /// No final response within the upstream's timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection or process ended before the response arrived.
+    #[error("connection closed before the response: {detail}")]
+    Closed {
+        /// What ended, for logs.
+        detail: String,
+    },
+    /// An HTTP status without a JSON-RPC answer.
+    #[error("HTTP status {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
+    /// The upstream answered something that is not MCP.
+    #[error("protocol error: {detail}")]
+    Protocol {
+        /// What was wrong, for logs.
+        detail: String,
+    },
+    /// `server/discover` / `initialize` failed or named no common revision.
+    #[error("handshake failed: {detail}")]
+    Handshake {
+        /// What was wrong, for logs.
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// A stable machine-readable reason for `error.data.reason` and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Closed { .. } => "disconnected",
+            Self::HttpStatus { .. } => "http_status",
+            Self::Protocol { .. } => "protocol_error",
+            Self::Handshake { .. } => "handshake_failed",
+        }
+    }
+
+    /// The client-facing sentence: says what happened without internal detail.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Unavailable { .. } => "is unavailable".into(),
+            Self::Timeout => "did not answer in time".into(),
+            Self::Closed { .. } => "closed the connection before answering".into(),
+            Self::HttpStatus { status } => format!("answered with HTTP status {status}"),
+            Self::Protocol { .. } => "sent an invalid MCP response".into(),
+            Self::Handshake { .. } => "could not negotiate a protocol version".into(),
+        }
+    }
+}
+
+/// The outcome of one JSON-RPC request: `Ok(result)` or `Err(error object)`, both verbatim.
+pub type Reply = Result<Value, Value>;
+
+/// Who a call is made for. Legacy HTTP upstreams keep one upstream session per downstream
+/// session; everything else is shared.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The downstream legacy session, or `None` for the gateway's shared connection (catalogue
+    /// plane, modern clients).
+    pub downstream_session: Option<Uuid>,
+    /// Client capabilities to declare to a modern upstream.
+    pub client_capabilities: Value,
+    /// Client implementation info to declare to a modern upstream (the gateway's when `None`).
+    pub client_info: Option<Value>,
+}
+
+impl CallContext {
+    /// The gateway's own shared context (catalogue plane).
+    pub fn shared() -> Self {
+        Self {
+            downstream_session: None,
+            client_capabilities: json!({}),
+            client_info: None,
+        }
+    }
+}
+
+/// Something an upstream did that other parts of the gateway react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    /// The upstream announced `notifications/{tools,prompts,resources}/list_changed`.
+    ListChanged {
+        /// Which upstream.
+        upstream: UpstreamId,
+    },
+    /// The upstream (re)connected: a new stdio process finished its handshake.
+    Reconnected {
+        /// Which upstream.
+        upstream: UpstreamId,
+    },
+}
+
+/// One configured upstream MCP server.
+pub struct Upstream {
+    id: UpstreamId,
+    timeout: Duration,
+    link: Link,
+}
+
+enum Link {
+    Http(http::HttpUpstream),
+    Stdio(stdio::StdioUpstream),
+}
+
+impl Upstream {
+    /// Creates the client for one upstream. stdio children start at once, in the background.
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        http_client: reqwest::Client,
+        session_idle: Duration,
+        events: broadcast::Sender<UpstreamEvent>,
+    ) -> Self {
+        let link = match &cfg.transport {
+            UpstreamTransport::Http { url, headers } => Link::Http(http::HttpUpstream::new(
+                cfg.id.clone(),
+                url.clone(),
+                headers.clone(),
+                cfg.era,
+                http_client,
+                session_idle,
+            )),
+            UpstreamTransport::Stdio { .. } => {
+                Link::Stdio(stdio::StdioUpstream::spawn(cfg.clone(), events))
+            }
+        };
+        Self {
+            id: cfg.id.clone(),
+            timeout: cfg.timeout,
+            link,
+        }
+    }
+
+    /// The upstream id.
+    pub fn id(&self) -> &UpstreamId {
+        &self.id
+    }
+
+    /// Sends one request and waits for its outcome, at most the upstream's `timeout` (which
+    /// includes connecting and any handshake).
+    ///
+    /// `params` are in the upstream's own names; `_meta` is shaped for the upstream's era.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when no JSON-RPC outcome arrived.
+    pub async fn request(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Reply, UpstreamError> {
+        let call = async {
+            match &self.link {
+                Link::Http(h) => h.request(ctx, method, params).await,
+                Link::Stdio(s) => s.request(ctx, method, params).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    /// What the upstream said about itself, connecting first if needed.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when it cannot be reached or the handshake fails.
+    pub async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
+        let call = async {
+            match &self.link {
+                Link::Http(h) => h.info().await,
+                Link::Stdio(s) => s.info().await,
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
+    /// Ends the upstream session held for a downstream session (legacy HTTP: `DELETE`).
+    pub async fn close_session(&self, downstream: Uuid) {
+        if let Link::Http(h) = &self.link {
+            h.close_session(downstream).await;
+        }
+    }
+}
+
+/// All upstreams, in configuration order.
+pub struct UpstreamSet {
+    upstreams: Vec<Arc<Upstream>>,
+    events: broadcast::Sender<UpstreamEvent>,
+}
+
+impl UpstreamSet {
+    /// Builds every upstream of the configuration. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When the shared HTTP client cannot be built (TLS roots unavailable).
+    pub fn new(cfgs: &[UpstreamConfig], session_idle: Duration) -> Result<Self, reqwest::Error> {
+        let http_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let (events, _) = broadcast::channel(256);
+        let upstreams = cfgs
+            .iter()
+            .map(|c| {
+                Arc::new(Upstream::new(
+                    c,
+                    http_client.clone(),
+                    session_idle,
+                    events.clone(),
+                ))
+            })
+            .collect();
+        Ok(Self { upstreams, events })
+    }
+
+    /// The upstreams in configuration order.
+    pub fn all(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The upstream with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.id.as_str() == id)
+    }
+
+    /// Subscribes to upstream events (list changes, reconnects).
+    pub fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {
+        self.events.subscribe()
+    }
+
+    /// Ends every upstream session held for a downstream session.
+    pub async fn close_session(&self, downstream: Uuid) {
+        for u in &self.upstreams {
+            u.close_session(downstream).await;
+        }
+    }
+}
