@@ -86,6 +86,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             let running = mcpgate::app::start(cfg).await.context("cannot start")?;
             println!("mcpgate listening on http://{}/mcp", running.mcp_addr);
+            if let Some(admin) = running.admin_addr {
+                println!("mcpgate operations on http://{admin}/metrics");
+            }
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown().await;

@@ -124,11 +124,12 @@ mod tests {
 /// sentinel, else `=?base64?…?=` of its UTF-8 bytes.
 pub fn encode_header_value(value: &str) -> String {
     use base64::Engine as _;
+    let looks_encoded = value.starts_with("=?base64?") && value.ends_with("?=");
     let plain = !value.is_empty()
         && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && !value.starts_with(' ')
         && !value.ends_with(' ')
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
+        && !looks_encoded;
     if plain {
         value.to_string()
     } else {

@@ -15,18 +15,23 @@ pub fn encode(kind: ListKind, last_key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{}:{last_key}", kind.method()))
 }
 
+/// A cursor this gateway did not issue for the list it was sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
 /// Decodes a cursor for `kind` into the last key of the previous page.
 ///
 /// # Errors
-/// `Err(())` when the cursor is not valid base64, not this format, or for another list.
-pub fn decode(kind: ListKind, cursor: &str) -> Result<String, ()> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ())?;
-    let text = String::from_utf8(bytes).map_err(|_| ())?;
-    let rest = text.strip_prefix("v1:").ok_or(())?;
+/// [`InvalidCursor`] when the cursor is not valid base64, not this format, or for another list.
+pub fn decode(kind: ListKind, cursor: &str) -> Result<String, InvalidCursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+    let rest = text.strip_prefix("v1:").ok_or(InvalidCursor)?;
     let key = rest
         .strip_prefix(kind.method())
         .and_then(|r| r.strip_prefix(':'))
-        .ok_or(())?;
+        .ok_or(InvalidCursor)?;
     Ok(key.to_string())
 }
 

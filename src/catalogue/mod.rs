@@ -215,7 +215,7 @@ impl Snapshot {
         let start = match cursor {
             None => 0,
             Some(c) => {
-                let after = cursor::decode(kind, c).map_err(|()| GatewayError::InvalidCursor)?;
+                let after = cursor::decode(kind, c).map_err(|_| GatewayError::InvalidCursor)?;
                 entries.partition_point(|e| e.key.as_str() <= after.as_str())
             }
         };

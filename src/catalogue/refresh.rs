@@ -20,7 +20,7 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
     let first_round = Arc::new(tokio::sync::Barrier::new(
         catalogue.upstreams().all().len() + 1,
     ));
-    for upstream in catalogue.upstreams().all().iter().cloned() {
+    for upstream in catalogue.upstreams().all().to_vec() {
         let notify = Arc::new(Notify::new());
         wakers.insert(upstream.id().clone(), Arc::clone(&notify));
         let catalogue = Arc::clone(&catalogue);

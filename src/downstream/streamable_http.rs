@@ -28,7 +28,7 @@ async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Re
     gw.origin
         .check(headers)
         .map_err(|e| Failure::new(e, early_era, None))?;
-    let bytes = read_limited(body, gw.max_body_bytes)
+    let bytes = read_limited(headers, body, gw.max_body_bytes)
         .await
         .map_err(|e| Failure::new(e, early_era, None))?;
     let message = Message::decode(&bytes).map_err(|e| {
@@ -81,18 +81,66 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     }
 }
 
+/// The most an oversized body is read (and discarded) before answering 413, bytes. Draining lets
+/// the client finish sending and read the 413 instead of seeing a reset connection; beyond this
+/// the connection is simply closed.
+const MAX_DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest time spent draining an oversized body.
+const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the body up to `limit` bytes.
-async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, GatewayError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(GatewayError::InvalidRequest {
-            reason: format!("could not read the body: {e}"),
-        }),
+///
+/// # Errors
+/// [`GatewayError::PayloadTooLarge`] when the body (or its `Content-Length`) exceeds `limit`;
+/// [`GatewayError::InvalidRequest`] when the body cannot be read.
+async fn read_limited(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || GatewayError::PayloadTooLarge { limit };
+    if declared.is_some_and(|n| n > MAX_DRAIN_BYTES) {
+        return Err(too_large());
     }
+    let mut buf = bytes::BytesMut::new();
+    let mut total: u64 = 0;
+    let mut discarding = declared.is_some_and(|n| n > limit as u64);
+    let drain_deadline = tokio::time::Instant::now() + MAX_DRAIN_TIME;
+    loop {
+        let next = if discarding {
+            tokio::time::timeout_at(drain_deadline, body.frame())
+                .await
+                .map_err(|_| too_large())?
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = next else { break };
+        let frame = frame.map_err(|e| GatewayError::InvalidRequest {
+            reason: format!("could not read the body: {e}"),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > MAX_DRAIN_BYTES {
+            return Err(too_large());
+        }
+        if total > limit as u64 {
+            discarding = true;
+            buf = bytes::BytesMut::new();
+        }
+        if !discarding {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if discarding {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 /// The era a header alone suggests (for errors before the body is decoded).

@@ -137,7 +137,7 @@ pub struct Upstream {
 }
 
 enum Link {
-    Http(http::HttpUpstream),
+    Http(Box<http::HttpUpstream>),
     Stdio(stdio::StdioUpstream),
 }
 
@@ -151,14 +151,16 @@ impl Upstream {
         events: broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let link = match &cfg.transport {
-            UpstreamTransport::Http { url, headers } => Link::Http(http::HttpUpstream::new(
-                cfg.id.clone(),
-                url.clone(),
-                headers.clone(),
-                cfg.era,
-                http_client,
-                session_idle,
-            )),
+            UpstreamTransport::Http { url, headers } => {
+                Link::Http(Box::new(http::HttpUpstream::new(
+                    cfg.id.clone(),
+                    url.clone(),
+                    headers.clone(),
+                    cfg.era,
+                    http_client,
+                    session_idle,
+                )))
+            }
             UpstreamTransport::Stdio { .. } => {
                 Link::Stdio(stdio::StdioUpstream::spawn(cfg.clone(), events))
             }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# Installs what the tests need (Python venv and npm packages with real MCP peers), then runs
+# formatting and lint checks, unit and integration tests, docs, and the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-e2e.sh
+
+echo "== cargo fmt" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --all-targets --locked
+echo "== cargo doc" >&2
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+echo "== end-to-end (real MCP servers and SDK clients)" >&2
+cargo build --locked --quiet
+.e2e/venv/bin/pytest tests/e2e -q -p no:cacheprovider --timeout=300

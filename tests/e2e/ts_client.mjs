@@ -1,0 +1,80 @@
+// The official TypeScript SDK client (legacy era, Streamable HTTP) against mcpgate.
+// Usage: node ts_client.mjs <mcp url>. Exits non-zero on the first failed check and prints a
+// JSON summary of what it saw on success.
+import assert from "node:assert/strict";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const url = new URL(process.argv[2]);
+const client = new Client({ name: "mcpgate-e2e-ts", version: "1.0.0" });
+const transport = new StreamableHTTPClientTransport(url);
+await client.connect(transport);
+
+async function all(method, key) {
+  const items = [];
+  let cursor;
+  let pages = 0;
+  do {
+    const page = await client[method](cursor ? { cursor } : undefined);
+    items.push(...page[key]);
+    cursor = page.nextCursor;
+    pages += 1;
+  } while (cursor);
+  return { items, pages };
+}
+
+const seen = { protocolVersion: transport.protocolVersion, sessionId: Boolean(transport.sessionId) };
+assert.equal(client.getServerVersion().name, "mcpgate");
+assert.ok(transport.sessionId, "a legacy session id was issued");
+
+const tools = await all("listTools", "tools");
+const names = tools.items.map((t) => t.name);
+for (const n of ["time__get_current_time", "time__convert_time", "everything__get-sum", "everything__echo", "memory__read_graph", "memory__create_entities"]) {
+  assert.ok(names.includes(n), `tools/list has ${n}`);
+}
+assert.ok(!names.some((n) => n.startsWith("ghost__")), "a down upstream contributes nothing");
+assert.ok(tools.pages > 1, "tools/list was paged");
+assert.equal(new Set(names).size, names.length, "no duplicates across pages");
+seen.tools = names.length;
+seen.toolPages = tools.pages;
+
+const prompts = await all("listPrompts", "prompts");
+assert.ok(prompts.items.some((p) => p.name === "everything__simple-prompt"));
+const resources = await all("listResources", "resources");
+assert.ok(resources.items.some((r) => r.uri === "memory+memory://knowledge-graph") || resources.items.some((r) => r.uri.startsWith("everything+demo://")));
+assert.ok(resources.items.every((r) => /^(everything|memory|time)\+/.test(r.uri)), "every resource URI is namespaced");
+const templates = await all("listResourceTemplates", "resourceTemplates");
+assert.ok(templates.items.some((t) => t.uriTemplate === "everything+demo://resource/dynamic/text/{resourceId}"));
+seen.prompts = prompts.items.length;
+seen.resources = resources.items.length;
+seen.templates = templates.items.length;
+
+const time = await client.callTool({ name: "time__get_current_time", arguments: { timezone: "Asia/Tokyo" } });
+assert.equal(time.isError ?? false, false);
+assert.equal(time.structuredContent.timezone, "Asia/Tokyo");
+const sum = await client.callTool({ name: "everything__get-sum", arguments: { a: 20, b: 22 } });
+assert.match(sum.content[0].text, /42/);
+await client.callTool({ name: "memory__create_entities", arguments: { entities: [{ name: "mcpgate-ts", entityType: "test", observations: ["seen through the gateway"] }] } });
+const graph = await client.callTool({ name: "memory__read_graph", arguments: {} });
+assert.match(graph.content[0].text, /mcpgate-ts/);
+
+const read = await client.readResource({ uri: "everything+demo://resource/dynamic/text/7" });
+assert.equal(read.contents[0].uri, "everything+demo://resource/dynamic/text/7");
+assert.match(read.contents[0].text, /Resource 7/);
+const prompt = await client.getPrompt({ name: "everything__args-prompt", arguments: { city: "Lisbon" } });
+assert.match(JSON.stringify(prompt.messages), /Lisbon/);
+const completion = await client.complete({ ref: { type: "ref/prompt", name: "everything__completable-prompt" }, argument: { name: "department", value: "Eng" } });
+assert.deepEqual(completion.completion.values, ["Engineering"]);
+
+let unknown;
+try {
+  await client.callTool({ name: "nope__missing", arguments: {} });
+} catch (e) {
+  unknown = e;
+}
+assert.ok(unknown, "an unknown tool is an error");
+assert.equal(unknown.code, -32602);
+
+await transport.terminateSession();
+await client.close();
+console.log(JSON.stringify(seen));
