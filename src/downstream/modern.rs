@@ -144,8 +144,7 @@ fn validate(
             });
         }
     }
-    let capabilities = meta
-        .get(META_CLIENT_CAPABILITIES)
+    meta.get(META_CLIENT_CAPABILITIES)
         .filter(|c| c.is_object())
         .ok_or_else(|| {
             bad_meta(format!(
@@ -156,10 +155,7 @@ fn validate(
         downstream_session: None,
         // Server→client features are not relayed yet, so upstreams are told the client has none.
         client_capabilities: json!({}),
-        client_info: meta
-            .get(META_CLIENT_INFO)
-            .cloned()
-            .filter(|_| capabilities.is_object()),
+        client_info: meta.get(META_CLIENT_INFO).cloned(),
     })
 }
 
@@ -185,23 +181,29 @@ fn ttl_ms(gw: &Gateway) -> u64 {
 }
 
 /// Adds what a 2026-07-28 result needs: `resultType` (default `complete`), the gateway's
-/// `serverInfo` in `_meta` on results it produced itself, and caching hints on lists. List
-/// entries are filtered per principal once policies exist, so lists are `private`.
+/// `serverInfo` in `_meta` on results it produced itself, and the caching hints of
+/// `CacheableResult`. Merged lists are the gateway's own: their hints are `ttlMs` from the
+/// configuration and `private` (entries will be filtered per principal). A relayed
+/// `resources/read` keeps a modern upstream's hints; a legacy upstream gave none, so it gets
+/// `ttlMs: 0` and `private`, the values that promise nothing.
 fn decorate(gw: &Gateway, method: &str, result: &mut Value) {
     let Some(obj) = result.as_object_mut() else {
         return;
     };
     obj.entry("resultType").or_insert_with(|| json!("complete"));
-    let gateway_made = ListKind::from_method(method).is_some() || method == "server/discover";
-    if gateway_made {
+    let is_list = ListKind::from_method(method).is_some();
+    if is_list || method == "server/discover" {
         let meta = obj.entry("_meta").or_insert_with(|| json!({}));
         if let Some(meta) = meta.as_object_mut() {
             meta.insert(META_SERVER_INFO.into(), gateway_implementation());
         }
     }
-    if ListKind::from_method(method).is_some() {
+    if is_list {
         obj.insert("ttlMs".into(), json!(ttl_ms(gw)));
         obj.insert("cacheScope".into(), json!("private"));
+    } else if method == "resources/read" {
+        obj.entry("ttlMs").or_insert_with(|| json!(0));
+        obj.entry("cacheScope").or_insert_with(|| json!("private"));
     }
 }
 

@@ -227,7 +227,8 @@ impl HttpUpstream {
             let posted = self.endpoint.post(method, params.clone(), &headers).await?;
             if posted.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
                 tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
-                self.sessions.invalidate(&key).await;
+                // Replacing (not invalidating) the entry skips the DELETE: the session is gone.
+                self.sessions.insert(key, Arc::new(OnceCell::new())).await;
                 retried = true;
                 continue;
             }

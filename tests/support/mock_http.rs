@@ -1,0 +1,357 @@
+//! An in-process MCP server over Streamable HTTP, in either era, that records what it receives.
+//! It behaves like the SDK servers in the wild: a legacy server answers `server/discover` without
+//! a session with 400 and a non-modern error; a modern server validates the mirrored headers.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Which era the mock speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockEra {
+    Legacy,
+    Modern,
+}
+
+/// What the mock serves.
+pub struct MockSpec {
+    pub era: MockEra,
+    pub tools: Vec<Value>,
+    pub prompts: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub templates: Vec<Value>,
+    /// Entries per upstream page.
+    pub page_size: usize,
+    /// Answer `tools/call` as an SSE stream (progress notification, then the response).
+    pub sse: bool,
+}
+
+impl MockSpec {
+    pub fn new(era: MockEra) -> Self {
+        Self {
+            era,
+            tools: ["echo", "link", "slow", "garbage", "http500", "fail"]
+                .iter()
+                .map(|n| json!({"name": n, "description": format!("mock {n}"), "inputSchema": {"type": "object"}, "x-vendor": {"keep": true}}))
+                .collect(),
+            prompts: vec![json!({"name": "greet", "arguments": [{"name": "who"}]})],
+            resources: vec![json!({"uri": "mock://doc/1", "name": "doc1", "mimeType": "text/plain"})],
+            templates: vec![json!({"uriTemplate": "mock://doc/{id}", "name": "doc"})],
+            page_size: 4,
+            sse: false,
+        }
+    }
+}
+
+/// What the mock saw.
+#[derive(Default)]
+pub struct Seen {
+    pub initializes: AtomicUsize,
+    pub discovers: AtomicUsize,
+    pub deleted: Mutex<Vec<String>>,
+    /// Every request body received, with its headers.
+    pub requests: Mutex<Vec<(HeaderMap, Value)>>,
+}
+
+pub struct Mock {
+    pub spec: Mutex<MockSpec>,
+    pub seen: Seen,
+    sessions: Mutex<HashSet<String>>,
+    next_session: AtomicUsize,
+}
+
+impl Mock {
+    /// Forgets every session, as a restarted server would (the next request gets 404).
+    pub fn expire_sessions(&self) {
+        self.sessions.lock().unwrap().clear();
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// Requests received for `method`.
+    pub fn requests_for(&self, method: &str) -> Vec<(HeaderMap, Value)> {
+        self.seen
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b["method"] == method)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Starts a mock on 127.0.0.1:0; it stops when the returned handle is aborted or dropped with
+/// the runtime.
+pub async fn start(spec: MockSpec) -> (SocketAddr, Arc<Mock>, tokio::task::JoinHandle<()>) {
+    let mock = Arc::new(Mock {
+        spec: Mutex::new(spec),
+        seen: Seen::default(),
+        sessions: Mutex::new(HashSet::new()),
+        next_session: AtomicUsize::new(1),
+    });
+    let app = axum::Router::new()
+        .route("/mcp", axum::routing::post(post).delete(delete))
+        .with_state(Arc::clone(&mock));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, mock, task)
+}
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn delete(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    mock.sessions.lock().unwrap().remove(&sid);
+    mock.seen.deleted.lock().unwrap().push(sid);
+    StatusCode::OK.into_response()
+}
+
+async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            rpc_error(Value::Null, -32700, "parse error"),
+        );
+    };
+    mock.seen
+        .requests
+        .lock()
+        .unwrap()
+        .push((headers.clone(), msg.clone()));
+    let id = msg.get("id").cloned();
+    let method = msg["method"].as_str().unwrap_or_default().to_string();
+    let params = msg.get("params").cloned().unwrap_or(json!({}));
+    let era = mock.spec.lock().unwrap().era;
+    let Some(id) = id else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    match era {
+        MockEra::Legacy => {
+            if method == "initialize" {
+                mock.seen.initializes.fetch_add(1, Ordering::SeqCst);
+                let sid = format!(
+                    "mock-session-{}",
+                    mock.next_session.fetch_add(1, Ordering::SeqCst)
+                );
+                mock.sessions.lock().unwrap().insert(sid.clone());
+                let version = params["protocolVersion"].as_str().unwrap_or("2025-11-25");
+                let result = json!({"protocolVersion": version, "serverInfo": {"name": "mock-legacy", "version": "1"},
+                    "capabilities": {"tools": {}, "prompts": {}, "resources": {}, "completions": {}},
+                    "instructions": "Legacy mock instructions."});
+                let mut r = json_response(
+                    StatusCode::OK,
+                    json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                );
+                r.headers_mut()
+                    .insert("mcp-session-id", HeaderValue::from_str(&sid).unwrap());
+                return r;
+            }
+            let sid = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
+            match sid {
+                None => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        rpc_error(Value::Null, -32000, "Bad Request: Server not initialized"),
+                    );
+                }
+                Some(s) if !mock.sessions.lock().unwrap().contains(s) => {
+                    return json_response(
+                        StatusCode::NOT_FOUND,
+                        rpc_error(Value::Null, -32001, "Session not found"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        MockEra::Modern => {
+            let meta_version = params["_meta"]["io.modelcontextprotocol/protocolVersion"].as_str();
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            if meta_version.is_none() || header("mcp-protocol-version").as_deref() != meta_version {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    rpc_error(id, -32020, "protocol version header mismatch"),
+                );
+            }
+            if header("mcp-method").as_deref() != Some(method.as_str()) {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    rpc_error(id, -32020, "Mcp-Method mismatch"),
+                );
+            }
+            let name = params
+                .get("name")
+                .or_else(|| params.get("uri"))
+                .and_then(Value::as_str);
+            if matches!(
+                method.as_str(),
+                "tools/call" | "prompts/get" | "resources/read"
+            ) && header("mcp-name").as_deref() != name
+            {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    rpc_error(id, -32020, "Mcp-Name mismatch"),
+                );
+            }
+            if method == "server/discover" {
+                mock.seen.discovers.fetch_add(1, Ordering::SeqCst);
+                let result = json!({"resultType": "complete", "supportedVersions": ["2026-07-28"], "ttlMs": 0, "cacheScope": "public",
+                    "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
+                    "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mock-modern", "version": "1"}}});
+                return json_response(
+                    StatusCode::OK,
+                    json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                );
+            }
+            if method == "initialize" {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    rpc_error(id, -32601, "Method not found"),
+                );
+            }
+        }
+    }
+    answer(&mock, era, id, &method, &params).await
+}
+
+fn page(items: &[Value], cursor: Option<&str>, size: usize, member: &str) -> Value {
+    let start: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let end = items.len().min(start + size);
+    let mut result = json!({ member: items[start..end].to_vec() });
+    if end < items.len() {
+        result["nextCursor"] = json!(end.to_string());
+    }
+    result
+}
+
+async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Value) -> Response {
+    let (result, sse) = {
+        let spec = mock.spec.lock().unwrap();
+        let cursor = params.get("cursor").and_then(Value::as_str);
+        let result = match method {
+            "tools/list" => page(&spec.tools, cursor, spec.page_size, "tools"),
+            "prompts/list" => page(&spec.prompts, cursor, spec.page_size, "prompts"),
+            "resources/list" => page(&spec.resources, cursor, spec.page_size, "resources"),
+            "resources/templates/list" => {
+                page(&spec.templates, cursor, spec.page_size, "resourceTemplates")
+            }
+            "resources/read" => {
+                let uri = params["uri"].as_str().unwrap_or_default();
+                if !uri.starts_with("mock://") {
+                    return json_response(
+                        StatusCode::OK,
+                        rpc_error(id, -32002, "Resource not found"),
+                    );
+                }
+                json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("content of {uri}")}]})
+            }
+            "prompts/get" => json!({"description": "greeting", "messages": [
+                {"role": "user", "content": {"type": "text", "text": format!("Hello {}", params["arguments"]["who"].as_str().unwrap_or("?"))}},
+                {"role": "user", "content": {"type": "resource", "resource": {"uri": "mock://doc/1", "text": "doc"}}}]}),
+            "completion/complete" => {
+                json!({"completion": {"values": [format!("{}-done", params["argument"]["value"].as_str().unwrap_or(""))], "hasMore": false},
+                "x-ref": params["ref"].clone()})
+            }
+            "tools/call" => match params["name"].as_str().unwrap_or_default() {
+                "echo" => {
+                    json!({"content": [{"type": "text", "text": params["arguments"]["message"].clone()}],
+                    "structuredContent": {"echo": params["arguments"].clone(), "meta": params.get("_meta").cloned()},
+                    "x-extra": {"nested": [1, 2, 3]}, "_meta": {"vendor/trace": "abc"}})
+                }
+                "link" => {
+                    json!({"content": [{"type": "resource_link", "uri": "mock://doc/2", "name": "doc2"},
+                    {"type": "resource", "resource": {"uri": "mock://doc/3", "text": "three"}}]})
+                }
+                "fail" => {
+                    json!({"isError": true, "content": [{"type": "text", "text": "tool failed on purpose"}]})
+                }
+                "slow" => {
+                    let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
+                    drop(spec);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    return json_response(
+                        StatusCode::OK,
+                        json!({"jsonrpc": "2.0", "id": id, "result": {"content": []}}),
+                    );
+                }
+                "garbage" => {
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        "<html>oops</html>",
+                    )
+                        .into_response();
+                }
+                "http500" => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
+                        .into_response();
+                }
+                other => {
+                    return json_response(
+                        StatusCode::OK,
+                        rpc_error(id, -32602, &format!("Unknown tool: {other}")),
+                    );
+                }
+            },
+            _ => {
+                let status = if era == MockEra::Modern {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::OK
+                };
+                return json_response(status, rpc_error(id, -32601, "Method not found"));
+            }
+        };
+        (result, spec.sse && method == "tools/call")
+    };
+    let mut result = result;
+    if era == MockEra::Modern && result.get("resultType").is_none() {
+        result["resultType"] = json!("complete");
+    }
+    let response = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    if sse {
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}});
+        let body =
+            format!("event: message\ndata: {progress}\n\nevent: message\ndata: {response}\n\n");
+        return (
+            StatusCode::OK,
+            [("content-type", "text/event-stream")],
+            body,
+        )
+            .into_response();
+    }
+    json_response(StatusCode::OK, response)
+}

@@ -1,0 +1,209 @@
+//! Shared helpers for the in-process integration tests: start mcpgate and mock upstreams on
+//! 127.0.0.1:0, and speak to the gateway in either era with plain HTTP.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mock_http;
+
+use std::path::Path;
+
+use mcpgate::app::Running;
+use mcpgate::config::Config;
+use serde_json::{Value, json};
+
+/// Starts a gateway from YAML (paths relative to the crate root).
+pub async fn gateway(yaml: &str) -> Running {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Config::from_yaml(yaml, Path::new("test.yaml"), root, &|_| None)
+        .expect("valid test config");
+    mcpgate::app::start(config).await.expect("gateway starts")
+}
+
+/// The command line of the stdio mock in `era`.
+pub fn stdio_mock(era: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mock_stdio.py");
+    format!(
+        "{{ command: python3, args: [\"{}\", \"{era}\"] }}",
+        script.display()
+    )
+}
+
+/// A reply: HTTP status, headers, JSON body (if any).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn result(&self) -> &Value {
+        assert!(
+            self.body.get("result").is_some(),
+            "expected a result, got {} {}",
+            self.status,
+            self.body
+        );
+        &self.body["result"]
+    }
+
+    pub fn error_code(&self) -> i64 {
+        self.body["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("expected an error, got {}", self.body))
+    }
+}
+
+/// A client of one gateway.
+pub struct Client {
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(running: &Running) -> Self {
+        Self {
+            url: format!("http://{}/mcp", running.mcp_addr),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        self.raw(
+            reqwest::Method::POST,
+            Some(body.to_string().into_bytes()),
+            headers,
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, &self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req.send().await.expect("gateway reachable");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A modern request with correct `_meta` and headers.
+    pub async fn modern(&self, method: &str, params: Value) -> Reply {
+        let mut params = params;
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut headers = vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+        ];
+        let encoded = name.map(|n| mcpgate::protocol::encode_header_value(&n));
+        if let Some(n) = &encoded {
+            headers.push(("mcp-name", n));
+        }
+        self.post(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+            &headers,
+        )
+        .await
+    }
+
+    /// Opens a legacy session; returns its id.
+    pub async fn initialize(&self) -> String {
+        let r = self
+            .post(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let sid = r.headers["mcp-session-id"].to_str().unwrap().to_string();
+        let note = self
+            .post(
+                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                &[("mcp-session-id", &sid)],
+            )
+            .await;
+        assert_eq!(note.status, 202);
+        sid
+    }
+
+    /// A request inside a legacy session.
+    pub async fn legacy(&self, sid: &str, method: &str, params: Value) -> Reply {
+        self.post(
+            &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}),
+            &[
+                ("mcp-session-id", sid),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+        )
+        .await
+    }
+
+    /// Every entry of a merged list, following cursors (modern era).
+    pub async fn list_all(&self, method: &str, member: &str) -> (Vec<Value>, usize) {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let r = self.modern(method, params).await;
+            let result = r.result().clone();
+            items.extend(result[member].as_array().cloned().unwrap_or_default());
+            pages += 1;
+            match result.get("nextCursor").and_then(Value::as_str) {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return (items, pages),
+            }
+        }
+    }
+}
+
+/// Waits until `check` passes, polling every 50 ms, at most `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
