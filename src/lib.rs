@@ -1,4 +1,48 @@
-//! mcpgate
+//! mcpgate: one MCP (Model Context Protocol) endpoint in front of many MCP servers.
+//!
+//! Agents connect to one Streamable HTTP endpoint; mcpgate merges the tools, prompts, resources
+//! and resource templates of every configured upstream MCP server into one namespaced catalogue
+//! and routes each call to the upstream that owns it. Both eras of MCP are spoken on both faces:
+//! *legacy* (`initialize`, `Mcp-Session-Id`; 2025-03-26 … 2025-11-25) and *modern* (stateless,
+//! per-request `_meta`; 2026-07-28), and the gateway bridges between them.
+//!
+//! # Life of a request
+//!
+//! ```text
+//! client ── POST /mcp ──▶ downstream::streamable_http
+//!     ▶ Origin/Host check · body limit · decode the JSON-RPC envelope once (jsonrpc)
+//!     ▶ detect the era from the request itself
+//!         modern: validate _meta and the mirrored headers (downstream::modern)
+//!         legacy: initialize mints a sealed session id; later requests open it (downstream::legacy)
+//!     ▶ router: by method
+//!         tools/list, prompts/list, resources/list, resources/templates/list
+//!             ──▶ catalogue: current merged snapshot, sorted, paged with gateway cursors
+//!         tools/call, prompts/get, resources/read, completion/complete
+//!             ──▶ resolve owner, rewrite name/URI to the upstream's own
+//!             ──▶ upstream: HTTP or stdio, modern or legacy (era probed once and cached)
+//!             ◀── rewrite URIs in the result back to client-facing form
+//!     ◀ result decorated for the client's era; every failure through one boundary
+//!       (error::GatewayError::to_wire, downstream::wire::Failure)
+//! ```
+//!
+//! Data flows one way: each stage adds typed facts (decoded message, era, call context, resolved
+//! owner) and later stages read them; nothing re-parses the body. Fields the gateway does not
+//! route on are never modelled, so they pass through untouched.
+//!
+//! # Layout
+//!
+//! - [`app`]: the composition root; builds the stack, binds listeners, shuts down.
+//! - [`config`]: YAML → validated [`config::Config`], every issue reported with its key path.
+//! - [`downstream`]: the client-facing Streamable HTTP endpoint for both eras.
+//! - [`router`]: method dispatch, name/URI rewriting.
+//! - [`catalogue`]: merging, namespacing, cursors, background refresh.
+//! - [`upstream`]: the MCP client side (Streamable HTTP and stdio, both eras).
+//! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
+//! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
+//!
+//! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
+//! `telemetry`, `jsonrpc` and `protocol` are leaves.
+
 pub mod app;
 pub mod auth;
 pub mod catalogue;

@@ -35,26 +35,9 @@ fn check(version: &str, definition: &str, instance: &Value) {
     );
 }
 
-#[tokio::test]
-async fn emitted_messages_match_the_official_schemas() {
-    let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
-    let gw = gateway(&format!(
-        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: old, http: {{ url: 'http://{addr}/mcp' }} }}\n  - {{ id: pipe, stdio: {} }}\n",
-        stdio_mock("modern")
-    ))
-    .await;
-    let client = Client::new(&gw);
-
-    // Legacy era, 2025-11-25.
-    let legacy = "2025-11-25";
-    let init = client
-        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": legacy, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), &[])
-        .await;
-    check(legacy, "JSONRPCResultResponse", &init.body);
-    check(legacy, "InitializeResult", init.result());
-    let sid = init.headers["mcp-session-id"].to_str().unwrap().to_string();
-    for (method, params, def) in [
+/// Requests both eras answer, with the result definition each answer must match.
+fn common_cases() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
         ("tools/list", json!({}), "ListToolsResult"),
         ("prompts/list", json!({}), "ListPromptsResult"),
         ("resources/list", json!({}), "ListResourcesResult"),
@@ -88,7 +71,29 @@ async fn emitted_messages_match_the_official_schemas() {
             json!({"ref": {"type": "ref/prompt", "name": "old__greet"}, "argument": {"name": "who", "value": "a"}}),
             "CompleteResult",
         ),
-    ] {
+    ]
+}
+
+#[tokio::test]
+async fn emitted_messages_match_the_official_schemas() {
+    let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: old, http: {{ url: 'http://{addr}/mcp' }} }}\n  - {{ id: pipe, stdio: {} }}\n",
+        stdio_mock("modern")
+    ))
+    .await;
+    let client = Client::new(&gw);
+
+    // Legacy era, 2025-11-25.
+    let legacy = "2025-11-25";
+    let init = client
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": legacy, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), &[])
+        .await;
+    check(legacy, "JSONRPCResultResponse", &init.body);
+    check(legacy, "InitializeResult", init.result());
+    let sid = init.headers["mcp-session-id"].to_str().unwrap().to_string();
+    for (method, params, def) in common_cases() {
         let r = client.legacy(&sid, method, params).await;
         check(legacy, "JSONRPCResultResponse", &r.body);
         check(legacy, def, r.result());
@@ -105,42 +110,8 @@ async fn emitted_messages_match_the_official_schemas() {
 
     // Modern era, 2026-07-28.
     let modern = "2026-07-28";
-    for (method, params, def) in [
-        ("server/discover", json!({}), "DiscoverResult"),
-        ("tools/list", json!({}), "ListToolsResult"),
-        ("prompts/list", json!({}), "ListPromptsResult"),
-        ("resources/list", json!({}), "ListResourcesResult"),
-        (
-            "resources/templates/list",
-            json!({}),
-            "ListResourceTemplatesResult",
-        ),
-        (
-            "tools/call",
-            json!({"name": "old__echo", "arguments": {"message": "m"}}),
-            "CallToolResult",
-        ),
-        (
-            "tools/call",
-            json!({"name": "pipe__echo", "arguments": {"message": "m"}}),
-            "CallToolResult",
-        ),
-        (
-            "resources/read",
-            json!({"uri": "old+mock://doc/1"}),
-            "ReadResourceResult",
-        ),
-        (
-            "prompts/get",
-            json!({"name": "old__greet", "arguments": {"who": "x"}}),
-            "GetPromptResult",
-        ),
-        (
-            "completion/complete",
-            json!({"ref": {"type": "ref/prompt", "name": "old__greet"}, "argument": {"name": "who", "value": "a"}}),
-            "CompleteResult",
-        ),
-    ] {
+    let discover = std::iter::once(("server/discover", json!({}), "DiscoverResult"));
+    for (method, params, def) in discover.chain(common_cases()) {
         let r = client.modern(method, params).await;
         check(modern, "JSONRPCResultResponse", &r.body);
         check(modern, def, r.result());

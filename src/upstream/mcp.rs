@@ -94,22 +94,29 @@ pub fn initialize_params(capabilities: &Value) -> Value {
 /// Reads a `DiscoverResult`: `Some(info)` when it names a modern revision the gateway speaks.
 pub fn parse_discover(result: &Value) -> Option<UpstreamInfo> {
     let versions = result.get("supportedVersions")?.as_array()?;
+    let server_info = result
+        .get("_meta")
+        .and_then(|m| m.get(crate::protocol::META_SERVER_INFO));
     versions
         .iter()
         .any(|v| v.as_str() == Some(LATEST_MODERN))
-        .then(|| UpstreamInfo {
-            era: Era::Modern,
-            protocol_version: LATEST_MODERN.to_string(),
+        .then(|| UpstreamInfo::from_result(Era::Modern, LATEST_MODERN, result, server_info))
+}
+
+impl UpstreamInfo {
+    /// Reads capabilities and instructions, which discover and initialize results share.
+    fn from_result(era: Era, version: &str, result: &Value, server_info: Option<&Value>) -> Self {
+        Self {
+            era,
+            protocol_version: version.to_string(),
             capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
             instructions: result
                 .get("instructions")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            server_info: result
-                .get("_meta")
-                .and_then(|m| m.get(crate::protocol::META_SERVER_INFO))
-                .cloned(),
-        })
+            server_info: server_info.cloned(),
+        }
+    }
 }
 
 /// Whether an error answer to the `server/discover` probe comes from a modern-only upstream that
@@ -147,16 +154,12 @@ pub fn parse_initialize(result: &Value) -> Result<UpstreamInfo, UpstreamError> {
             detail: format!("upstream chose unsupported protocol version {version:?}"),
         });
     }
-    Ok(UpstreamInfo {
-        era: Era::Legacy,
-        protocol_version: version.to_string(),
-        capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
-        instructions: result
-            .get("instructions")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        server_info: result.get("serverInfo").cloned(),
-    })
+    Ok(UpstreamInfo::from_result(
+        Era::Legacy,
+        version,
+        result,
+        result.get("serverInfo"),
+    ))
 }
 
 #[cfg(test)]
