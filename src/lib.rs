@@ -38,6 +38,7 @@
 //! - [`catalogue`]: merging, namespacing, cursors, background refresh.
 //! - [`upstream`]: the MCP client side (Streamable HTTP and stdio, both eras).
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
+//! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
 //! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
 //!
 //! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
@@ -50,6 +51,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod jsonrpc;
+pub mod param_headers;
 pub mod protocol;
 pub mod router;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::catalogue::{Catalogue, ListKind, Snapshot};
+use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
 use crate::telemetry::Metrics;
@@ -60,13 +60,18 @@ impl Router {
         }
         let snapshot = self.catalogue.snapshot();
         let mut params = params.unwrap_or_else(|| json!({}));
+        let mut param_headers = Vec::new();
         let (upstream, rewrite) = match method {
-            "tools/call" => (
-                resolve_named(&snapshot, &mut params, TargetKind::Tool)?,
-                Rewrite::ToolResult,
-            ),
+            "tools/call" => {
+                let tool = resolve_named(&snapshot, &mut params, TargetKind::Tool)?;
+                let arguments = params.get("arguments").unwrap_or(&Value::Null);
+                param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
+                (tool.upstream.clone(), Rewrite::ToolResult)
+            }
             "prompts/get" => (
-                resolve_named(&snapshot, &mut params, TargetKind::Prompt)?,
+                resolve_named(&snapshot, &mut params, TargetKind::Prompt)?
+                    .upstream
+                    .clone(),
                 Rewrite::PromptResult,
             ),
             "resources/read" => (
@@ -81,19 +86,29 @@ impl Router {
                 });
             }
         };
-        self.forward(ctx, &snapshot, &upstream, method, params, rewrite)
-            .await
+        let call = Forward {
+            upstream: &upstream,
+            method,
+            params,
+            param_headers: &param_headers,
+            rewrite,
+        };
+        self.forward(ctx, &snapshot, call).await
     }
 
     async fn forward(
         &self,
         ctx: &CallContext,
         snapshot: &Snapshot,
-        upstream_id: &UpstreamId,
-        method: &str,
-        params: Value,
-        rewrite: Rewrite,
+        call: Forward<'_>,
     ) -> Result<Reply, GatewayError> {
+        let Forward {
+            upstream: upstream_id,
+            method,
+            params,
+            param_headers,
+            rewrite,
+        } = call;
         let Some(upstream) = self.catalogue.upstreams().get(upstream_id.as_str()) else {
             return Err(GatewayError::Upstream {
                 upstream: upstream_id.to_string(),
@@ -107,7 +122,9 @@ impl Router {
             .request_duration
             .with_label_values(&[method, upstream_id.as_str()])
             .start_timer();
-        let outcome = upstream.request(ctx, method, Some(params)).await;
+        let outcome = upstream
+            .request_with_headers(ctx, method, Some(params), param_headers)
+            .await;
         timer.observe_duration();
         let label = match &outcome {
             Ok(Ok(_)) => "ok",
@@ -135,6 +152,17 @@ impl Router {
     }
 }
 
+/// One resolved call on its way to its owner.
+struct Forward<'a> {
+    upstream: &'a UpstreamId,
+    method: &'a str,
+    /// Params in the upstream's own names.
+    params: Value,
+    /// `Mcp-Param-*` headers for a modern HTTP upstream.
+    param_headers: &'a [(String, String)],
+    rewrite: Rewrite,
+}
+
 fn invalid(message: &str) -> GatewayError {
     GatewayError::InvalidParams {
         message: message.to_string(),
@@ -142,12 +170,12 @@ fn invalid(message: &str) -> GatewayError {
     }
 }
 
-/// `params.name` → owner; rewrites it to the upstream's own name.
+/// `params.name` → catalogue entry; rewrites the name to the upstream's own.
 fn resolve_named(
     snapshot: &Snapshot,
     params: &mut Value,
     kind: TargetKind,
-) -> Result<UpstreamId, GatewayError> {
+) -> Result<Arc<Entry>, GatewayError> {
     let name = params
         .get("name")
         .and_then(Value::as_str)
@@ -161,7 +189,7 @@ fn resolve_named(
         name: name.to_string(),
     })?;
     params["name"] = Value::from(entry.original.clone());
-    Ok(entry.upstream.clone())
+    Ok(Arc::clone(entry))
 }
 
 /// `params.uri` → owner; rewrites it to the upstream's own URI.
@@ -188,7 +216,9 @@ fn resolve_completion(snapshot: &Snapshot, params: &mut Value) -> Result<Upstrea
         .filter(|r| r.is_object())
         .ok_or_else(|| invalid("`ref` must be an object"))?;
     match reference.get("type").and_then(Value::as_str) {
-        Some("ref/prompt") => resolve_named(snapshot, reference, TargetKind::Prompt),
+        Some("ref/prompt") => {
+            resolve_named(snapshot, reference, TargetKind::Prompt).map(|e| e.upstream.clone())
+        }
         Some("ref/resource") => resolve_uri_param(snapshot, reference),
         _ => Err(invalid("`ref.type` must be ref/prompt or ref/resource")),
     }

@@ -445,3 +445,54 @@ async fn key_set_cursors_survive_catalogue_changes() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn mcp_param_headers_are_checked_downstream_and_sent_upstream() {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.tools = vec![
+        json!({"name": "echo", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"}, "message": {"type": "string"}}}}),
+        json!({"name": "broken", "inputSchema": {"type": "object", "properties": {
+            "n": {"type": "number", "x-mcp-header": "N"}}}}),
+    ];
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\n")).await;
+    let client = Client::new(&gw);
+    let (tools, _) = client.list_all("tools/list", "tools").await;
+    assert_eq!(
+        names(&tools, "name"),
+        ["echo"],
+        "a tool with an invalid x-mcp-header is left out"
+    );
+
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"region": "eu-west", "message": "m"}, "_meta": meta}});
+    let base = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    let missing = client.post(&body, &base).await;
+    assert_eq!((missing.status, missing.error_code()), (400, -32020));
+    let wrong = client
+        .post(
+            &body,
+            &[base[0], base[1], base[2], ("mcp-param-region", "us-east")],
+        )
+        .await;
+    assert_eq!((wrong.status, wrong.error_code()), (400, -32020));
+    let right = client
+        .post(
+            &body,
+            &[base[0], base[1], base[2], ("mcp-param-region", "eu-west")],
+        )
+        .await;
+    assert_eq!(right.result()["content"][0]["text"], "m");
+    let (headers, _) = mock.requests_for("tools/call").pop().unwrap();
+    assert_eq!(
+        headers["mcp-param-region"], "eu-west",
+        "the gateway mirrors the header upstream"
+    );
+    gw.shutdown().await;
+}

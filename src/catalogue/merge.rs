@@ -70,6 +70,20 @@ fn namespaced_entry(
         tracing::warn!(upstream = %upstream, kind = kind.method(), "ignoring a list entry without `{field}`");
         return None;
     };
+    let param_headers = match kind {
+        ListKind::Tools => {
+            let schema = raw.get("inputSchema").unwrap_or(&Value::Null);
+            match crate::param_headers::annotations(schema) {
+                Ok(found) => found,
+                Err(why) => {
+                    tracing::warn!(upstream = %upstream, tool = original, reason = %why,
+                        "leaving out a tool with invalid x-mcp-header annotations");
+                    return None;
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
     let (key, aliased) = match kind {
         ListKind::Tools | ListKind::Prompts => ns.name(upstream, original),
         ListKind::Resources | ListKind::ResourceTemplates => (ns.uri(upstream, original), false),
@@ -84,6 +98,7 @@ fn namespaced_entry(
         original: original.to_string(),
         aliased,
         value,
+        param_headers,
     })
 }
 

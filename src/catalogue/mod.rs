@@ -112,6 +112,8 @@ pub struct Entry {
     pub aliased: bool,
     /// The entry as served: the upstream's object with its key field rewritten.
     pub value: Value,
+    /// Tools: the `x-mcp-header` annotations of its `inputSchema`, read once at merge time.
+    pub param_headers: Vec<crate::param_headers::Annotation>,
 }
 
 /// The last good listing of one upstream.

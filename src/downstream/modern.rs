@@ -46,6 +46,9 @@ pub async fn handle(
     };
     let fail = |e| Failure::new(e, Era::Modern, Some(id.clone()));
     let ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
+    if method == "tools/call" {
+        check_param_headers(gw, headers, params.as_ref()).map_err(fail)?;
+    }
     if !is_modern_method(&method) {
         return Err(fail(GatewayError::MethodNotFound { method }));
     }
@@ -157,6 +160,27 @@ fn validate(
         client_capabilities: json!({}),
         client_info: meta.get(META_CLIENT_INFO).cloned(),
     })
+}
+
+/// Checks the `Mcp-Param-*` headers of a `tools/call` against the listed tool's annotations.
+/// An unknown tool is left for the router to reject.
+fn check_param_headers(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    params: Option<&Value>,
+) -> Result<(), GatewayError> {
+    let Some(params) = params else { return Ok(()) };
+    let snapshot = gw.router.catalogue().snapshot();
+    let Some(tool) = params
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|n| snapshot.tool(n))
+    else {
+        return Ok(());
+    };
+    let arguments = params.get("arguments").unwrap_or(&Value::Null);
+    crate::param_headers::check(headers, &tool.param_headers, arguments)
+        .map_err(|detail| GatewayError::HeaderMismatch { detail })
 }
 
 /// The `DiscoverResult`.

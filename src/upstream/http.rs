@@ -136,10 +136,14 @@ impl HttpUpstream {
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
+        param_headers: &[(String, String)],
     ) -> Result<Reply, UpstreamError> {
         let (era, _) = self.era().await?;
         match era {
-            Era::Modern => self.modern_request(ctx, method, params).await,
+            Era::Modern => {
+                self.modern_request(ctx, method, params, param_headers)
+                    .await
+            }
             Era::Legacy => self.legacy_request(ctx, method, params).await,
         }
     }
@@ -202,10 +206,20 @@ impl HttpUpstream {
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
+        param_headers: &[(String, String)],
     ) -> Result<Reply, UpstreamError> {
         let params = mcp::shape_params(Era::Modern, params, ctx);
         let name = params.as_ref().and_then(mirrored_name(method));
-        let headers = modern_headers(method, name.as_deref());
+        let mut headers = modern_headers(method, name.as_deref());
+        for (name, value) in param_headers {
+            let header = HeaderName::from_bytes(
+                format!("{}{name}", crate::param_headers::PREFIX).as_bytes(),
+            );
+            let value = HeaderValue::from_str(&encode_header_value(value));
+            if let (Ok(header), Ok(value)) = (header, value) {
+                headers.insert(header, value);
+            }
+        }
         self.endpoint
             .post(method, params, &headers)
             .await?

@@ -190,9 +190,25 @@ impl Upstream {
         method: &str,
         params: Option<Value>,
     ) -> Result<Reply, UpstreamError> {
+        self.request_with_headers(ctx, method, params, &[]).await
+    }
+
+    /// As [`Upstream::request`], plus `Mcp-Param-{name}` headers for a modern HTTP upstream
+    /// (`(name, value)` pairs from [`crate::param_headers::header_values`]; other transports
+    /// ignore them, as the spec allows).
+    ///
+    /// # Errors
+    /// As [`Upstream::request`].
+    pub async fn request_with_headers(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+        param_headers: &[(String, String)],
+    ) -> Result<Reply, UpstreamError> {
         let call = async {
             match &self.link {
-                Link::Http(h) => h.request(ctx, method, params).await,
+                Link::Http(h) => h.request(ctx, method, params, param_headers).await,
                 Link::Stdio(s) => s.request(ctx, method, params).await,
             }
         };
