@@ -178,10 +178,13 @@ async fn supervise(
     events: broadcast::Sender<UpstreamEvent>,
 ) {
     let mut backoff = MIN_BACKOFF;
-    loop {
+    for generation in 0u64.. {
         state.send_replace(State::Starting);
         let started = tokio::time::Instant::now();
-        let outcome = run_generation(&cfg, &state, &events).await;
+        // The first generation is listed by the catalogue's own first round; later ones announce
+        // themselves so their (possibly changed) catalogue is fetched at once.
+        let announce = (generation > 0).then_some(&events);
+        let outcome = run_generation(&cfg, &state, announce, &events).await;
         let detail = match outcome {
             Ok(exit) => exit,
             Err(e) => e.to_string(),
@@ -200,6 +203,7 @@ async fn supervise(
 async fn run_generation(
     cfg: &UpstreamConfig,
     state: &watch::Sender<State>,
+    announce: Option<&broadcast::Sender<UpstreamEvent>>,
     events: &broadcast::Sender<UpstreamEvent>,
 ) -> Result<String, UpstreamError> {
     let mut child = spawn_child(cfg)?;
@@ -216,9 +220,11 @@ async fn run_generation(
         core: Arc::clone(&core),
         info,
     })));
-    let _ = events.send(UpstreamEvent::Reconnected {
-        upstream: cfg.id.clone(),
-    });
+    if let Some(events) = announce {
+        let _ = events.send(UpstreamEvent::Reconnected {
+            upstream: cfg.id.clone(),
+        });
+    }
     let status = child.wait().await;
     state.send_replace(State::Starting);
     core.fail_all();
