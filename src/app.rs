@@ -93,6 +93,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .time_to_live(config.session.max_lifetime)
             .max_capacity(1_000_000)
             .build(),
+        sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
+            config.session.idle_timeout,
+        )),
         origin: OriginPolicy::new(&config.listen),
         max_body_bytes: config.listen.max_body_bytes,
         client_ttl: config.catalogue.client_ttl,

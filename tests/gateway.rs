@@ -267,6 +267,15 @@ async fn sse_answers_from_upstreams_are_read() {
         "streamed",
         "single upstream: no prefix"
     );
+    assert_eq!(r.headers["content-type"], "text/event-stream");
+    assert_eq!(r.headers["x-accel-buffering"], "no");
+    assert_eq!(
+        r.stream.len(),
+        2,
+        "progress, then the response: {:?}",
+        r.stream
+    );
+    assert_eq!(r.stream[0]["method"], "notifications/progress");
     gw.shutdown().await;
 }
 

@@ -12,6 +12,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::relay::{self, Peer};
 use super::session::{SessionClaims, now_secs};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
@@ -41,26 +42,50 @@ pub async fn handle(
         _ => None,
     };
     let claims = session(gw, headers).map_err(|e| Failure::new(e, Era::Legacy, id.clone()))?;
+    let state = gw.sessions.get(claims.id);
     let (id, method, params) = match message {
         Message::Request { id, method, params } => (id, method, params),
-        // `notifications/initialized`, cancellations and answers to server requests: accepted.
-        Message::Notification { .. } | Message::Response { .. } => return Ok(wire::accepted()),
+        Message::Notification { method, params } => {
+            if method == "notifications/cancelled"
+                && let Some(request_id) = params.as_ref().and_then(|p| p.get("requestId"))
+            {
+                let found = state.cancel(request_id);
+                tracing::debug!(session = %claims.id, %request_id, found, "client cancelled a request");
+            }
+            return Ok(wire::accepted());
+        }
+        Message::Response { id, outcome } => {
+            match id.as_str().and_then(|gateway_id| state.take(gateway_id)) {
+                Some(request) => {
+                    if let Err(e) = request.respond(outcome).await {
+                        tracing::warn!(error = %e, "could not deliver the client's answer upstream");
+                    }
+                }
+                None => {
+                    tracing::debug!(session = %claims.id, %id, "answer to no pending server request")
+                }
+            }
+            return Ok(wire::accepted());
+        }
     };
     let ctx = CallContext {
         downstream_session: Some(claims.id),
-        client_capabilities: json!({}),
+        client_capabilities: claims.capabilities.clone(),
         client_info: claims.client_info.clone(),
     };
-    let body = match gw
+    let in_flight = state.track(&id);
+    let routed = gw
         .router
         .handle(&ctx, &method, params)
         .await
-        .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())))?
-    {
-        Ok(result) => jsonrpc::result_response(id, result),
-        Err(error) => jsonrpc::error_response(Some(id), error),
+        .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())))?;
+    let peer = Peer::Legacy {
+        state,
+        capabilities: claims.capabilities,
+        ids: std::sync::Arc::clone(&gw.sessions),
+        in_flight,
     };
-    Ok(wire::json(StatusCode::OK, &body))
+    Ok(relay::respond(id, routed, peer).await)
 }
 
 /// Answers `initialize` and mints the sealed session id.
@@ -145,6 +170,7 @@ pub fn session(gw: &Gateway, headers: &HeaderMap) -> Result<SessionClaims, Gatew
 pub async fn end_session(gw: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
     let claims = session(gw, headers)?;
     gw.revoked.insert(claims.id, ());
+    gw.sessions.remove(claims.id);
     gw.router
         .catalogue()
         .upstreams()

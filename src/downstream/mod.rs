@@ -9,7 +9,9 @@ mod identity;
 pub mod legacy;
 pub mod modern;
 pub mod origin;
+pub mod relay;
 pub mod session;
+pub mod session_state;
 pub mod streamable_http;
 pub mod wire;
 
@@ -32,6 +34,8 @@ pub struct Gateway {
     pub sealer: SessionSealer,
     /// Sessions ended with `DELETE`, kept until their tokens would have expired.
     pub revoked: moka::sync::Cache<Uuid, ()>,
+    /// Local state of legacy sessions (parked server requests, cancellable requests).
+    pub sessions: Arc<session_state::LocalSessions>,
     /// `Origin`/`Host` checks.
     pub origin: OriginPolicy,
     /// Largest request body, bytes.

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::relay::{self, Peer};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
 use crate::catalogue::ListKind;
@@ -17,7 +18,7 @@ use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO, META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSIONS,
+    META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSIONS,
     decode_header_value, is_modern_method,
 };
 use crate::upstream::CallContext;
@@ -52,22 +53,30 @@ pub async fn handle(
     if !is_modern_method(&method) {
         return Err(fail(GatewayError::MethodNotFound { method }));
     }
-    let outcome = if method == "server/discover" {
-        Ok(discover(gw))
-    } else {
-        gw.router
-            .handle(&ctx, &method, params)
-            .await
-            .map_err(fail)?
+    if method == "server/discover" {
+        let mut result = discover(gw);
+        decorate(ttl_ms(gw), &method, &mut result);
+        return Ok(wire::json(
+            StatusCode::OK,
+            &jsonrpc::result_response(id, result),
+        ));
+    }
+    let log_level = params
+        .as_ref()
+        .and_then(|p| p["_meta"].get(META_LOG_LEVEL))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let routed = gw
+        .router
+        .handle(&ctx, &method, params)
+        .await
+        .map_err(fail)?;
+    let ttl = ttl_ms(gw);
+    let peer = Peer::Modern {
+        decorate: Box::new(move |result| decorate(ttl, &method, result)),
+        log_level,
     };
-    let body = match outcome {
-        Ok(mut result) => {
-            decorate(gw, &method, &mut result);
-            jsonrpc::result_response(id, result)
-        }
-        Err(error) => jsonrpc::error_response(Some(id), error),
-    };
-    Ok(wire::json(StatusCode::OK, &body))
+    Ok(relay::respond(id, routed, peer).await)
 }
 
 /// Checks `_meta` and the mirrored headers; returns the call context they describe.
@@ -210,7 +219,7 @@ fn ttl_ms(gw: &Gateway) -> u64 {
 /// configuration and `private` (entries will be filtered per principal). A relayed
 /// `resources/read` keeps a modern upstream's hints; a legacy upstream gave none, so it gets
 /// `ttlMs: 0` and `private`, the values that promise nothing.
-fn decorate(gw: &Gateway, method: &str, result: &mut Value) {
+fn decorate(ttl_ms: u64, method: &str, result: &mut Value) {
     let Some(obj) = result.as_object_mut() else {
         return;
     };
@@ -223,7 +232,7 @@ fn decorate(gw: &Gateway, method: &str, result: &mut Value) {
         }
     }
     if is_list {
-        obj.insert("ttlMs".into(), json!(ttl_ms(gw)));
+        obj.insert("ttlMs".into(), json!(ttl_ms));
         obj.insert("cacheScope".into(), json!("private"));
     } else if method == "resources/read" {
         obj.entry("ttlMs").or_insert_with(|| json!(0));

@@ -5,6 +5,11 @@
 //! `_meta` and the mirrored headers. Legacy: one upstream session per downstream session
 //! (`None` = the gateway's shared session), opened lazily with `initialize`, re-opened once on
 //! 404, closed with `DELETE` when the downstream session ends or idles out.
+//!
+//! A request answered with an SSE stream becomes a [`Call`] fed by a reader task, so progress,
+//! log messages and server→client requests reach the client as they arrive. Dropping the call
+//! aborts the reader (closing the stream, which is how a modern upstream learns of
+//! cancellation) and, for a legacy upstream, also sends `notifications/cancelled`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +22,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 use uuid::Uuid;
 
+use super::call::{CALL_CHANNEL, Call, CallItem, Respond, ServerRequest};
 use super::mcp::{self, UpstreamInfo};
 use super::{CallContext, Reply, UpstreamError};
 use crate::config::{EraPreference, Secret, UpstreamId};
@@ -55,11 +61,20 @@ struct Endpoint {
     next_id: AtomicU64,
 }
 
-/// What one POST produced.
+/// What one POST produced, its body read to the answer.
 struct Posted {
     status: StatusCode,
     session_id: Option<String>,
     answer: Option<Reply>,
+}
+
+/// What one POST produced before its body was read.
+struct Opened {
+    id: Value,
+    status: StatusCode,
+    session_id: Option<String>,
+    response: reqwest::Response,
+    is_sse: bool,
 }
 
 impl Posted {
@@ -127,25 +142,105 @@ impl HttpUpstream {
     pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
         match self.era().await? {
             (Era::Modern, Some(info)) => Ok(info.clone()),
-            _ => Ok(self.session(None).await?.info.clone()),
+            _ => Ok(self.session(None, &Value::Null).await?.info.clone()),
         }
     }
 
-    pub(super) async fn request(
+    /// Starts one request; see [`Call`].
+    pub(super) async fn call(
         &self,
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
         param_headers: &[(String, String)],
-    ) -> Result<Reply, UpstreamError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Call, UpstreamError> {
         let (era, _) = self.era().await?;
         match era {
             Era::Modern => {
-                self.modern_request(ctx, method, params, param_headers)
-                    .await
+                let params = mcp::shape_params(Era::Modern, params, ctx);
+                let name = params.as_ref().and_then(mirrored_name(method));
+                let mut headers = modern_headers(method, name.as_deref());
+                add_param_headers(&mut headers, param_headers);
+                let opened = self.endpoint.open(method, params, &headers).await?;
+                Ok(self.stream(opened, headers, deadline, false))
             }
-            Era::Legacy => self.legacy_request(ctx, method, params).await,
+            Era::Legacy => {
+                let params = mcp::shape_params(Era::Legacy, params, ctx);
+                let key = ctx.downstream_session;
+                let mut retried = false;
+                loop {
+                    let session = self.session(key, &ctx.client_capabilities).await?;
+                    let headers = legacy_headers(&session);
+                    let opened = self.endpoint.open(method, params.clone(), &headers).await?;
+                    if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
+                        tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
+                        // Replacing (not invalidating) the entry skips the DELETE: it is gone.
+                        self.sessions.insert(key, Arc::new(OnceCell::new())).await;
+                        retried = true;
+                        continue;
+                    }
+                    return Ok(self.stream(opened, headers, deadline, true));
+                }
+            }
         }
+    }
+
+    /// Turns an opened POST into a [`Call`]: an SSE body is relayed item by item by a reader
+    /// task; a JSON body is the final item.
+    fn stream(
+        &self,
+        opened: Opened,
+        headers: HeaderMap,
+        deadline: tokio::time::Instant,
+        legacy: bool,
+    ) -> Call {
+        if !opened.is_sse {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let endpoint = Arc::clone(&self.endpoint);
+            let reader = tokio::spawn(async move {
+                let Opened {
+                    id,
+                    status,
+                    session_id,
+                    response,
+                    ..
+                } = opened;
+                let answer = read_json_answer(response, &id).await;
+                let outcome = answer.and_then(|answer| {
+                    Posted {
+                        status,
+                        session_id,
+                        answer,
+                    }
+                    .into_reply()
+                });
+                drop(endpoint);
+                let _ = tx.send(CallItem::Final(outcome)).await;
+            });
+            return Call::new(rx, deadline, Some(Box::new(move || reader.abort())));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(CALL_CHANNEL);
+        let responder: Arc<dyn Respond> = Arc::new(HttpResponder {
+            endpoint: Arc::clone(&self.endpoint),
+            headers: headers.clone(),
+        });
+        let request_id = opened.id.clone();
+        let reader = tokio::spawn(relay_sse(opened, tx, responder));
+        let endpoint = Arc::clone(&self.endpoint);
+        let on_cancel = move || {
+            reader.abort();
+            if legacy {
+                // Legacy upstreams learn of cancellation only by notification.
+                tokio::spawn(async move {
+                    let params = serde_json::json!({"requestId": request_id, "reason": "cancelled by the client"});
+                    let _ = endpoint
+                        .notify_with("notifications/cancelled", Some(params), &headers)
+                        .await;
+                });
+            }
+        };
+        Call::new(rx, deadline, Some(Box::new(on_cancel)))
     }
 
     pub(super) async fn close_session(&self, downstream: Uuid) {
@@ -201,72 +296,34 @@ impl HttpUpstream {
         Ok(era)
     }
 
-    async fn modern_request(
-        &self,
-        ctx: &CallContext,
-        method: &str,
-        params: Option<Value>,
-        param_headers: &[(String, String)],
-    ) -> Result<Reply, UpstreamError> {
-        let params = mcp::shape_params(Era::Modern, params, ctx);
-        let name = params.as_ref().and_then(mirrored_name(method));
-        let mut headers = modern_headers(method, name.as_deref());
-        for (name, value) in param_headers {
-            let header = HeaderName::from_bytes(
-                format!("{}{name}", crate::param_headers::PREFIX).as_bytes(),
-            );
-            let value = HeaderValue::from_str(&encode_header_value(value));
-            if let (Ok(header), Ok(value)) = (header, value) {
-                headers.insert(header, value);
-            }
-        }
-        self.endpoint
-            .post(method, params, &headers)
-            .await?
-            .into_reply()
-    }
-
-    async fn legacy_request(
-        &self,
-        ctx: &CallContext,
-        method: &str,
-        params: Option<Value>,
-    ) -> Result<Reply, UpstreamError> {
-        let params = mcp::shape_params(Era::Legacy, params, ctx);
-        let key = ctx.downstream_session;
-        let mut retried = false;
-        loop {
-            let session = self.session(key).await?;
-            let headers = legacy_headers(&session);
-            let posted = self.endpoint.post(method, params.clone(), &headers).await?;
-            if posted.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
-                tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
-                // Replacing (not invalidating) the entry skips the DELETE: the session is gone.
-                self.sessions.insert(key, Arc::new(OnceCell::new())).await;
-                retried = true;
-                continue;
-            }
-            return posted.into_reply();
-        }
-    }
-
     /// The legacy session for `key`, opened on first use.
-    async fn session(&self, key: Option<Uuid>) -> Result<Arc<LegacySession>, UpstreamError> {
+    /// `capabilities` are declared in `initialize`: the downstream client's own for its
+    /// session, what the gateway can relay for the shared one.
+    async fn session(
+        &self,
+        key: Option<Uuid>,
+        capabilities: &Value,
+    ) -> Result<Arc<LegacySession>, UpstreamError> {
         let cell = self
             .sessions
             .get_with(key, async { Arc::new(OnceCell::new()) })
             .await;
-        cell.get_or_try_init(|| async { self.initialize().await.map(Arc::new) })
+        let capabilities = if key.is_some() {
+            capabilities.clone()
+        } else {
+            mcp::relayed_client_capabilities()
+        };
+        cell.get_or_try_init(|| async { self.initialize(&capabilities).await.map(Arc::new) })
             .await
             .cloned()
     }
 
-    async fn initialize(&self) -> Result<LegacySession, UpstreamError> {
+    async fn initialize(&self, capabilities: &Value) -> Result<LegacySession, UpstreamError> {
         let posted = self
             .endpoint
             .post(
                 "initialize",
-                Some(mcp::initialize_params(&serde_json::json!({}))),
+                Some(mcp::initialize_params(capabilities)),
                 &HeaderMap::new(),
             )
             .await?;
@@ -294,13 +351,40 @@ impl HttpUpstream {
 }
 
 impl Endpoint {
-    /// POSTs one request and reads its answer from a JSON body or an SSE stream.
+    /// POSTs one request and reads its answer from a JSON body or an SSE stream (other
+    /// messages on the stream are dropped: for the gateway's own requests).
     async fn post(
         &self,
         method: &str,
         params: Option<Value>,
         headers: &HeaderMap,
     ) -> Result<Posted, UpstreamError> {
+        let Opened {
+            id,
+            status,
+            session_id,
+            response,
+            is_sse,
+        } = self.open(method, params, headers).await?;
+        let answer = if is_sse {
+            read_sse_answer(response, &id).await?
+        } else {
+            read_json_answer(response, &id).await?
+        };
+        Ok(Posted {
+            status,
+            session_id,
+            answer,
+        })
+    }
+
+    /// POSTs one request; the body is left unread.
+    async fn open(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<Opened, UpstreamError> {
         let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
         let body = jsonrpc::request(id.clone(), method, params);
         let response = self.send(http::Method::POST, headers, Some(&body)).await?;
@@ -315,22 +399,34 @@ impl Endpoint {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        let answer = if is_sse {
-            read_sse_answer(response, &id).await?
-        } else {
-            read_json_answer(response, &id).await?
-        };
-        Ok(Posted {
+        Ok(Opened {
+            id,
             status,
             session_id,
-            answer,
+            response,
+            is_sse,
         })
     }
 
     /// POSTs a notification; any 2xx is success.
     async fn notify(&self, method: &str, headers: &HeaderMap) -> Result<(), UpstreamError> {
-        let body = jsonrpc::notification(method, None);
-        let response = self.send(http::Method::POST, headers, Some(&body)).await?;
+        self.notify_with(method, None, headers).await
+    }
+
+    /// POSTs a notification with params; any 2xx is success.
+    async fn notify_with(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<(), UpstreamError> {
+        let body = jsonrpc::notification(method, params);
+        self.post_message(&body, headers).await
+    }
+
+    /// POSTs a notification or response message; any 2xx is success.
+    async fn post_message(&self, body: &Value, headers: &HeaderMap) -> Result<(), UpstreamError> {
+        let response = self.send(http::Method::POST, headers, Some(body)).await?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -503,4 +599,81 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Answers an upstream's server→client request with a POST in the same session.
+struct HttpResponder {
+    endpoint: Arc<Endpoint>,
+    headers: HeaderMap,
+}
+
+impl Respond for HttpResponder {
+    fn respond(
+        &self,
+        message: Value,
+    ) -> futures::future::BoxFuture<'static, Result<(), UpstreamError>> {
+        let endpoint = Arc::clone(&self.endpoint);
+        let headers = self.headers.clone();
+        Box::pin(async move { endpoint.post_message(&message, &headers).await })
+    }
+}
+
+/// Relays an SSE response of request `opened.id` into a call's channel, in arrival order.
+async fn relay_sse(
+    opened: Opened,
+    tx: tokio::sync::mpsc::Sender<CallItem>,
+    responder: Arc<dyn Respond>,
+) {
+    use eventsource_stream::Eventsource as _;
+    let id = opened.id;
+    let mut events = opened.response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let item = match event {
+            Err(e) => CallItem::Final(Err(UpstreamError::Closed {
+                detail: e.to_string(),
+            })),
+            Ok(event) if event.data.trim().is_empty() => continue,
+            Ok(event) if event.data.len() > MAX_MESSAGE_BYTES => {
+                CallItem::Final(Err(UpstreamError::Protocol {
+                    detail: "SSE event too large".into(),
+                }))
+            }
+            Ok(event) => match Message::decode(event.data.as_bytes()) {
+                Ok(Message::Response { id: got, outcome }) if got == id => {
+                    CallItem::Final(Ok(outcome))
+                }
+                Ok(Message::Response { .. }) => continue,
+                Ok(Message::Notification { method, params }) => {
+                    CallItem::Notification(jsonrpc::notification(&method, params))
+                }
+                Ok(Message::Request { id, method, params }) => CallItem::Request(
+                    ServerRequest::new(id, method, params, Arc::clone(&responder)),
+                ),
+                Err(e) => CallItem::Final(Err(UpstreamError::Protocol {
+                    detail: format!("bad SSE event: {e}"),
+                })),
+            },
+        };
+        let last = matches!(item, CallItem::Final(_));
+        if tx.send(item).await.is_err() || last {
+            return;
+        }
+    }
+    let _ = tx
+        .send(CallItem::Final(Err(UpstreamError::Closed {
+            detail: "SSE stream ended before the response".into(),
+        })))
+        .await;
+}
+
+/// Adds `Mcp-Param-{name}` headers.
+fn add_param_headers(headers: &mut HeaderMap, param_headers: &[(String, String)]) {
+    for (name, value) in param_headers {
+        let header =
+            HeaderName::from_bytes(format!("{}{name}", crate::param_headers::PREFIX).as_bytes());
+        let value = HeaderValue::from_str(&encode_header_value(value));
+        if let (Ok(header), Ok(value)) = (header, value) {
+            headers.insert(header, value);
+        }
+    }
 }

@@ -73,6 +73,14 @@ pub fn shape_params(era: Era, params: Option<Value>, ctx: &CallContext) -> Optio
     Some(Value::Object(params))
 }
 
+/// The client capabilities the gateway declares on connections it shares between clients
+/// (the catalogue plane, stdio processes, modern clients in front of legacy upstreams): every
+/// server→client feature it can relay. A request for a feature the calling client did not
+/// declare is answered with an error by the gateway, never forwarded.
+pub fn relayed_client_capabilities() -> Value {
+    json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}})
+}
+
 /// Params of the `server/discover` probe.
 pub fn discover_params() -> Value {
     json!({"_meta": {

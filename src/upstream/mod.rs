@@ -7,6 +7,7 @@
 //! child process live behind that one call (DESIGN.md §5.2). Names and URIs are not rewritten
 //! here: this module speaks the upstream's own names; the router translates.
 
+pub mod call;
 mod http;
 pub mod mcp;
 mod stdio;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::config::{UpstreamConfig, UpstreamId, UpstreamTransport};
 
+pub use call::{Call, CallItem, ServerRequest};
 pub use mcp::UpstreamInfo;
 
 /// Why an upstream produced no JSON-RPC answer. Classified for the client by
@@ -178,7 +180,8 @@ impl Upstream {
     }
 
     /// Sends one request and waits for its outcome, at most the upstream's `timeout` (which
-    /// includes connecting and any handshake).
+    /// includes connecting and any handshake). Server→client requests are rejected and
+    /// notifications dropped: this is for the gateway's own requests (catalogue plane).
     ///
     /// `params` are in the upstream's own names; `_meta` is shaped for the upstream's era.
     ///
@@ -190,29 +193,32 @@ impl Upstream {
         method: &str,
         params: Option<Value>,
     ) -> Result<Reply, UpstreamError> {
-        self.request_with_headers(ctx, method, params, &[]).await
+        self.call(ctx, method, params, &[]).await?.finish().await
     }
 
-    /// As [`Upstream::request`], plus `Mcp-Param-{name}` headers for a modern HTTP upstream
-    /// (`(name, value)` pairs from [`crate::param_headers::header_values`]; other transports
-    /// ignore them, as the spec allows).
+    /// Starts one request and returns it as a [`Call`]: everything the upstream sends for it,
+    /// in order, then the outcome. The upstream's `timeout` bounds the whole call, connecting
+    /// and handshake included. `param_headers` are `Mcp-Param-{name}` values for a modern HTTP
+    /// upstream (see [`crate::param_headers::header_values`]); other transports ignore them, as
+    /// the spec allows.
     ///
     /// # Errors
-    /// As [`Upstream::request`].
-    pub async fn request_with_headers(
+    /// [`UpstreamError`] when the request could not be sent.
+    pub async fn call(
         &self,
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
         param_headers: &[(String, String)],
-    ) -> Result<Reply, UpstreamError> {
-        let call = async {
+    ) -> Result<Call, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let start = async {
             match &self.link {
-                Link::Http(h) => h.request(ctx, method, params, param_headers).await,
-                Link::Stdio(s) => s.request(ctx, method, params).await,
+                Link::Http(h) => h.call(ctx, method, params, param_headers, deadline).await,
+                Link::Stdio(s) => s.call(ctx, method, params, deadline).await,
             }
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout_at(deadline, start)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))
     }

@@ -6,6 +6,13 @@
 //! concurrent callers never collide. When the process exits, every pending request fails at once
 //! with [`UpstreamError::Closed`] and requests fail fast with [`UpstreamError::Unavailable`] until
 //! the next generation is ready. Dropping the [`StdioUpstream`] kills the child.
+//!
+//! Attribution: responses carry the gateway's id; progress notifications carry a progress
+//! token the gateway rewrote to a unique one per request (clients sharing the process may pick
+//! the same token) and restores on the way back. A log message or a server→client request has no
+//! such link: it goes to the one request in flight, or, when several are in flight, it cannot be
+//! attributed (DESIGN.md §5.2) — notifications are dropped and requests answered with an error,
+//! both logged.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -17,9 +24,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
+use super::call::{CALL_CHANNEL, Call, CallItem, Respond, ServerRequest};
 use super::mcp::{self, UpstreamInfo};
 use super::{CallContext, Reply, UpstreamError, UpstreamEvent};
 use crate::config::{EraPreference, UpstreamConfig, UpstreamId, UpstreamTransport};
@@ -65,15 +73,16 @@ impl StdioUpstream {
         }
     }
 
-    pub(super) async fn request(
+    pub(super) async fn call(
         &self,
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
-    ) -> Result<Reply, UpstreamError> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Call, UpstreamError> {
         let conn = self.ready().await?;
         let params = mcp::shape_params(conn.info().era, params, ctx);
-        conn.core.request(method, params).await
+        conn.core.call(method, params, deadline).await
     }
 
     pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
@@ -117,23 +126,64 @@ impl Conn {
 /// The I/O half of one process generation.
 struct Core {
     lines: mpsc::Sender<String>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
 }
 
+/// A request waiting for its response.
+struct Pending {
+    items: mpsc::Sender<CallItem>,
+    /// The client's progress token, replaced upstream by `mcpgate-{id}`.
+    progress_token: Option<Value>,
+}
+
 impl Core {
-    async fn request(&self, method: &str, params: Option<Value>) -> Result<Reply, UpstreamError> {
+    /// Starts a request; the returned call ends with the response.
+    async fn call(
+        self: &Arc<Self>,
+        method: &str,
+        mut params: Option<Value>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Call, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id, tx);
-        let guard = PendingGuard { core: self, id };
+        let progress_token = params
+            .as_mut()
+            .and_then(|p| p.get_mut("_meta"))
+            .and_then(|m| m.get_mut("progressToken"))
+            .map(|token| std::mem::replace(token, Value::from(gateway_token(id))));
+        let (tx, rx) = mpsc::channel(CALL_CHANNEL);
+        self.lock_pending().insert(
+            id,
+            Pending {
+                items: tx,
+                progress_token,
+            },
+        );
+        let weak = Arc::downgrade(self);
+        let on_cancel = move || {
+            if let Some(core) = weak.upgrade()
+                && core.lock_pending().remove(&id).is_some()
+            {
+                tokio::spawn(async move {
+                    let params = json!({"requestId": id, "reason": "cancelled by the client"});
+                    let _ = core.notify("notifications/cancelled", Some(params)).await;
+                });
+            }
+        };
+        let call = Call::new(rx, deadline, Some(Box::new(on_cancel)));
         let line = jsonrpc::request(Value::from(id), method, params).to_string();
         self.send_line(line).await?;
-        let outcome = rx.await.map_err(|_| UpstreamError::Closed {
-            detail: "the process exited".into(),
-        });
-        drop(guard);
-        outcome
+        Ok(call)
+    }
+
+    /// A request of the gateway's own (handshake), waited for to the end.
+    async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Reply, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        self.call(method, params, deadline).await?.finish().await
     }
 
     async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
@@ -150,25 +200,51 @@ impl Core {
             })
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fails every pending request (their senders are dropped).
+    /// Fails every pending request (their channels close without a final item).
     fn fail_all(&self) {
         self.lock_pending().clear();
     }
 }
 
-/// Removes a pending entry when the waiting request is dropped (timeout, cancellation).
-struct PendingGuard<'a> {
-    core: &'a Core,
-    id: u64,
+/// The progress token the gateway puts on upstream request `id`.
+fn gateway_token(id: u64) -> String {
+    format!("mcpgate-{id}")
 }
 
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.core.lock_pending().remove(&self.id);
+/// Answers a child's server→client request on its stdin.
+struct StdioResponder {
+    core: std::sync::Weak<Core>,
+}
+
+impl Respond for StdioResponder {
+    fn respond(
+        &self,
+        message: Value,
+    ) -> futures::future::BoxFuture<'static, Result<(), UpstreamError>> {
+        let core = self.core.upgrade();
+        Box::pin(async move {
+            match core {
+                Some(core) => core.send_line(message.to_string()).await,
+                None => Err(UpstreamError::Closed {
+                    detail: "the process exited".into(),
+                }),
+            }
+        })
+    }
+}
+
+/// Hands an item to a call without blocking the reader: a full channel (a slow client) gets
+/// the item from a spawned task, so other calls on the process keep flowing.
+fn deliver(items: &mpsc::Sender<CallItem>, item: CallItem) {
+    if let Err(mpsc::error::TrySendError::Full(item)) = items.try_send(item) {
+        let items = items.clone();
+        tokio::spawn(async move {
+            let _ = items.send(item).await;
+        });
     }
 }
 
@@ -343,7 +419,7 @@ fn attach(
 /// Routes one line from the child.
 async fn dispatch(
     id: &UpstreamId,
-    core: &Core,
+    core: &Arc<Core>,
     events: &broadcast::Sender<UpstreamEvent>,
     line: &str,
 ) {
@@ -354,37 +430,82 @@ async fn dispatch(
         Ok(Message::Response { id: rid, outcome }) => {
             let waiter = rid.as_u64().and_then(|n| core.lock_pending().remove(&n));
             match waiter {
-                Some(tx) => {
-                    let _ = tx.send(outcome);
-                }
+                Some(pending) => deliver(&pending.items, CallItem::Final(Ok(outcome))),
                 None => {
                     tracing::debug!(upstream = %id, id = %rid, "response to no pending request")
                 }
             }
         }
         Ok(Message::Request {
-            id: rid, method, ..
+            id: rid,
+            method,
+            params,
         }) => {
-            // Server→client requests: only `ping` is answered until the relay exists.
-            let reply = if method == "ping" {
-                jsonrpc::result_response(rid, json!({}))
-            } else {
-                jsonrpc::error_response(
-                    Some(rid),
-                    jsonrpc::error_object(
-                        code::METHOD_NOT_FOUND,
-                        format!("{method} is not relayed by this gateway"),
-                        None,
-                    ),
-                )
-            };
-            let _ = core.send_line(reply.to_string()).await;
+            if method == "ping" {
+                let _ = core
+                    .send_line(jsonrpc::result_response(rid, json!({})).to_string())
+                    .await;
+                return;
+            }
+            let target = only_pending(core);
+            let responder: Arc<dyn Respond> = Arc::new(StdioResponder {
+                core: Arc::downgrade(core),
+            });
+            let request = ServerRequest::new(rid, method, params, responder);
+            match target {
+                Some(items) => deliver(&items, CallItem::Request(request)),
+                None => {
+                    tracing::warn!(upstream = %id, method = %request.method,
+                        "server request with several calls in flight cannot be attributed; rejected");
+                    request
+                        .reject(
+                            code::INTERNAL_ERROR,
+                            "the gateway cannot attribute this request to a client",
+                        )
+                        .await;
+                }
+            }
         }
-        Ok(Message::Notification { method, .. }) => {
+        Ok(Message::Notification { method, mut params }) => {
             if method.ends_with("/list_changed") {
                 let _ = events.send(UpstreamEvent::ListChanged {
                     upstream: id.clone(),
                 });
+                return;
+            }
+            let token = params
+                .as_ref()
+                .and_then(|p| p.get("progressToken"))
+                .and_then(Value::as_str)
+                .and_then(|t| t.strip_prefix("mcpgate-"))
+                .and_then(|n| n.parse::<u64>().ok());
+            let target = match token {
+                Some(n) => {
+                    let pending = core.lock_pending();
+                    pending.get(&n).map(|p| {
+                        if let (Some(params), Some(original)) = (params.as_mut(), &p.progress_token)
+                        {
+                            params["progressToken"] = original.clone();
+                        }
+                        p.items.clone()
+                    })
+                }
+                None => only_pending(core),
+            };
+            match target {
+                Some(items) => {
+                    if items
+                        .try_send(CallItem::Notification(jsonrpc::notification(
+                            &method, params,
+                        )))
+                        .is_err()
+                    {
+                        tracing::debug!(upstream = %id, %method, "dropping a notification for a busy call");
+                    }
+                }
+                None => {
+                    tracing::debug!(upstream = %id, %method, "notification not attributable to one call; dropped")
+                }
             }
         }
         Err(e) => {
@@ -393,8 +514,17 @@ async fn dispatch(
     }
 }
 
+/// The call channel of the only request in flight, if exactly one is.
+fn only_pending(core: &Core) -> Option<mpsc::Sender<CallItem>> {
+    let pending = core.lock_pending();
+    match pending.len() {
+        1 => pending.values().next().map(|p| p.items.clone()),
+        _ => None,
+    }
+}
+
 /// Negotiates the era of a fresh process.
-async fn handshake(core: &Core, pref: EraPreference) -> Result<UpstreamInfo, UpstreamError> {
+async fn handshake(core: &Arc<Core>, pref: EraPreference) -> Result<UpstreamInfo, UpstreamError> {
     if pref != EraPreference::Legacy {
         let probe = tokio::time::timeout(
             PROBE_TIMEOUT,
@@ -422,7 +552,10 @@ async fn handshake(core: &Core, pref: EraPreference) -> Result<UpstreamInfo, Ups
         }
     }
     let result = core
-        .request("initialize", Some(mcp::initialize_params(&json!({}))))
+        .request(
+            "initialize",
+            Some(mcp::initialize_params(&mcp::relayed_client_capabilities())),
+        )
         .await?
         .map_err(|error| UpstreamError::Handshake {
             detail: format!("initialize was rejected: {error}"),

@@ -4,9 +4,23 @@
 import assert from "node:assert/strict";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const url = new URL(process.argv[2]);
-const client = new Client({ name: "mcpgate-e2e-ts", version: "1.0.0" });
+const client = new Client(
+  { name: "mcpgate-e2e-ts", version: "1.0.0" },
+  { capabilities: { elicitation: { form: {} }, sampling: {} } },
+);
+const elicitations = [];
+client.setRequestHandler(ElicitRequestSchema, async (request) => {
+  elicitations.push(request.params.message);
+  return { action: "accept", content: { name: "Ada Lovelace", check: true, email: "ada@example.com" } };
+});
+client.setRequestHandler(CreateMessageRequestSchema, async (request) => ({
+  role: "assistant",
+  model: "gateway-test-model",
+  content: { type: "text", text: `sampled: ${JSON.stringify(request.params.messages[0].content.text ?? "")}` },
+}));
 const transport = new StreamableHTTPClientTransport(url);
 await client.connect(transport);
 
@@ -65,6 +79,26 @@ const prompt = await client.getPrompt({ name: "everything__args-prompt", argumen
 assert.match(JSON.stringify(prompt.messages), /Lisbon/);
 const completion = await client.complete({ ref: { type: "ref/prompt", name: "everything__completable-prompt" }, argument: { name: "department", value: "Eng" } });
 assert.deepEqual(completion.completion.values, ["Engineering"]);
+
+// Progress from a real upstream, relayed as it happens.
+const progress = [];
+const long = await client.callTool(
+  { name: "everything__trigger-long-running-operation", arguments: { duration: 1, steps: 4 } },
+  undefined,
+  { onprogress: (p) => progress.push(p.progress) },
+);
+assert.match(long.content[0].text, /completed/i);
+assert.deepEqual(progress, [1, 2, 3, 4], "every progress notification arrived in order");
+seen.progress = progress.length;
+
+// Elicitation and sampling: the upstream asks, this client answers through the gateway.
+const elicited = await client.callTool({ name: "everything__trigger-elicitation-request", arguments: {} });
+assert.equal(elicitations.length, 1, "the elicitation reached this client");
+assert.match(elicited.content.map((c) => c.text).join("\n"), /Ada Lovelace/);
+const sampled = await client.callTool({ name: "everything__trigger-sampling-request", arguments: { prompt: "hello gateway", maxTokens: 10 } });
+assert.match(JSON.stringify(sampled.content), /sampled:/);
+assert.match(JSON.stringify(sampled.content), /gateway-test-model/);
+seen.elicitations = elicitations.length;
 
 let unknown;
 try {

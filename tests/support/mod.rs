@@ -33,7 +33,10 @@ pub fn stdio_mock(era: &str) -> String {
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
+    /// The JSON body, or for an SSE answer the final JSON-RPC response on the stream.
     pub body: Value,
+    /// For an SSE answer, every message on the stream in order (the final one included).
+    pub stream: Vec<Value>,
 }
 
 impl Reply {
@@ -97,7 +100,27 @@ impl Client {
         let resp = req.send().await.expect("gateway reachable");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        let is_sse = headers.get("content-type").is_some_and(|v| {
+            v.to_str()
+                .unwrap_or_default()
+                .starts_with("text/event-stream")
+        });
         let bytes = resp.bytes().await.expect("body");
+        if is_sse {
+            let stream = parse_sse(std::str::from_utf8(&bytes).expect("UTF-8 stream"));
+            let body = stream
+                .iter()
+                .rev()
+                .find(|m| m.get("result").is_some() || m.get("error").is_some())
+                .cloned()
+                .unwrap_or(Value::Null);
+            return Reply {
+                status,
+                headers,
+                body,
+                stream,
+            };
+        }
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -107,6 +130,7 @@ impl Client {
             status,
             headers,
             body,
+            stream: Vec::new(),
         }
     }
 
@@ -190,6 +214,20 @@ impl Client {
             }
         }
     }
+}
+
+/// The JSON messages of an SSE body, in order.
+pub fn parse_sse(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).expect("JSON event"))
+        })
+        .collect()
 }
 
 /// Waits until `check` passes, polling every 50 ms, at most `secs` seconds.

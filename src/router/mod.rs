@@ -14,7 +14,10 @@ use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
 use crate::telemetry::Metrics;
-use crate::upstream::{CallContext, Reply};
+use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, UpstreamError};
+
+mod rewrite;
+use rewrite::Rewrite;
 
 /// Routes decoded requests.
 pub struct Router {
@@ -33,8 +36,8 @@ impl Router {
         &self.catalogue
     }
 
-    /// Handles one request: `Ok(Ok(result))`, `Ok(Err(error object))` for an upstream's own
-    /// JSON-RPC error (passed through unchanged), or a [`GatewayError`].
+    /// Handles one request: answered here ([`Routed::Reply`]) or forwarded to its owner
+    /// ([`Routed::Call`]); an upstream's own JSON-RPC error passes through unchanged.
     ///
     /// # Errors
     /// [`GatewayError::MethodNotFound`], [`GatewayError::InvalidParams`],
@@ -45,7 +48,7 @@ impl Router {
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
-    ) -> Result<Reply, GatewayError> {
+    ) -> Result<Routed, GatewayError> {
         if let Some(kind) = ListKind::from_method(method) {
             let cursor = match params.as_ref().and_then(|p| p.get("cursor")) {
                 None | Some(Value::Null) => None,
@@ -56,7 +59,7 @@ impl Router {
                 self.catalogue
                     .snapshot()
                     .page(kind, cursor, self.catalogue.config.page_size)?;
-            return Ok(Ok(page));
+            return Ok(Routed::Reply(Ok(page)));
         }
         let snapshot = self.catalogue.snapshot();
         let mut params = params.unwrap_or_else(|| json!({}));
@@ -79,7 +82,7 @@ impl Router {
                 Rewrite::ReadResult,
             ),
             "completion/complete" => (resolve_completion(&snapshot, &mut params)?, Rewrite::None),
-            "ping" => return Ok(Ok(json!({}))),
+            "ping" => return Ok(Routed::Reply(Ok(json!({})))),
             _ => {
                 return Err(GatewayError::MethodNotFound {
                     method: method.to_string(),
@@ -93,15 +96,15 @@ impl Router {
             param_headers: &param_headers,
             rewrite,
         };
-        self.forward(ctx, &snapshot, call).await
+        self.forward(ctx, snapshot, call).await
     }
 
     async fn forward(
         &self,
         ctx: &CallContext,
-        snapshot: &Snapshot,
+        snapshot: Arc<Snapshot>,
         call: Forward<'_>,
-    ) -> Result<Reply, GatewayError> {
+    ) -> Result<Routed, GatewayError> {
         let Forward {
             upstream: upstream_id,
             method,
@@ -109,23 +112,105 @@ impl Router {
             param_headers,
             rewrite,
         } = call;
+        let upstream_error = |source| GatewayError::Upstream {
+            upstream: upstream_id.to_string(),
+            source,
+        };
         let Some(upstream) = self.catalogue.upstreams().get(upstream_id.as_str()) else {
-            return Err(GatewayError::Upstream {
-                upstream: upstream_id.to_string(),
-                source: crate::upstream::UpstreamError::Unavailable {
-                    detail: "not configured".into(),
-                },
-            });
+            return Err(upstream_error(UpstreamError::Unavailable {
+                detail: "not configured".into(),
+            }));
         };
         let timer = self
             .metrics
             .request_duration
             .with_label_values(&[method, upstream_id.as_str()])
             .start_timer();
-        let outcome = upstream
-            .request_with_headers(ctx, method, Some(params), param_headers)
-            .await;
-        timer.observe_duration();
+        match upstream
+            .call(ctx, method, Some(params), param_headers)
+            .await
+        {
+            Ok(call) => Ok(Routed::Call(RoutedCall {
+                call,
+                upstream: upstream_id.clone(),
+                method: method.to_string(),
+                snapshot,
+                rewrite,
+                metrics: self.metrics.clone(),
+                timer: Some(timer),
+            })),
+            Err(source) => {
+                self.metrics
+                    .requests
+                    .with_label_values(&[method, upstream_id.as_str(), "upstream_error"])
+                    .inc();
+                tracing::warn!(upstream = %upstream_id, method, error = %source, "upstream call failed");
+                Err(upstream_error(source))
+            }
+        }
+    }
+}
+
+/// What the router made of a request.
+#[derive(Debug)]
+pub enum Routed {
+    /// Answered by the gateway itself (lists, `ping`).
+    Reply(Reply),
+    /// Forwarded: the owner's answer, as it arrives.
+    Call(RoutedCall),
+}
+
+/// What a forwarded call yields, in order.
+#[derive(Debug)]
+pub enum Step {
+    /// A notification for this request (progress, log message), verbatim.
+    Notification(Value),
+    /// A server→client request tied to this call.
+    Request(ServerRequest),
+    /// The end: the upstream's JSON-RPC outcome with URIs rewritten, or a gateway error.
+    Done(Result<Reply, GatewayError>),
+}
+
+/// A call forwarded to its owner. Dropping it before [`Step::Done`] cancels the upstream
+/// request.
+pub struct RoutedCall {
+    call: Call,
+    upstream: UpstreamId,
+    method: String,
+    snapshot: Arc<Snapshot>,
+    rewrite: Rewrite,
+    metrics: Metrics,
+    timer: Option<prometheus::HistogramTimer>,
+}
+
+impl std::fmt::Debug for RoutedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutedCall")
+            .field("upstream", &self.upstream)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoutedCall {
+    /// The owning upstream.
+    pub fn upstream(&self) -> &UpstreamId {
+        &self.upstream
+    }
+
+    /// The next step; `None` after [`Step::Done`].
+    pub async fn next(&mut self) -> Option<Step> {
+        Some(match self.call.next().await? {
+            CallItem::Notification(n) => Step::Notification(n),
+            CallItem::Request(r) => Step::Request(r),
+            CallItem::Final(outcome) => Step::Done(self.finish(outcome)),
+        })
+    }
+
+    fn finish(&mut self, outcome: Result<Reply, UpstreamError>) -> Result<Reply, GatewayError> {
+        if let Some(timer) = self.timer.take() {
+            timer.observe_duration();
+        }
         let label = match &outcome {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "error",
@@ -133,22 +218,47 @@ impl Router {
         };
         self.metrics
             .requests
-            .with_label_values(&[method, upstream_id.as_str(), label])
+            .with_label_values(&[&self.method, self.upstream.as_str(), label])
             .inc();
         match outcome {
             Ok(Ok(mut result)) => {
-                rewrite.apply(&mut result, &|uri| snapshot.wire_uri(upstream_id, uri));
+                let (snapshot, upstream) = (&self.snapshot, &self.upstream);
+                self.rewrite
+                    .apply(&mut result, &|uri| snapshot.wire_uri(upstream, uri));
                 Ok(Ok(result))
             }
             Ok(Err(error)) => Ok(Err(error)),
             Err(source) => {
-                tracing::warn!(upstream = %upstream_id, method, error = %source, "upstream call failed");
+                tracing::warn!(upstream = %self.upstream, method = %self.method, error = %source, "upstream call failed");
                 Err(GatewayError::Upstream {
-                    upstream: upstream_id.to_string(),
+                    upstream: self.upstream.to_string(),
                     source,
                 })
             }
         }
+    }
+
+    /// Waits for the final outcome, rejecting server requests and dropping notifications.
+    ///
+    /// # Errors
+    /// As [`Router::handle`].
+    pub async fn finish_quietly(mut self) -> Result<Reply, GatewayError> {
+        while let Some(step) = self.next().await {
+            match step {
+                Step::Done(outcome) => return outcome,
+                Step::Request(r) => {
+                    r.reject(crate::jsonrpc::code::METHOD_NOT_FOUND, "not relayed")
+                        .await;
+                }
+                Step::Notification(_) => {}
+            }
+        }
+        Err(GatewayError::Upstream {
+            upstream: self.upstream.to_string(),
+            source: UpstreamError::Closed {
+                detail: "the call already ended".into(),
+            },
+        })
     }
 }
 
@@ -221,103 +331,5 @@ fn resolve_completion(snapshot: &Snapshot, params: &mut Value) -> Result<Upstrea
         }
         Some("ref/resource") => resolve_uri_param(snapshot, reference),
         _ => Err(invalid("`ref.type` must be ref/prompt or ref/resource")),
-    }
-}
-
-/// Which URIs of a result point into an upstream's namespace.
-#[derive(Debug, Clone, Copy)]
-enum Rewrite {
-    None,
-    /// `content[]` blocks of a `CallToolResult`.
-    ToolResult,
-    /// `messages[].content` of a `GetPromptResult`.
-    PromptResult,
-    /// `contents[].uri` of a `ReadResourceResult`.
-    ReadResult,
-}
-
-impl Rewrite {
-    fn apply(self, result: &mut Value, wire: &dyn Fn(&str) -> String) {
-        match self {
-            Self::None => {}
-            Self::ToolResult => {
-                for block in array_mut(result, "content") {
-                    rewrite_block(block, wire);
-                }
-            }
-            Self::PromptResult => {
-                for message in array_mut(result, "messages") {
-                    match message.get_mut("content") {
-                        Some(Value::Array(blocks)) => {
-                            blocks.iter_mut().for_each(|b| rewrite_block(b, wire));
-                        }
-                        Some(block) => rewrite_block(block, wire),
-                        None => {}
-                    }
-                }
-            }
-            Self::ReadResult => {
-                for contents in array_mut(result, "contents") {
-                    rewrite_uri(contents, wire);
-                }
-            }
-        }
-    }
-}
-
-fn array_mut<'a>(value: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
-    value
-        .get_mut(key)
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-}
-
-/// Rewrites a `resource_link` block's `uri` or an embedded `resource` block's `resource.uri`.
-fn rewrite_block(block: &mut Value, wire: &dyn Fn(&str) -> String) {
-    match block.get("type").and_then(Value::as_str) {
-        Some("resource_link") => rewrite_uri(block, wire),
-        Some("resource") => {
-            if let Some(resource) = block.get_mut("resource") {
-                rewrite_uri(resource, wire);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn rewrite_uri(obj: &mut Value, wire: &dyn Fn(&str) -> String) {
-    if let Some(uri) = obj.get("uri").and_then(Value::as_str) {
-        let rewritten = wire(uri);
-        obj["uri"] = Value::from(rewritten);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rewrites_uris_in_results() {
-        let wire = |u: &str| format!("up+{u}");
-        let mut tool = json!({"content": [
-            {"type": "text", "text": "file:///not-a-link"},
-            {"type": "resource_link", "uri": "file:///a", "name": "a"},
-            {"type": "resource", "resource": {"uri": "file:///b", "text": "x"}}
-        ], "structuredContent": {"uri": "file:///untouched"}});
-        Rewrite::ToolResult.apply(&mut tool, &wire);
-        assert_eq!(tool["content"][0]["text"], "file:///not-a-link");
-        assert_eq!(tool["content"][1]["uri"], "up+file:///a");
-        assert_eq!(tool["content"][2]["resource"]["uri"], "up+file:///b");
-        assert_eq!(tool["structuredContent"]["uri"], "file:///untouched");
-        let mut read = json!({"contents": [{"uri": "file:///c", "text": "t"}]});
-        Rewrite::ReadResult.apply(&mut read, &wire);
-        assert_eq!(read["contents"][0]["uri"], "up+file:///c");
-        let mut prompt = json!({"messages": [{"role": "user", "content": {"type": "resource", "resource": {"uri": "x:y"}}}]});
-        Rewrite::PromptResult.apply(&mut prompt, &wire);
-        assert_eq!(
-            prompt["messages"][0]["content"]["resource"]["uri"],
-            "up+x:y"
-        );
     }
 }

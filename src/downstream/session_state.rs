@@ -1,0 +1,117 @@
+//! Local state of legacy sessions on this replica: server→client requests waiting for the
+//! client's answer, and requests in flight that the client may cancel. Kept in a map with an
+//! idle TTL (DESIGN.md §5.4); the sealed session id itself carries everything needed to resume
+//! a session elsewhere, but a pending request cannot move between replicas.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::upstream::ServerRequest;
+
+/// One session's local state.
+#[derive(Default)]
+pub struct SessionState {
+    pending: Mutex<HashMap<String, ServerRequest>>,
+    in_flight: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl SessionState {
+    /// Parks a server→client request under the gateway id the client will answer to.
+    pub fn park(&self, gateway_id: String, request: ServerRequest) {
+        lock(&self.pending).insert(gateway_id, request);
+    }
+
+    /// Takes back the request the client answered.
+    pub fn take(&self, gateway_id: &str) -> Option<ServerRequest> {
+        lock(&self.pending).remove(gateway_id)
+    }
+
+    /// Registers a client request that `notifications/cancelled` may cancel; the guard
+    /// unregisters it.
+    pub fn track(self: &Arc<Self>, request_id: &Value) -> InFlight {
+        let key = request_id.to_string();
+        let token = CancellationToken::new();
+        lock(&self.in_flight).insert(key.clone(), token.clone());
+        InFlight {
+            state: Arc::clone(self),
+            key,
+            token,
+        }
+    }
+
+    /// Cancels the client request `request_id`, if it is in flight here.
+    pub fn cancel(&self, request_id: &Value) -> bool {
+        match lock(&self.in_flight).remove(&request_id.to_string()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A tracked in-flight request; dropping it stops tracking.
+pub struct InFlight {
+    state: Arc<SessionState>,
+    key: String,
+    token: CancellationToken,
+}
+
+impl InFlight {
+    /// Resolves when the client cancels the request.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.state.in_flight).remove(&self.key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every session's local state, dropped after `idle` without use.
+pub struct LocalSessions {
+    map: moka::sync::Cache<Uuid, Arc<SessionState>>,
+    next_id: AtomicU64,
+}
+
+impl LocalSessions {
+    /// An empty map whose entries expire after `idle` without access.
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            map: moka::sync::Cache::builder()
+                .time_to_idle(idle)
+                .max_capacity(1_000_000)
+                .build(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The state of session `id`, created on first use.
+    pub fn get(&self, id: Uuid) -> Arc<SessionState> {
+        self.map.get_with(id, || Arc::new(SessionState::default()))
+    }
+
+    /// Forgets session `id` (its parked requests are answered with errors as they drop).
+    pub fn remove(&self, id: Uuid) {
+        self.map.invalidate(&id);
+    }
+
+    /// A fresh id for a server→client request relayed to a client: unique on this replica,
+    /// and a string, so it can never collide with the client's own numeric ids.
+    pub fn next_request_id(&self) -> String {
+        format!("mcpgate-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
