@@ -16,11 +16,15 @@ use tokio::task::JoinSet;
 use crate::catalogue::{self, Catalogue};
 use crate::config::Config;
 use crate::downstream::origin::OriginPolicy;
+use crate::downstream::seal::Sealer;
 use crate::downstream::session::SessionSealer;
 use crate::downstream::{self, Gateway};
 use crate::router::Router;
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamSet;
+
+/// How long a modern call waits for its client's MRTR retry.
+const MRTR_STATE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,16 +89,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let background = catalogue::refresh::spawn(Arc::clone(&catalogue));
     catalogue.wait_ready().await;
-    // Call plane and client-facing state.
+    // Call plane and client-facing state. One key seals session ids and MRTR request state.
+    let sealer = Sealer::new(config.session.key);
     let gateway = Arc::new(Gateway {
         router: Router::new(Arc::clone(&catalogue), metrics.clone()),
-        sealer: SessionSealer::new(config.session.key, config.session.max_lifetime),
+        sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: moka::sync::Cache::builder()
             .time_to_live(config.session.max_lifetime)
             .max_capacity(1_000_000)
             .build(),
         sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
             config.session.idle_timeout,
+        )),
+        continuations: Arc::new(crate::downstream::mrtr::Continuations::new(
+            sealer.clone(),
+            MRTR_STATE_TTL,
         )),
         origin: OriginPolicy::new(&config.listen),
         max_body_bytes: config.listen.max_body_bytes,

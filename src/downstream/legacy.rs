@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::relay::{self, Peer};
+use super::relay::{self, LegacyPeer, Peer};
 use super::session::{SessionClaims, now_secs};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
@@ -79,12 +79,12 @@ pub async fn handle(
         .handle(&ctx, &method, params)
         .await
         .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())))?;
-    let peer = Peer::Legacy {
+    let peer = Peer::Legacy(LegacyPeer {
         state,
         capabilities: claims.capabilities,
         ids: std::sync::Arc::clone(&gw.sessions),
         in_flight,
-    };
+    });
     Ok(relay::respond(id, routed, peer).await)
 }
 

@@ -8,8 +8,10 @@
 mod identity;
 pub mod legacy;
 pub mod modern;
+pub mod mrtr;
 pub mod origin;
 pub mod relay;
+pub mod seal;
 pub mod session;
 pub mod session_state;
 pub mod streamable_http;
@@ -36,6 +38,8 @@ pub struct Gateway {
     pub revoked: moka::sync::Cache<Uuid, ()>,
     /// Local state of legacy sessions (parked server requests, cancellable requests).
     pub sessions: Arc<session_state::LocalSessions>,
+    /// Modern calls parked while their client answers an upstream's request (MRTR).
+    pub continuations: Arc<mrtr::Continuations>,
     /// `Origin`/`Host` checks.
     pub origin: OriginPolicy,
     /// Largest request body, bytes.

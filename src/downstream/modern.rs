@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::relay::{self, Peer};
+use super::mrtr::{Binding, Continuations};
+use super::relay::{self, ModernPeer, Peer};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
 use crate::catalogue::ListKind;
@@ -66,17 +67,43 @@ pub async fn handle(
         .and_then(|p| p["_meta"].get(META_LOG_LEVEL))
         .and_then(Value::as_str)
         .map(str::to_string);
+    let target = params
+        .as_ref()
+        .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let ttl = ttl_ms(gw);
+    let peer = ModernPeer {
+        decorate: Box::new({
+            let method = method.clone();
+            move |result| decorate(ttl, &method, result)
+        }),
+        log_level,
+        capabilities: ctx.client_capabilities.clone(),
+        continuations: std::sync::Arc::clone(&gw.continuations),
+        principal: gw.principal().digest(),
+        method: method.clone(),
+        target,
+    };
+    if Continuations::supports(&method)
+        && let Some(p) = params.as_ref()
+    {
+        let binding = Binding {
+            principal: &peer.principal,
+            method: &peer.method,
+            target: &peer.target,
+        };
+        if let Some(call) = gw.continuations.resume(p, &binding).await.map_err(fail)? {
+            return Ok(relay::resume(id, call, Peer::Modern(peer)).await);
+        }
+    }
     let routed = gw
         .router
         .handle(&ctx, &method, params)
         .await
         .map_err(fail)?;
-    let ttl = ttl_ms(gw);
-    let peer = Peer::Modern {
-        decorate: Box::new(move |result| decorate(ttl, &method, result)),
-        log_level,
-    };
-    Ok(relay::respond(id, routed, peer).await)
+    Ok(relay::respond(id, routed, Peer::Modern(peer)).await)
 }
 
 /// Checks `_meta` and the mirrored headers; returns the call context they describe.
@@ -156,7 +183,8 @@ fn validate(
             });
         }
     }
-    meta.get(META_CLIENT_CAPABILITIES)
+    let capabilities = meta
+        .get(META_CLIENT_CAPABILITIES)
         .filter(|c| c.is_object())
         .ok_or_else(|| {
             bad_meta(format!(
@@ -165,8 +193,7 @@ fn validate(
         })?;
     Ok(CallContext {
         downstream_session: None,
-        // Server→client features are not relayed yet, so upstreams are told the client has none.
-        client_capabilities: json!({}),
+        client_capabilities: capabilities.clone(),
         client_info: meta.get(META_CLIENT_INFO).cloned(),
     })
 }

@@ -3,6 +3,13 @@
 //! Items are relayed in arrival order, never buffered; the stream carries keep-alive comments
 //! and `X-Accel-Buffering: no`. A client that closes the stream, or (legacy) cancels with
 //! `notifications/cancelled`, cancels the upstream request.
+//!
+//! Server→client traffic is bridged between eras here:
+//! - legacy client: an upstream's request is relayed with a gateway id (after a capability
+//!   check); a modern upstream's `input_required` result is turned into real requests to the
+//!   client, and the upstream request is retried with the answers (2026-07-28 MRTR);
+//! - modern client: a legacy upstream's request parks the call and answers with an
+//!   `InputRequiredResult` ([`super::mrtr`]); a modern upstream's `input_required` passes through.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,10 +18,11 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::session_state::{InFlight, SessionState};
+use super::mrtr::{Binding, Continuations};
+use super::session_state::{InFlight, LocalSessions, SessionState};
 use super::wire::{self, Failure};
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, code};
@@ -24,64 +32,104 @@ use crate::upstream::{Reply, ServerRequest};
 
 /// Interval of SSE keep-alive comments on a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most `input_required` rounds bridged for one legacy request.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 /// What the client's era needs from the relay.
 pub enum Peer {
-    /// A legacy session: server requests are relayed if the client declared the capability.
-    Legacy {
-        /// The session's local state.
-        state: Arc<SessionState>,
-        /// The client's declared capabilities.
-        capabilities: Value,
-        /// Makes ids for relayed server requests.
-        ids: Arc<super::session_state::LocalSessions>,
-        /// Cancellation by `notifications/cancelled`.
-        in_flight: InFlight,
-    },
-    /// A modern client: results are decorated, log messages filtered by the requested level.
-    Modern {
-        /// Decorates a final result for the method.
-        decorate: Box<dyn Fn(&mut Value) + Send + Sync>,
-        /// `io.modelcontextprotocol/logLevel` of the request, if any.
-        log_level: Option<String>,
-    },
+    /// A legacy session.
+    Legacy(LegacyPeer),
+    /// A modern client.
+    Modern(ModernPeer),
+}
+
+/// A legacy session's view of the relay.
+pub struct LegacyPeer {
+    /// The session's local state (parked server requests).
+    pub state: Arc<SessionState>,
+    /// The client's declared capabilities.
+    pub capabilities: Value,
+    /// Makes ids for requests relayed to the client.
+    pub ids: Arc<LocalSessions>,
+    /// Cancellation by `notifications/cancelled`.
+    pub in_flight: InFlight,
+}
+
+/// A modern request's view of the relay.
+pub struct ModernPeer {
+    /// Decorates a final result for the method.
+    pub decorate: Box<dyn Fn(&mut Value) + Send + Sync>,
+    /// `io.modelcontextprotocol/logLevel` of the request, if any.
+    pub log_level: Option<String>,
+    /// The client's declared capabilities.
+    pub capabilities: Value,
+    /// Where calls wait for the client's input.
+    pub continuations: Arc<Continuations>,
+    /// Principal digest, method and target, to bind request state to.
+    pub principal: String,
+    /// The request method.
+    pub method: String,
+    /// The request's name or URI.
+    pub target: String,
 }
 
 impl Peer {
     fn era(&self) -> Era {
         match self {
-            Self::Legacy { .. } => Era::Legacy,
-            Self::Modern { .. } => Era::Modern,
+            Self::Legacy(_) => Era::Legacy,
+            Self::Modern(_) => Era::Modern,
         }
     }
 }
 
+/// What to do with one step.
+enum Action {
+    /// Send this message and keep going.
+    Send(Value),
+    /// Nothing to send.
+    Skip,
+    /// Send this message; it is the last.
+    Finish(Value),
+    /// Park the call for MRTR; the message (an `InputRequiredResult` response) is the last.
+    Park(ServerRequest),
+    /// Ask the legacy client the modern upstream's `inputRequests`, then retry.
+    AskAndRetry(Value),
+}
+
 /// Answers request `id` with what the router made of it.
-pub async fn respond(id: Value, routed: Routed, mut peer: Peer) -> Response {
+pub async fn respond(id: Value, routed: Routed, peer: Peer) -> Response {
     let mut call = match routed {
         Routed::Reply(reply) => return final_json(&id, Ok(reply), &peer),
-        Routed::Call(call) => call,
+        Routed::Call(call) => *call,
     };
     let first = match &peer {
-        Peer::Legacy { in_flight, .. } => tokio::select! {
+        Peer::Legacy(l) => tokio::select! {
             step = call.next() => step,
-            () = in_flight.cancelled() => return wire::accepted(),
+            () = l.in_flight.cancelled() => return wire::accepted(),
         },
-        Peer::Modern { .. } => call.next().await,
+        Peer::Modern(_) => call.next().await,
     };
-    match first {
-        Some(Step::Done(outcome)) => final_json(&id, outcome, &peer),
-        Some(step) => {
-            let (tx, rx) = mpsc::channel::<Event>(64);
-            tokio::spawn(async move {
-                if forward(&id, step, &tx, &mut peer).await {
-                    relay(id, call, tx, peer).await;
-                }
-            });
-            sse(rx)
-        }
-        None => final_json(&id, Err(closed(&call)), &peer),
+    let Some(first) = first else {
+        return final_json(&id, Err(closed(&call)), &peer);
+    };
+    match decide(&id, first, &peer).await {
+        Action::Finish(message) => wire::json(StatusCode::OK, &message),
+        Action::Park(request) => match &peer {
+            Peer::Modern(m) => {
+                let result = park(call, request, m);
+                wire::json(StatusCode::OK, &jsonrpc::result_response(id, result))
+            }
+            Peer::Legacy(_) => final_json(&id, Err(closed(&call)), &peer),
+        },
+        Action::Skip => stream(id, call, peer, None),
+        Action::Send(message) => stream(id, call, peer, Some(Action::Send(message))),
+        ask @ Action::AskAndRetry(_) => stream(id, call, peer, Some(ask)),
     }
+}
+
+/// Continues a parked modern call on a new request (the MRTR retry).
+pub async fn resume(id: Value, call: RoutedCall, peer: Peer) -> Response {
+    respond(id, Routed::Call(Box::new(call)), peer).await
 }
 
 fn closed(call: &RoutedCall) -> GatewayError {
@@ -104,8 +152,8 @@ fn final_json(id: &Value, outcome: Result<Reply, GatewayError>, peer: &Peer) -> 
 fn final_message(id: &Value, reply: Reply, peer: &Peer) -> Value {
     match reply {
         Ok(mut result) => {
-            if let Peer::Modern { decorate, .. } = peer {
-                decorate(&mut result);
+            if let Peer::Modern(m) = peer {
+                (m.decorate)(&mut result);
             }
             jsonrpc::result_response(id.clone(), result)
         }
@@ -113,66 +161,210 @@ fn final_message(id: &Value, reply: Reply, peer: &Peer) -> Value {
     }
 }
 
-/// Relays the rest of a call onto an SSE stream; stops, cancelling the call, when the client
-/// goes away or cancels.
-async fn relay(id: Value, mut call: RoutedCall, tx: mpsc::Sender<Event>, mut peer: Peer) {
+fn park(call: RoutedCall, request: ServerRequest, m: &ModernPeer) -> Value {
+    let binding = Binding {
+        principal: &m.principal,
+        method: &m.method,
+        target: &m.target,
+    };
+    m.continuations.park(call, request, &binding)
+}
+
+/// Starts an SSE response and relays the call onto it from a task.
+fn stream(id: Value, call: RoutedCall, peer: Peer, first: Option<Action>) -> Response {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(relay(id, call, tx, peer, first));
+    sse(rx)
+}
+
+/// Relays a call onto an SSE stream; stops, cancelling the call, when the client goes away or
+/// cancels.
+async fn relay(
+    id: Value,
+    mut call: RoutedCall,
+    tx: mpsc::Sender<Event>,
+    peer: Peer,
+    mut pending: Option<Action>,
+) {
+    let mut rounds = 0;
     loop {
-        let step = match &peer {
-            Peer::Legacy { in_flight, .. } => tokio::select! {
-                step = call.next() => step,
-                () = in_flight.cancelled() => return,
-                () = tx.closed() => return,
-            },
-            Peer::Modern { .. } => tokio::select! {
-                step = call.next() => step,
-                () = tx.closed() => return,
-            },
+        let action = match pending.take() {
+            Some(action) => action,
+            None => {
+                let step = match &peer {
+                    Peer::Legacy(l) => tokio::select! {
+                        step = call.next() => step,
+                        () = l.in_flight.cancelled() => return,
+                        () = tx.closed() => return,
+                    },
+                    Peer::Modern(_) => tokio::select! {
+                        step = call.next() => step,
+                        () = tx.closed() => return,
+                    },
+                };
+                let Some(step) = step else { return };
+                decide(&id, step, &peer).await
+            }
         };
-        let Some(step) = step else { return };
-        let done = matches!(step, Step::Done(_));
-        if !forward(&id, step, &tx, &mut peer).await || done {
-            return;
+        match action {
+            Action::Skip => {}
+            Action::Send(message) => {
+                if !send(&tx, &message).await {
+                    return;
+                }
+            }
+            Action::Finish(message) => {
+                send(&tx, &message).await;
+                return;
+            }
+            Action::Park(request) => {
+                if let Peer::Modern(m) = &peer {
+                    let result = park(call, request, m);
+                    send(&tx, &jsonrpc::result_response(id, result)).await;
+                }
+                return;
+            }
+            Action::AskAndRetry(result) => {
+                let Peer::Legacy(l) = &peer else { return };
+                rounds += 1;
+                let answers = if rounds > MAX_INPUT_ROUNDS {
+                    Err("the upstream asked for input too many times".to_string())
+                } else {
+                    ask_client(&result, l, &tx).await
+                };
+                let retried = match answers {
+                    Ok(responses) => {
+                        call.retry(responses, result.get("requestState").cloned())
+                            .await
+                    }
+                    Err(why) => {
+                        let error = jsonrpc::error_object(code::INTERNAL_ERROR, why, None);
+                        send(&tx, &jsonrpc::error_response(Some(id), error)).await;
+                        return;
+                    }
+                };
+                match retried {
+                    Ok(next) => call = next,
+                    Err(e) => {
+                        send(&tx, &error_message(&id, &e, peer.era())).await;
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
-/// Sends one step to the client; `false` when the client is gone.
-async fn forward(id: &Value, step: Step, tx: &mpsc::Sender<Event>, peer: &mut Peer) -> bool {
-    let message = match step {
-        Step::Notification(n) => {
-            if !wanted(&n, peer) {
-                return true;
-            }
-            n
-        }
-        Step::Request(request) => match relay_request(request, peer).await {
-            Some(message) => message,
-            None => return true,
-        },
-        Step::Done(Ok(reply)) => final_message(id, reply, peer),
-        Step::Done(Err(e)) => {
-            let wire = e.to_wire(peer.era());
-            let error = wire.error.unwrap_or_else(|| {
-                jsonrpc::error_object(code::INTERNAL_ERROR, e.to_string(), None)
-            });
-            jsonrpc::error_response(Some(id.clone()), error)
-        }
-    };
+async fn send(tx: &mpsc::Sender<Event>, message: &Value) -> bool {
     tx.send(Event::default().event("message").data(message.to_string()))
         .await
         .is_ok()
 }
 
+fn error_message(id: &Value, e: &GatewayError, era: Era) -> Value {
+    let error = e
+        .to_wire(era)
+        .error
+        .unwrap_or_else(|| jsonrpc::error_object(code::INTERNAL_ERROR, e.to_string(), None));
+    jsonrpc::error_response(Some(id.clone()), error)
+}
+
+/// What one step means for this client.
+async fn decide(id: &Value, step: Step, peer: &Peer) -> Action {
+    match step {
+        Step::Notification(n) if wanted(&n, peer) => Action::Send(n),
+        Step::Notification(_) => Action::Skip,
+        Step::Request(request) => match peer {
+            Peer::Legacy(l) => match relay_request(request, l).await {
+                Some(message) => Action::Send(message),
+                None => Action::Skip,
+            },
+            Peer::Modern(m) => {
+                if !Continuations::supports(&m.method) {
+                    request
+                        .reject(
+                            code::METHOD_NOT_FOUND,
+                            "this request cannot ask the client for input",
+                        )
+                        .await;
+                    return Action::Skip;
+                }
+                if let Err(why) =
+                    client_can_answer(&request.method, request.params.as_ref(), &m.capabilities)
+                {
+                    request.reject(code::METHOD_NOT_FOUND, &why).await;
+                    return Action::Skip;
+                }
+                Action::Park(request)
+            }
+        },
+        Step::Done(Ok(Ok(result)))
+            if is_input_required(&result) && matches!(peer, Peer::Legacy(_)) =>
+        {
+            Action::AskAndRetry(result)
+        }
+        Step::Done(Ok(reply)) => Action::Finish(final_message(id, reply, peer)),
+        Step::Done(Err(e)) => Action::Finish(error_message(id, &e, peer.era())),
+    }
+}
+
+fn is_input_required(result: &Value) -> bool {
+    result.get("resultType").and_then(Value::as_str) == Some("input_required")
+}
+
+/// Puts a modern upstream's `inputRequests` to a legacy client as real requests and collects
+/// the answers as `inputResponses`.
+async fn ask_client(
+    result: &Value,
+    l: &LegacyPeer,
+    tx: &mpsc::Sender<Event>,
+) -> Result<Value, String> {
+    let mut responses = Map::new();
+    let requests = result
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (key, input) in requests {
+        let method = input["method"].as_str().unwrap_or_default().to_string();
+        let params = input.get("params").cloned();
+        client_can_answer(&method, params.as_ref(), &l.capabilities)?;
+        let (request, answer) = ServerRequest::local(method.clone(), params.clone());
+        let gateway_id = l.ids.next_request_id();
+        l.state.park(gateway_id.clone(), request);
+        let message = jsonrpc::request(Value::from(gateway_id.clone()), &method, params);
+        if !send(tx, &message).await {
+            l.state.take(&gateway_id);
+            return Err("the client went away".into());
+        }
+        let reply = tokio::select! {
+            reply = answer => reply.map_err(|_| "the client did not answer".to_string())?,
+            () = l.in_flight.cancelled() => return Err("the client cancelled the request".into()),
+        };
+        match reply.get("result") {
+            Some(result) => {
+                responses.insert(key, result.clone());
+            }
+            None => {
+                return Err(format!(
+                    "the client refused the upstream's {method} request"
+                ));
+            }
+        }
+    }
+    Ok(Value::Object(responses))
+}
+
 /// Whether a notification goes to this client: a modern client gets log messages only at or
 /// above the level it asked for, and none if it asked for none (2026-07-28 `RequestMetaObject`).
 fn wanted(notification: &Value, peer: &Peer) -> bool {
-    let Peer::Modern { log_level, .. } = peer else {
+    let Peer::Modern(m) = peer else {
         return true;
     };
     if notification["method"] != "notifications/message" {
         return true;
     }
-    let Some(wanted) = log_level.as_deref().and_then(severity) else {
+    let Some(wanted) = m.log_level.as_deref().and_then(severity) else {
         return false;
     };
     notification["params"]["level"]
@@ -198,65 +390,46 @@ fn severity(level: &str) -> Option<u8> {
     .and_then(|p| u8::try_from(p).ok())
 }
 
-/// A server→client request: relayed with a gateway id if the client can take it, else
-/// answered with an error here. Returns the message for the client.
-async fn relay_request(request: ServerRequest, peer: &Peer) -> Option<Value> {
-    match peer {
-        Peer::Legacy {
-            state,
-            capabilities,
-            ids,
-            ..
-        } => {
-            if let Err(why) = client_can_answer(&request, capabilities) {
-                request.reject(code::METHOD_NOT_FOUND, &why).await;
-                return None;
-            }
-            let gateway_id = ids.next_request_id();
-            let message = jsonrpc::request(
-                Value::from(gateway_id.clone()),
-                &request.method,
-                request.params.clone(),
-            );
-            state.park(gateway_id, request);
-            Some(message)
-        }
-        Peer::Modern { .. } => {
-            request
-                .reject(
-                    code::METHOD_NOT_FOUND,
-                    "the client cannot be asked: this gateway does not bridge server requests to 2026-07-28 clients yet",
-                )
-                .await;
-            None
-        }
+/// A legacy upstream's request for a legacy client: relayed with a gateway id if the client
+/// can take it, else answered with an error here.
+async fn relay_request(request: ServerRequest, l: &LegacyPeer) -> Option<Value> {
+    if let Err(why) = client_can_answer(&request.method, request.params.as_ref(), &l.capabilities) {
+        request.reject(code::METHOD_NOT_FOUND, &why).await;
+        return None;
     }
+    let gateway_id = l.ids.next_request_id();
+    let message = jsonrpc::request(
+        Value::from(gateway_id.clone()),
+        &request.method,
+        request.params.clone(),
+    );
+    l.state.park(gateway_id, request);
+    Some(message)
 }
 
-/// Checks that the client declared the capability a server request needs (2025-11-25
-/// `client/*`: servers must not send requests for undeclared capabilities).
-fn client_can_answer(request: &ServerRequest, capabilities: &Value) -> Result<(), String> {
-    let needed = match request.method.as_str() {
+/// Checks that the client declared the capability a server request needs (servers must not
+/// send requests for capabilities the client did not declare).
+fn client_can_answer(
+    method: &str,
+    params: Option<&Value>,
+    capabilities: &Value,
+) -> Result<(), String> {
+    let needed = match method {
         "ping" => return Ok(()),
         "sampling/createMessage" => "sampling",
         "roots/list" => "roots",
         "elicitation/create" => "elicitation",
         other => return Err(format!("{other} is not relayed to clients")),
     };
-    let declared = capabilities.get(needed);
-    let ok = match (needed, declared) {
-        (_, None) => false,
-        ("elicitation", Some(e)) => {
-            let url_mode = request
-                .params
-                .as_ref()
-                .and_then(|p| p.get("mode"))
-                .and_then(Value::as_str)
-                == Some("url");
+    let ok = match capabilities.get(needed) {
+        None => false,
+        Some(declared) if needed == "elicitation" => {
+            let url_mode =
+                params.and_then(|p| p.get("mode")).and_then(Value::as_str) == Some("url");
             // An empty elicitation capability means form mode only.
-            !url_mode || e.get("url").is_some()
+            !url_mode || declared.get("url").is_some()
         }
-        _ => true,
+        Some(_) => true,
     };
     if ok {
         Ok(())
@@ -283,4 +456,56 @@ fn sse(rx: mpsc::Receiver<Event>) -> Response {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn capability_checks() {
+        let caps = json!({"elicitation": {}, "roots": {}});
+        assert!(client_can_answer("roots/list", None, &caps).is_ok());
+        assert!(client_can_answer("sampling/createMessage", None, &caps).is_err());
+        assert!(
+            client_can_answer("elicitation/create", Some(&json!({"mode": "form"})), &caps).is_ok()
+        );
+        assert!(
+            client_can_answer("elicitation/create", Some(&json!({"mode": "url"})), &caps).is_err()
+        );
+        let url = json!({"elicitation": {"url": {}}});
+        assert!(
+            client_can_answer("elicitation/create", Some(&json!({"mode": "url"})), &url).is_ok()
+        );
+        assert!(client_can_answer("tasks/get", None, &caps).is_err());
+    }
+
+    #[test]
+    fn log_levels_filter_modern_messages() {
+        let peer = |level: Option<&str>| {
+            Peer::Modern(ModernPeer {
+                decorate: Box::new(|_| {}),
+                log_level: level.map(str::to_string),
+                capabilities: json!({}),
+                continuations: Arc::new(Continuations::new(
+                    super::super::seal::Sealer::new(None),
+                    Duration::from_secs(1),
+                )),
+                principal: String::new(),
+                method: "tools/call".into(),
+                target: "t".into(),
+            })
+        };
+        let msg = |level: &str| json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": level, "data": "x"}});
+        assert!(
+            !wanted(&msg("error"), &peer(None)),
+            "no level asked, no log messages"
+        );
+        assert!(wanted(&msg("error"), &peer(Some("warning"))));
+        assert!(!wanted(&msg("info"), &peer(Some("warning"))));
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}});
+        assert!(wanted(&progress, &peer(None)));
+    }
 }

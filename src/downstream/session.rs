@@ -12,18 +12,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::seal::Sealer;
+
 /// Associated data binding tokens to this purpose and format version.
 const AAD: &[u8] = b"mcpgate/session/v1";
-const NONCE_LEN: usize = 12;
 
 /// What a sealed session id carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,66 +47,27 @@ pub struct SessionClaims {
 /// Seals and opens session ids. Cloning shares nothing mutable.
 #[derive(Clone)]
 pub struct SessionSealer {
-    cipher: ChaCha20Poly1305,
+    sealer: Sealer,
     max_lifetime: Duration,
 }
 
 impl SessionSealer {
-    /// A sealer with `key`, or a fresh random key when `None` (sessions then do not survive a
-    /// restart or move between replicas).
-    pub fn new(key: Option<[u8; 32]>, max_lifetime: Duration) -> Self {
-        let key = key.unwrap_or_else(|| {
-            let mut k = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut k);
-            k
-        });
+    /// A session sealer over `sealer` whose ids live at most `max_lifetime`.
+    pub fn new(sealer: Sealer, max_lifetime: Duration) -> Self {
         Self {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            sealer,
             max_lifetime,
         }
     }
 
     /// Seals claims into a session id.
     pub fn seal(&self, claims: &SessionClaims) -> String {
-        let plaintext = serde_json::to_vec(claims).unwrap_or_default();
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: AAD,
-                },
-            )
-            .unwrap_or_default();
-        let mut token = nonce.to_vec();
-        token.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(token)
+        self.sealer.seal(AAD, claims)
     }
 
     /// Opens a session id; `None` when it is malformed, forged, altered or expired.
     pub fn open(&self, token: &str) -> Option<SessionClaims> {
-        if token.len() > 8192 {
-            return None;
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-        if bytes.len() <= NONCE_LEN {
-            return None;
-        }
-        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: AAD,
-                },
-            )
-            .ok()?;
-        let claims: SessionClaims = serde_json::from_slice(&plaintext).ok()?;
+        let claims: SessionClaims = self.sealer.open(AAD, token)?;
         let age = now_secs().saturating_sub(claims.issued_at);
         (age <= self.max_lifetime.as_secs()).then_some(claims)
     }
@@ -148,7 +105,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_ascii() {
-        let s = SessionSealer::new(None, Duration::from_secs(60));
+        let s = SessionSealer::new(Sealer::new(None), Duration::from_secs(60));
         let c = claims();
         let token = s.seal(&c);
         assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
@@ -158,7 +115,7 @@ mod tests {
     #[test]
     fn rejects_forged_altered_foreign_and_expired() {
         let key = [7u8; 32];
-        let s = SessionSealer::new(Some(key), Duration::from_secs(60));
+        let s = SessionSealer::new(Sealer::new(Some(key)), Duration::from_secs(60));
         let token = s.seal(&claims());
         let mut altered = token.clone().into_bytes();
         let last = altered.len() - 2;
@@ -166,9 +123,9 @@ mod tests {
         assert!(s.open(std::str::from_utf8(&altered).unwrap()).is_none());
         assert!(s.open("forged-session-id").is_none());
         assert!(s.open("").is_none());
-        let other = SessionSealer::new(Some([8u8; 32]), Duration::from_secs(60));
+        let other = SessionSealer::new(Sealer::new(Some([8u8; 32])), Duration::from_secs(60));
         assert!(other.open(&token).is_none(), "another key must not open it");
-        let replica = SessionSealer::new(Some(key), Duration::from_secs(60));
+        let replica = SessionSealer::new(Sealer::new(Some(key)), Duration::from_secs(60));
         assert!(
             replica.open(&token).is_some(),
             "a replica with the key resumes it"

@@ -14,7 +14,7 @@ use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
 use crate::telemetry::Metrics;
-use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, UpstreamError};
+use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstream, UpstreamError};
 
 mod rewrite;
 use rewrite::Rewrite;
@@ -126,11 +126,17 @@ impl Router {
             .request_duration
             .with_label_values(&[method, upstream_id.as_str()])
             .start_timer();
+        let retry = Retry {
+            upstream: Arc::clone(upstream),
+            ctx: ctx.clone(),
+            params: params.clone(),
+            param_headers: param_headers.to_vec(),
+        };
         match upstream
             .call(ctx, method, Some(params), param_headers)
             .await
         {
-            Ok(call) => Ok(Routed::Call(RoutedCall {
+            Ok(call) => Ok(Routed::Call(Box::new(RoutedCall {
                 call,
                 upstream: upstream_id.clone(),
                 method: method.to_string(),
@@ -138,7 +144,8 @@ impl Router {
                 rewrite,
                 metrics: self.metrics.clone(),
                 timer: Some(timer),
-            })),
+                retry,
+            }))),
             Err(source) => {
                 self.metrics
                     .requests
@@ -157,7 +164,7 @@ pub enum Routed {
     /// Answered by the gateway itself (lists, `ping`).
     Reply(Reply),
     /// Forwarded: the owner's answer, as it arrives.
-    Call(RoutedCall),
+    Call(Box<RoutedCall>),
 }
 
 /// What a forwarded call yields, in order.
@@ -181,6 +188,16 @@ pub struct RoutedCall {
     rewrite: Rewrite,
     metrics: Metrics,
     timer: Option<prometheus::HistogramTimer>,
+    retry: Retry,
+}
+
+/// What it takes to send a call again (MRTR retries).
+struct Retry {
+    upstream: Arc<Upstream>,
+    ctx: CallContext,
+    /// Params in the upstream's own names.
+    params: Value,
+    param_headers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for RoutedCall {
@@ -235,6 +252,47 @@ impl RoutedCall {
                     source,
                 })
             }
+        }
+    }
+
+    /// Sends the request again with `inputResponses` and `requestState` (2026-07-28 MRTR), for
+    /// an upstream that answered `input_required`. The new call replaces this one.
+    ///
+    /// # Errors
+    /// [`GatewayError::Upstream`] when the retry cannot be sent.
+    pub async fn retry(
+        mut self,
+        input_responses: Value,
+        request_state: Option<Value>,
+    ) -> Result<RoutedCall, GatewayError> {
+        let mut params = self.retry.params.clone();
+        if let Some(obj) = params.as_object_mut() {
+            obj.insert("inputResponses".into(), input_responses);
+            match request_state {
+                Some(state) => obj.insert("requestState".into(), state),
+                None => obj.remove("requestState"),
+            };
+        }
+        let started = self
+            .retry
+            .upstream
+            .call(
+                &self.retry.ctx,
+                &self.method,
+                Some(params.clone()),
+                &self.retry.param_headers,
+            )
+            .await;
+        match started {
+            Ok(call) => {
+                self.call = call;
+                self.retry.params = params;
+                Ok(self)
+            }
+            Err(source) => Err(GatewayError::Upstream {
+                upstream: self.upstream.to_string(),
+                source,
+            }),
         }
     }
 

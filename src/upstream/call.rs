@@ -61,7 +61,35 @@ impl std::fmt::Debug for ServerRequest {
     }
 }
 
+/// Delivers the answer to a request the gateway itself asked.
+struct LocalResponder {
+    answer: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
+}
+
+impl Respond for LocalResponder {
+    fn respond(&self, message: Value) -> BoxFuture<'static, Result<(), UpstreamError>> {
+        let sender = self.answer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(message);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
 impl ServerRequest {
+    /// A request the gateway itself puts to a client (bridging a modern upstream's
+    /// `inputRequests`): the client's whole JSON-RPC response arrives on the receiver.
+    pub fn local(
+        method: String,
+        params: Option<Value>,
+    ) -> (Self, tokio::sync::oneshot::Receiver<Value>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let responder = Arc::new(LocalResponder {
+            answer: std::sync::Mutex::new(Some(tx)),
+        });
+        (Self::new(Value::Null, method, params, responder), rx)
+    }
+
     pub(super) fn new(
         id: Value,
         method: String,

@@ -75,3 +75,38 @@ def test_typescript_sdk_legacy_client(gateway):
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["sessionId"] is True
     assert seen["toolPages"] > 1
+
+
+def test_python_sdk_answers_a_legacy_upstreams_requests_through_mrtr(gateway):
+    """server-everything (legacy) asks mid-call; the gateway turns its requests into
+    InputRequiredResults for the modern Python client, and relays progress as it happens."""
+    import mcp.types as types
+
+    asked = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Grace Hopper", "check": True})
+
+    async def sample(context, params):
+        return types.CreateMessageResult(role="assistant", model="gateway-test-model",
+                                         content=types.TextContent(type="text", text="sampled through mcpgate"))
+
+    async def run():
+        progress = []
+
+        async def on_progress(value, total, message):
+            progress.append(value)
+
+        async with Client(gateway.url, elicitation_callback=elicit, sampling_callback=sample) as client:
+            elicited = await client.call_tool("everything__trigger-elicitation-request", {})
+            assert asked, "the elicitation reached the client"
+            assert "Grace Hopper" in json.dumps([c.model_dump(mode="json") for c in elicited.content])
+            sampled = await client.call_tool("everything__trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+            assert "sampled through mcpgate" in json.dumps([c.model_dump(mode="json") for c in sampled.content])
+            done = await client.call_tool("everything__trigger-long-running-operation",
+                                          {"duration": 1, "steps": 4}, progress_callback=on_progress)
+            assert "completed" in done.content[0].text.lower()
+            assert progress == [1, 2, 3, 4]
+
+    anyio.run(run)

@@ -38,7 +38,7 @@ impl MockSpec {
     pub fn new(era: MockEra) -> Self {
         Self {
             era,
-            tools: ["echo", "link", "slow", "garbage", "http500", "fail"]
+            tools: ["echo", "link", "slow", "garbage", "http500", "fail", "ask"]
                 .iter()
                 .map(|n| json!({"name": n, "description": format!("mock {n}"), "inputSchema": {"type": "object"}, "x-vendor": {"keep": true}}))
                 .collect(),
@@ -298,6 +298,16 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                 "fail" => {
                     json!({"isError": true, "content": [{"type": "text", "text": "tool failed on purpose"}]})
                 }
+                // MRTR (modern): ask for a name, answer once it arrives with the state echoed.
+                "ask" => match (params.get("inputResponses"), params.get("requestState")) {
+                    (Some(responses), Some(state)) if state == "mock-state-1" => {
+                        let name = responses["name"]["content"]["name"].as_str().unwrap_or("?");
+                        json!({"content": [{"type": "text", "text": format!("hello {name}")}]})
+                    }
+                    _ => json!({"resultType": "input_required", "requestState": "mock-state-1",
+                        "inputRequests": {"name": {"method": "elicitation/create", "params": {"mode": "form",
+                            "message": "Your name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}),
+                },
                 "slow" => {
                     let ms = params["arguments"]["ms"].as_u64().unwrap_or(1000);
                     drop(spec);

@@ -2,7 +2,9 @@
 
 Usage: python3 mock_stdio.py legacy|modern
 Tools: echo (returns its message and the pid), crash (exits the process at once), grow (adds a
-tool named `grown` and sends notifications/tools/list_changed).
+tool named `grown` and sends notifications/tools/list_changed), progress (three progress
+notifications, then a result), ask (asks the client elicitation/create and returns the answer),
+slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled).
 """
 
 import json
@@ -10,11 +12,11 @@ import os
 import sys
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
-tools = [
-    {"name": "echo", "inputSchema": {"type": "object"}},
-    {"name": "crash", "inputSchema": {"type": "object"}},
-    {"name": "grow", "inputSchema": {"type": "object"}},
-]
+tools = [{"name": n, "inputSchema": {"type": "object"}}
+         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations")]
+cancelled = []
+waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
+next_own_id = 1000
 
 
 def send(msg):
@@ -37,6 +39,14 @@ for line in sys.stdin:
         continue
     msg = json.loads(line)
     method, rid, params = msg.get("method"), msg.get("id"), msg.get("params") or {}
+    if method is None and rid in waiting:
+        call_id = waiting.pop(rid)
+        answer = msg.get("result") or {"error": msg.get("error")}
+        result(call_id, {"content": [{"type": "text", "text": json.dumps(answer)}]})
+        continue
+    if method == "notifications/cancelled":
+        cancelled.append(params.get("requestId"))
+        continue
     if rid is None:
         continue
     if method == "server/discover":
@@ -62,6 +72,25 @@ for line in sys.stdin:
                          "structuredContent": {"pid": os.getpid(), "meta": meta}})
         elif name == "crash":
             os._exit(3)
+        elif name == "progress":
+            token = (params.get("_meta") or {}).get("progressToken")
+            for i in (1, 2, 3):
+                if token is not None:
+                    send({"jsonrpc": "2.0", "method": "notifications/progress",
+                          "params": {"progressToken": token, "progress": i, "total": 3}})
+                send({"jsonrpc": "2.0", "method": "notifications/message",
+                      "params": {"level": "info" if i < 3 else "error", "data": f"step {i}"}})
+            result(rid, {"content": [{"type": "text", "text": "done"}]})
+        elif name == "ask":
+            next_own_id += 1
+            waiting[next_own_id] = rid
+            send({"jsonrpc": "2.0", "id": next_own_id, "method": "elicitation/create",
+                  "params": {"message": "Your name?", "requestedSchema": {"type": "object",
+                             "properties": {"name": {"type": "string"}}}}})
+        elif name == "slow":
+            pass
+        elif name == "cancellations":
+            result(rid, {"content": [{"type": "text", "text": json.dumps(cancelled)}]})
         elif name == "grow":
             if not any(t["name"] == "grown" for t in tools):
                 tools.append({"name": "grown", "inputSchema": {"type": "object"}})

@@ -245,3 +245,94 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// An SSE answer read message by message while it is still open.
+pub struct Stream {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Stream {
+    /// The next JSON-RPC message on the stream, `None` when it ends.
+    pub async fn next(&mut self) -> Option<Value> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = parse_sse(&event).pop() {
+                    return Some(message);
+                }
+                continue;
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+}
+
+impl Client {
+    /// POSTs and returns the answer as a stream (panics if it is not SSE).
+    pub async fn open_stream(&self, body: &Value, headers: &[(&str, &str)]) -> Stream {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("gateway reachable");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/event-stream",
+            "expected a stream"
+        );
+        Stream {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// Opens a legacy session declaring `capabilities`.
+    pub async fn initialize_with(&self, capabilities: Value) -> String {
+        let r = self
+            .post(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}}}),
+                &[],
+            )
+            .await;
+        r.headers["mcp-session-id"].to_str().unwrap().to_string()
+    }
+
+    /// A modern request body with `_meta` carrying `capabilities` (and optional log level).
+    pub fn modern_body(
+        method: &str,
+        mut params: Value,
+        capabilities: Value,
+        log_level: Option<&str>,
+    ) -> Value {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        });
+        if let Some(level) = log_level {
+            params["_meta"]["io.modelcontextprotocol/logLevel"] = json!(level);
+        }
+        json!({"jsonrpc": "2.0", "id": 11, "method": method, "params": params})
+    }
+
+    /// The headers a modern request with `name` needs.
+    pub fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+        ];
+        if let Some(n) = name {
+            h.push(("mcp-name", n));
+        }
+        h
+    }
+}

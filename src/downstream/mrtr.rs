@@ -1,0 +1,174 @@
+//! Multi round-trip requests (2026-07-28 `basic/patterns/mrtr`) for a modern client in front of
+//! a legacy upstream.
+//!
+//! A legacy upstream asks the client mid-call (`elicitation/create`, `sampling/createMessage`,
+//! `roots/list`); a modern client can only be asked by an `InputRequiredResult`. The gateway
+//! parks the live upstream call, answers the client with the upstream's request under
+//! `inputRequests`, and a `requestState` that is sealed (AEAD), bound to the principal, to the
+//! method and target of the original request, and expires. The client's retry carries
+//! `inputResponses` and that state: the gateway opens it, hands the answer to the waiting
+//! upstream and continues relaying the same call. Any other `requestState` (a modern upstream's
+//! own) passes through untouched.
+//!
+//! Parked calls live in this replica's memory: a retry that reaches another replica, or comes
+//! after the state's lifetime, gets -32602 and the upstream call is cancelled.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::seal::Sealer;
+use super::session::now_secs;
+use crate::error::GatewayError;
+use crate::jsonrpc::code;
+use crate::router::RoutedCall;
+use crate::upstream::ServerRequest;
+
+/// Marks a `requestState` minted by this gateway.
+const STATE_PREFIX: &str = "mcpgate1.";
+/// Associated data of sealed request state.
+const PURPOSE: &[u8] = b"mcpgate/request-state/v1";
+/// The `inputRequests` key of the bridged request.
+const INPUT_KEY: &str = "upstream_request";
+
+/// What a sealed `requestState` carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct RequestState {
+    /// The parked call.
+    cid: Uuid,
+    /// Digest of the principal it belongs to.
+    pd: String,
+    /// Expiry, seconds since the Unix epoch.
+    exp: u64,
+    /// Method of the original request.
+    m: String,
+    /// Tool or prompt name, or resource URI, of the original request.
+    t: String,
+}
+
+/// A call waiting for the client's input.
+struct Parked {
+    call: RoutedCall,
+    request: ServerRequest,
+}
+
+type Slot = Arc<Mutex<Option<Parked>>>;
+
+/// Parked calls of this replica.
+pub struct Continuations {
+    parked: moka::sync::Cache<Uuid, Slot>,
+    sealer: Sealer,
+    ttl: Duration,
+}
+
+/// Who and what a request is, for binding state to it.
+pub struct Binding<'a> {
+    /// Principal digest.
+    pub principal: &'a str,
+    /// Method of the request.
+    pub method: &'a str,
+    /// Its `params.name` or `params.uri`.
+    pub target: &'a str,
+}
+
+impl Continuations {
+    /// Parked calls expire after `ttl` (their upstream requests are then cancelled).
+    pub fn new(sealer: Sealer, ttl: Duration) -> Self {
+        Self {
+            parked: moka::sync::Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(100_000)
+                .build(),
+            sealer,
+            ttl,
+        }
+    }
+
+    /// Whether a method may answer with `InputRequiredResult`.
+    pub fn supports(method: &str) -> bool {
+        matches!(method, "tools/call" | "prompts/get" | "resources/read")
+    }
+
+    /// Parks `call` while the client answers `request`; returns the `InputRequiredResult`.
+    pub fn park(&self, call: RoutedCall, request: ServerRequest, binding: &Binding<'_>) -> Value {
+        let cid = Uuid::new_v4();
+        let input = json!({ "method": request.method, "params": request.params.clone().unwrap_or_else(|| json!({})) });
+        let state = RequestState {
+            cid,
+            pd: binding.principal.to_string(),
+            exp: now_secs() + self.ttl.as_secs(),
+            m: binding.method.to_string(),
+            t: binding.target.to_string(),
+        };
+        let token = format!("{STATE_PREFIX}{}", self.sealer.seal(PURPOSE, &state));
+        self.parked
+            .insert(cid, Arc::new(Mutex::new(Some(Parked { call, request }))));
+        json!({
+            "resultType": "input_required",
+            "inputRequests": { INPUT_KEY: input },
+            "requestState": token,
+        })
+    }
+
+    /// For a retry carrying this gateway's `requestState`: delivers the client's input to the
+    /// waiting upstream and returns the call to continue. `Ok(None)` when the request carries no
+    /// state of this gateway's (a first attempt, or a modern upstream's own state).
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidParams`] for state that does not open, belongs to another
+    /// principal or request, has expired, or whose call is no longer parked here.
+    pub async fn resume(
+        &self,
+        params: &Value,
+        binding: &Binding<'_>,
+    ) -> Result<Option<RoutedCall>, GatewayError> {
+        let Some(token) = params
+            .get("requestState")
+            .and_then(Value::as_str)
+            .and_then(|s| s.strip_prefix(STATE_PREFIX))
+        else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| GatewayError::InvalidParams {
+            message: format!("Invalid requestState: {why}"),
+            transport: false,
+        };
+        let state: RequestState = self
+            .sealer
+            .open(PURPOSE, token)
+            .ok_or_else(|| invalid("it was not issued by this gateway or was altered"))?;
+        if state.pd != binding.principal || state.m != binding.method || state.t != binding.target {
+            return Err(invalid("it belongs to another request"));
+        }
+        if now_secs() > state.exp {
+            return Err(invalid("it has expired; send the request again without it"));
+        }
+        let parked = self
+            .parked
+            .remove(&state.cid)
+            .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .ok_or_else(|| {
+                invalid("the request is no longer waiting; send it again without requestState")
+            })?;
+        let Parked { call, request } = parked;
+        match params.get("inputResponses").and_then(|r| r.get(INPUT_KEY)) {
+            Some(answer) => {
+                if let Err(e) = request.respond(Ok(answer.clone())).await {
+                    tracing::warn!(error = %e, "could not deliver the client's input upstream");
+                }
+            }
+            None => {
+                request
+                    .reject(
+                        code::INVALID_PARAMS,
+                        "the client sent no answer for this request",
+                    )
+                    .await;
+            }
+        }
+        Ok(Some(call))
+    }
+}

@@ -1,0 +1,344 @@
+//! The full relay: streaming, log levels, server→client requests, MRTR in both directions,
+//! and cancellation, against mock upstreams of both eras and both transports.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::mock_http::{self, MockEra, MockSpec};
+use support::{Client, eventually, gateway, stdio_mock};
+
+const ELICIT: &str = r#"{"elicitation": {}}"#;
+
+fn caps(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+async fn stdio_gateway(era: &str) -> mcpgate::app::Running {
+    gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\n",
+        stdio_mock(era)
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn progress_and_log_messages_stream_in_order() {
+    let gw = stdio_gateway("legacy").await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {}, "_meta": {"progressToken": "client-token"}}});
+    let r = client.post(&call, &[("mcp-session-id", &sid)]).await;
+    let methods: Vec<&str> = r
+        .stream
+        .iter()
+        .map(|m| m["method"].as_str().unwrap_or("response"))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "notifications/progress",
+            "notifications/message",
+            "notifications/progress",
+            "notifications/message",
+            "notifications/progress",
+            "notifications/message",
+            "response"
+        ]
+    );
+    assert_eq!(
+        r.stream[0]["params"]["progressToken"], "client-token",
+        "the client's own token comes back"
+    );
+    assert_eq!(r.stream[4]["params"]["progress"], 3);
+    assert_eq!(r.body["id"], 5);
+
+    // A modern client gets log messages only at or above the level it asked for.
+    let headers = Client::modern_headers("tools/call", Some("progress"));
+    let quiet = Client::modern_body(
+        "tools/call",
+        json!({"name": "progress", "arguments": {}, "_meta": {}}),
+        json!({}),
+        None,
+    );
+    let mut quiet = quiet;
+    quiet["params"]["_meta"]["progressToken"] = json!(7);
+    let r = client.post(&quiet, &headers).await;
+    let logs = r
+        .stream
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count();
+    let progress = r
+        .stream
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    assert_eq!((progress, logs), (3, 0));
+    let mut loud = Client::modern_body(
+        "tools/call",
+        json!({"name": "progress", "arguments": {}}),
+        json!({}),
+        Some("error"),
+    );
+    loud["params"]["_meta"]["progressToken"] = json!(8);
+    let r = client.post(&loud, &headers).await;
+    let logs: Vec<&Value> = r
+        .stream
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .collect();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["params"]["level"], "error");
+    assert_eq!(r.result()["resultType"], "complete");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_legacy_client_answers_its_upstreams_elicitation() {
+    let gw = stdio_gateway("legacy").await;
+    let client = Client::new(&gw);
+    let sid = client.initialize_with(caps(ELICIT)).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+    let mut stream = client.open_stream(&call, &[("mcp-session-id", &sid)]).await;
+    let request = stream.next().await.unwrap();
+    assert_eq!(request["method"], "elicitation/create");
+    let gateway_id = request["id"].clone();
+    assert!(
+        gateway_id.as_str().unwrap().starts_with("mcpgate-"),
+        "ids are the gateway's own"
+    );
+    let answer = json!({"jsonrpc": "2.0", "id": gateway_id, "result": {"action": "accept", "content": {"name": "Ada"}}});
+    assert_eq!(
+        client
+            .post(&answer, &[("mcp-session-id", &sid)])
+            .await
+            .status,
+        202
+    );
+    let result = stream.next().await.unwrap();
+    assert_eq!(result["id"], 1);
+    assert!(
+        result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Ada")
+    );
+
+    // A client that did not declare elicitation is never asked; the upstream gets an error.
+    let bare = client.initialize().await;
+    let r = client.post(&call, &[("mcp-session-id", &bare)]).await;
+    let text = r.result()["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("did not declare the elicitation capability"),
+        "{text}"
+    );
+    assert!(r.stream.iter().all(|m| m["method"] != "elicitation/create"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
+    let gw = stdio_gateway("legacy").await;
+    let client = Client::new(&gw);
+    let headers = Client::modern_headers("tools/call", Some("ask"));
+    let first = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "ask", "arguments": {}}),
+                caps(ELICIT),
+                None,
+            ),
+            &headers,
+        )
+        .await;
+    let result = first.result();
+    assert_eq!(result["resultType"], "input_required");
+    assert_eq!(
+        result["inputRequests"]["upstream_request"]["method"],
+        "elicitation/create"
+    );
+    let state = result["requestState"].as_str().unwrap().to_string();
+    assert!(state.starts_with("mcpgate1."));
+
+    // Tampered and misdirected state is refused.
+    let mut tampered = state.clone();
+    tampered.push('A');
+    let bad = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "ask", "arguments": {}, "requestState": tampered,
+            "inputResponses": {}}),
+                caps(ELICIT),
+                None,
+            ),
+            &headers,
+        )
+        .await;
+    assert_eq!(bad.error_code(), -32602);
+    let other = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "echo", "arguments": {}, "requestState": state,
+            "inputResponses": {}}),
+                caps(ELICIT),
+                None,
+            ),
+            &Client::modern_headers("tools/call", Some("echo")),
+        )
+        .await;
+    assert_eq!(other.error_code(), -32602);
+
+    let retry = client
+        .post(&Client::modern_body("tools/call", json!({"name": "ask", "arguments": {}, "requestState": state,
+            "inputResponses": {"upstream_request": {"action": "accept", "content": {"name": "Grace"}}}}), caps(ELICIT), None), &headers)
+        .await;
+    assert!(
+        retry.result()["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Grace")
+    );
+    assert_eq!(retry.result()["resultType"], "complete");
+
+    // Without the elicitation capability the upstream's request is refused, not forwarded.
+    let refused = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "ask", "arguments": {}}),
+                json!({}),
+                None,
+            ),
+            &headers,
+        )
+        .await;
+    assert!(
+        refused.result()["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("did not declare")
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mrtr_with_a_modern_upstream_in_both_eras() {
+    let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
+    let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\n")).await;
+    let client = Client::new(&gw);
+
+    // Modern client: the upstream's InputRequiredResult and requestState pass through untouched.
+    let headers = Client::modern_headers("tools/call", Some("ask"));
+    let first = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "ask", "arguments": {}}),
+                caps(ELICIT),
+                None,
+            ),
+            &headers,
+        )
+        .await;
+    assert_eq!(first.result()["requestState"], "mock-state-1");
+    assert_eq!(
+        first.result()["inputRequests"]["name"]["method"],
+        "elicitation/create"
+    );
+    let retry = client
+        .post(
+            &Client::modern_body(
+                "tools/call",
+                json!({"name": "ask", "arguments": {}, "requestState": "mock-state-1",
+            "inputResponses": {"name": {"action": "accept", "content": {"name": "Linus"}}}}),
+                caps(ELICIT),
+                None,
+            ),
+            &headers,
+        )
+        .await;
+    assert_eq!(retry.result()["content"][0]["text"], "hello Linus");
+    let (_, sent) = mock.requests_for("tools/call").pop().unwrap();
+    assert_eq!(
+        sent["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+        caps(ELICIT),
+        "the client's capabilities reach a modern upstream"
+    );
+
+    // Legacy client: the gateway asks it for real and retries the upstream with the answers.
+    let sid = client.initialize_with(caps(ELICIT)).await;
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+    let mut stream = client.open_stream(&call, &[("mcp-session-id", &sid)]).await;
+    let request = stream.next().await.unwrap();
+    assert_eq!(request["method"], "elicitation/create");
+    assert_eq!(request["params"]["message"], "Your name?");
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept", "content": {"name": "Barbara"}}});
+    client.post(&answer, &[("mcp-session-id", &sid)]).await;
+    let result = stream.next().await.unwrap();
+    assert_eq!(result["result"]["content"][0]["text"], "hello Barbara");
+    let (_, retried) = mock.requests_for("tools/call").pop().unwrap();
+    assert_eq!(retried["params"]["requestState"], "mock-state-1");
+    gw.shutdown().await;
+}
+
+async fn cancellations(client: &Client) -> Vec<Value> {
+    let r = client
+        .modern(
+            "tools/call",
+            json!({"name": "cancellations", "arguments": {}}),
+        )
+        .await;
+    serde_json::from_str(r.result()["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn cancellation_reaches_the_upstream_in_both_eras() {
+    let gw = stdio_gateway("legacy").await;
+    let client = Client::new(&gw);
+    assert!(cancellations(&client).await.is_empty());
+
+    // Legacy: notifications/cancelled for an in-flight request.
+    let sid = client.initialize().await;
+    let slow = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "slow", "arguments": {}}});
+    let pending = {
+        let client = Client::new(&gw);
+        let sid = sid.clone();
+        tokio::spawn(async move { client.post(&slow, &[("mcp-session-id", &sid)]).await })
+    };
+    eventually(5, "the slow call is in flight", || async {
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}});
+        client.post(&cancel, &[("mcp-session-id", &sid)]).await;
+        pending.is_finished()
+    })
+    .await;
+    eventually(5, "the upstream saw the cancellation", || async {
+        cancellations(&client).await.len() == 1
+    })
+    .await;
+
+    // Modern: the client goes away mid-call.
+    let abandoned = {
+        let client = Client::new(&gw);
+        tokio::spawn(async move {
+            client
+                .modern("tools/call", json!({"name": "slow", "arguments": {}}))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    abandoned.abort();
+    eventually(5, "the upstream saw the second cancellation", || async {
+        cancellations(&client).await.len() == 2
+    })
+    .await;
+    gw.shutdown().await;
+}
