@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers the end-to-end tests and the demo use: a Python venv with the
-# official Python SDK and mcp-server-time (PyPI), and the official TypeScript SDK with
-# server-everything and server-memory (npm). Idempotent: re-runs only what changed.
+# official Python SDK and mcp-server-time (PyPI), the official TypeScript SDK with
+# server-everything and server-memory, and the official conformance suite with a Node 22 binary
+# (npm). Idempotent: re-runs only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,12 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/e2e/requirements.txt "$stamp"; 
   cp tests/e2e/requirements.txt "$stamp"
 fi
 
-if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
-  echo "setup-e2e: installing npm packages into tests/e2e/node_modules" >&2
-  if [ -f tests/e2e/package-lock.json ]; then
-    npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
-  else
-    npm install --prefix tests/e2e --no-audit --no-fund --loglevel=error
+# npm packages: the SDK and servers (tests/e2e), the conformance suite with Node 22
+# (tests/conformance; the machine's Node is 20).
+for dir in tests/e2e tests/conformance; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "setup-e2e: installing npm packages into $dir/node_modules" >&2
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    touch "$dir/node_modules"
   fi
-  touch tests/e2e/node_modules
-fi
+done

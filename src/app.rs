@@ -23,6 +23,9 @@ use crate::router::Router;
 use crate::telemetry::Metrics;
 use crate::upstream::UpstreamSet;
 
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a modern call waits for its client's MRTR retry.
 const MRTR_STATE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -52,6 +55,7 @@ pub struct Running {
     /// The catalogue, for inspection.
     pub catalogue: Arc<Catalogue>,
     shutdown: watch::Sender<bool>,
+    streams: tokio_util::sync::CancellationToken,
     servers: JoinSet<()>,
     background: JoinSet<()>,
 }
@@ -60,8 +64,18 @@ impl Running {
     /// Stops accepting connections, lets in-flight requests finish, then stops the background
     /// tasks and the upstream child processes.
     pub async fn shutdown(mut self) {
+        // Long-lived streams (legacy GET streams) end first; requests in flight get a grace
+        // period, after which their connections are dropped.
+        self.streams.cancel();
         self.shutdown.send_replace(true);
-        while self.servers.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.servers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
+            self.servers.shutdown().await;
+        }
         self.background.shutdown().await;
     }
 }
@@ -91,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     catalogue.wait_ready().await;
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
+    let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
         router: Router::new(Arc::clone(&catalogue), metrics.clone()),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
@@ -107,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )),
         origin: OriginPolicy::new(&config.listen),
         max_body_bytes: config.listen.max_body_bytes,
+        shutdown: streams.clone(),
         client_ttl: config.catalogue.client_ttl,
         metrics: metrics.clone(),
     });
@@ -132,6 +148,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_addr,
         catalogue,
         shutdown,
+        streams,
         servers,
         background,
     })

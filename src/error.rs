@@ -275,6 +275,25 @@ impl GatewayError {
     }
 }
 
+/// The HTTP status of an upstream's own JSON-RPC error relayed to a client of `era`. Legacy:
+/// always 200. Modern: the statuses 2026-07-28 Streamable HTTP prescribes for the error — 400
+/// for `HeaderMismatch`, `MissingRequiredClientCapability` and `UnsupportedProtocolVersion`,
+/// 404 for `Method not found` — else 200. The error object itself passes through unchanged.
+pub fn relayed_error_status(era: Era, error: &Value) -> StatusCode {
+    if era == Era::Legacy {
+        return StatusCode::OK;
+    }
+    match error.get("code").and_then(Value::as_i64) {
+        Some(
+            code::HEADER_MISMATCH
+            | code::MISSING_REQUIRED_CLIENT_CAPABILITY
+            | code::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        Some(code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +304,18 @@ mod tests {
             w.status.as_u16(),
             w.error.and_then(|e| e.get("code").and_then(Value::as_i64)),
         )
+    }
+
+    #[test]
+    fn relayed_errors_keep_their_modern_status() {
+        let missing = json!({"code": -32021, "message": "m", "data": {"requiredCapabilities": {}}});
+        assert_eq!(
+            relayed_error_status(Era::Modern, &missing),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(relayed_error_status(Era::Legacy, &missing), StatusCode::OK);
+        let tool = json!({"code": -32602, "message": "Unknown tool"});
+        assert_eq!(relayed_error_status(Era::Modern, &tool), StatusCode::OK);
     }
 
     #[test]

@@ -62,7 +62,7 @@ catalogue: {{ page_size: 5 }}
     let (resources, _) = client.list_all("resources/list", "resources").await;
     assert_eq!(
         names(&resources, "uri"),
-        ["new+mock://doc/1", "old+mock://doc/1"]
+        ["new+mock://doc/1", "old+mock://doc/1", "pipe+mock://r1"]
     );
     let (templates, _) = client
         .list_all("resources/templates/list", "resourceTemplates")

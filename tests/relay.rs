@@ -342,3 +342,84 @@ async fn cancellation_reaches_the_upstream_in_both_eras() {
     .await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_standalone_stream_carries_list_changes_and_subscribed_updates() {
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: always }}\n",
+        stdio_mock("legacy")
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    let init = client
+        .post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), &[])
+        .await;
+    assert_eq!(init.result()["capabilities"]["tools"]["listChanged"], true);
+    assert_eq!(
+        init.result()["capabilities"]["resources"]["subscribe"],
+        true
+    );
+    let subscribed = client
+        .legacy(
+            &sid,
+            "resources/subscribe",
+            json!({"uri": "pipe+mock://r1"}),
+        )
+        .await;
+    assert_eq!(subscribed.result(), &json!({}));
+    let mut events = client.open_get_stream(&sid).await;
+
+    client
+        .legacy(
+            &sid,
+            "tools/call",
+            json!({"name": "pipe__touch", "arguments": {}}),
+        )
+        .await
+        .result();
+    let updated = events.next().await.unwrap();
+    assert_eq!(updated["method"], "notifications/resources/updated");
+    assert_eq!(
+        updated["params"]["uri"], "pipe+mock://r1",
+        "the URI is client-facing"
+    );
+
+    // After unsubscribing, updates stop: the next event is the list change that follows.
+    client
+        .legacy(
+            &sid,
+            "resources/unsubscribe",
+            json!({"uri": "pipe+mock://r1"}),
+        )
+        .await
+        .result();
+    client
+        .legacy(
+            &sid,
+            "tools/call",
+            json!({"name": "pipe__touch", "arguments": {}}),
+        )
+        .await
+        .result();
+    client
+        .legacy(
+            &sid,
+            "tools/call",
+            json!({"name": "pipe__grow", "arguments": {}}),
+        )
+        .await
+        .result();
+    let changed = events.next().await.unwrap();
+    assert_eq!(changed["method"], "notifications/tools/list_changed");
+    client
+        .legacy(&sid, "logging/setLevel", json!({"level": "error"}))
+        .await
+        .result();
+    let bad_level = client
+        .legacy(&sid, "logging/setLevel", json!({"level": "loud"}))
+        .await;
+    assert_eq!(bad_level.error_code(), -32602);
+    gw.shutdown().await;
+}

@@ -76,6 +76,16 @@ impl ListKind {
         }
     }
 
+    /// The `notifications/*/list_changed` method announcing a change of this list (templates
+    /// share the resources notification).
+    pub fn list_changed(self) -> &'static str {
+        match self {
+            Self::Tools => "notifications/tools/list_changed",
+            Self::Prompts => "notifications/prompts/list_changed",
+            Self::Resources | Self::ResourceTemplates => "notifications/resources/list_changed",
+        }
+    }
+
     /// The entry field that is namespaced and keys the list.
     pub fn key_field(self) -> &'static str {
         match self {
@@ -248,6 +258,7 @@ pub struct Catalogue {
     listings: Mutex<Vec<(UpstreamId, Arc<UpstreamListing>)>>,
     current: RwLock<Arc<Snapshot>>,
     ready: watch::Sender<bool>,
+    changes: tokio::sync::broadcast::Sender<Vec<ListKind>>,
     metrics: Metrics,
 }
 
@@ -274,6 +285,7 @@ impl Catalogue {
             listings: Mutex::new(listings),
             current: RwLock::new(Arc::new(snapshot)),
             ready: watch::channel(false).0,
+            changes: tokio::sync::broadcast::channel(64).0,
             metrics,
         }
     }
@@ -349,8 +361,26 @@ impl Catalogue {
         if let Some(slot) = listings.iter_mut().find(|(i, _)| *i == id) {
             slot.1 = Arc::new(listing);
         }
-        let snapshot = merge::merge(&self.namespacer, &listings);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        let snapshot = Arc::new(merge::merge(&self.namespacer, &listings));
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::clone(&snapshot),
+        );
+        drop(listings);
+        let changed: Vec<ListKind> = ListKind::ALL
+            .into_iter()
+            .filter(|k| previous.entries(*k) != snapshot.entries(*k))
+            .collect();
+        if !changed.is_empty() && self.is_ready() {
+            tracing::info!(upstream = %id, kinds = ?changed, "merged catalogue changed");
+            let _ = self.changes.send(changed);
+        }
+    }
+
+    /// Subscribes to changes of the merged lists: each message names the lists whose entries
+    /// changed (after the first refresh round).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Vec<ListKind>> {
+        self.changes.subscribe()
     }
 }
 

@@ -61,6 +61,7 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
                         n.notify_one();
                     }
                 }
+                Ok(UpstreamEvent::ResourceUpdated { .. }) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     wakers.values().for_each(|n| n.notify_one());
                 }

@@ -4,22 +4,44 @@
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::Snapshot;
+use crate::protocol::Era;
 
-/// The gateway's `ServerCapabilities`: `tools` always; `prompts`, `resources` and `completions`
-/// when any upstream announced them. Only features the gateway relays are advertised, so
-/// `listChanged`, `subscribe` and `logging` are absent until they are relayed.
-pub fn capabilities(snapshot: &Snapshot) -> Value {
-    let mut caps = Map::new();
-    caps.insert("tools".into(), json!({}));
-    let announced = |name: &str| {
+/// The gateway's `ServerCapabilities` for a client of `era`: `tools` always; `prompts`,
+/// `resources`, `completions` and `logging` when any upstream announced them;
+/// `resources.subscribe` when any upstream supports it. Only what the gateway relays is
+/// advertised: `listChanged` for legacy sessions, whose standalone stream carries it.
+pub fn capabilities(snapshot: &Snapshot, era: Era) -> Value {
+    let announced = |path: &[&str]| {
         snapshot.upstreams.iter().any(|(_, l)| {
-            l.info
-                .as_ref()
-                .is_some_and(|i| i.capabilities.get(name).is_some())
+            l.info.as_ref().is_some_and(|i| {
+                path.iter()
+                    .try_fold(&i.capabilities, |v, k| v.get(*k))
+                    .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+            })
         })
     };
-    for name in ["prompts", "resources", "completions"] {
-        if announced(name) {
+    let list_changed = era == Era::Legacy;
+    let mut caps = Map::new();
+    let list = |extra: Option<(&str, bool)>| {
+        let mut obj = Map::new();
+        if list_changed {
+            obj.insert("listChanged".into(), Value::Bool(true));
+        }
+        if let Some((key, true)) = extra {
+            obj.insert(key.into(), Value::Bool(true));
+        }
+        Value::Object(obj)
+    };
+    caps.insert("tools".into(), list(None));
+    if announced(&["prompts"]) {
+        caps.insert("prompts".into(), list(None));
+    }
+    if announced(&["resources"]) {
+        let subscribe = era == Era::Legacy && announced(&["resources", "subscribe"]);
+        caps.insert("resources".into(), list(Some(("subscribe", subscribe))));
+    }
+    for name in ["completions", "logging"] {
+        if announced(&[name]) {
             caps.insert(name.into(), json!({}));
         }
     }

@@ -68,10 +68,45 @@ pub async fn handle(
             return Ok(wire::accepted());
         }
     };
+    if method == "logging/setLevel" {
+        let level = params
+            .as_ref()
+            .and_then(|p| p.get("level"))
+            .and_then(Value::as_str)
+            .filter(|l| relay::severity(l).is_some());
+        let Some(level) = level else {
+            let e = GatewayError::InvalidParams {
+                message: "`level` must be a logging level such as info or error".into(),
+                transport: false,
+            };
+            return Err(Failure::new(e, Era::Legacy, Some(id)));
+        };
+        // Applied by the gateway to what it relays: upstream connections may be shared.
+        state.set_log_level(level.to_string());
+        return Ok(wire::json(
+            StatusCode::OK,
+            &jsonrpc::result_response(id, json!({})),
+        ));
+    }
+    let subscription = match method.as_str() {
+        "resources/subscribe" => Some(true),
+        "resources/unsubscribe" => Some(false),
+        _ => None,
+    };
+    if let (Some(subscribe), Some(uri)) = (
+        subscription,
+        params
+            .as_ref()
+            .and_then(|p| p.get("uri"))
+            .and_then(Value::as_str),
+    ) {
+        state.set_subscribed(uri, subscribe);
+    }
     let ctx = CallContext {
         downstream_session: Some(claims.id),
         client_capabilities: claims.capabilities.clone(),
         client_info: claims.client_info.clone(),
+        log_level: state.log_level(),
     };
     let in_flight = state.track(&id);
     let routed = gw
@@ -119,7 +154,10 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
     let snapshot = gw.router.catalogue().snapshot();
     let mut result = Map::new();
     result.insert("protocolVersion".into(), Value::from(version));
-    result.insert("capabilities".into(), identity::capabilities(&snapshot));
+    result.insert(
+        "capabilities".into(),
+        identity::capabilities(&snapshot, Era::Legacy),
+    );
     result.insert("serverInfo".into(), gateway_implementation());
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));

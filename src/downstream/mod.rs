@@ -5,6 +5,7 @@
 //! handled by [`modern`] or [`legacy`]. Every failure leaves through [`wire::Failure`], the one
 //! error boundary.
 
+pub mod events;
 mod identity;
 pub mod legacy;
 pub mod modern;
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub origin: OriginPolicy,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Cancelled when the gateway shuts down: long-lived streams end.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// `ttlMs` on modern list results.
     pub client_ttl: Duration,
     /// Metric handles.

@@ -195,6 +195,10 @@ fn validate(
         downstream_session: None,
         client_capabilities: capabilities.clone(),
         client_info: meta.get(META_CLIENT_INFO).cloned(),
+        log_level: meta
+            .get(META_LOG_LEVEL)
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -227,7 +231,10 @@ fn discover(gw: &Gateway) -> Value {
         "supportedVersions".into(),
         json!(crate::protocol::all_versions()),
     );
-    result.insert("capabilities".into(), identity::capabilities(&snapshot));
+    result.insert(
+        "capabilities".into(),
+        identity::capabilities(&snapshot, Era::Modern),
+    );
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));
     }

@@ -113,7 +113,12 @@ pub async fn respond(id: Value, routed: Routed, peer: Peer) -> Response {
         return final_json(&id, Err(closed(&call)), &peer);
     };
     match decide(&id, first, &peer).await {
-        Action::Finish(message) => wire::json(StatusCode::OK, &message),
+        Action::Finish(message) => {
+            let status = message.get("error").map_or(StatusCode::OK, |e| {
+                crate::error::relayed_error_status(peer.era(), e)
+            });
+            wire::json(status, &message)
+        }
         Action::Park(request) => match &peer {
             Peer::Modern(m) => {
                 let result = park(call, request, m);
@@ -144,6 +149,10 @@ fn closed(call: &RoutedCall) -> GatewayError {
 /// The final answer as a JSON body (status per the error mapping).
 fn final_json(id: &Value, outcome: Result<Reply, GatewayError>, peer: &Peer) -> Response {
     match outcome {
+        Ok(Err(error)) => {
+            let status = crate::error::relayed_error_status(peer.era(), &error);
+            wire::json(status, &jsonrpc::error_response(Some(id.clone()), error))
+        }
         Ok(reply) => wire::json(StatusCode::OK, &final_message(id, reply, peer)),
         Err(e) => Failure::new(e, peer.era(), Some(id.clone())).into_response(),
     }
@@ -355,16 +364,25 @@ async fn ask_client(
     Ok(Value::Object(responses))
 }
 
-/// Whether a notification goes to this client: a modern client gets log messages only at or
-/// above the level it asked for, and none if it asked for none (2026-07-28 `RequestMetaObject`).
+/// Whether a notification goes to this client: log messages only at or above the level the
+/// client asked for — per request for a modern client (none if it asked for none, 2026-07-28
+/// `RequestMetaObject`), per session with `logging/setLevel` for a legacy one.
 fn wanted(notification: &Value, peer: &Peer) -> bool {
-    let Peer::Modern(m) = peer else {
-        return true;
-    };
     if notification["method"] != "notifications/message" {
         return true;
     }
-    let Some(wanted) = m.log_level.as_deref().and_then(severity) else {
+    let asked = match peer {
+        // Legacy: everything until the client sets a level with logging/setLevel.
+        Peer::Legacy(l) => match l.state.log_level() {
+            Some(level) => level,
+            None => return true,
+        },
+        Peer::Modern(m) => match &m.log_level {
+            Some(level) => level.clone(),
+            None => return false,
+        },
+    };
+    let Some(wanted) = severity(&asked) else {
         return false;
     };
     notification["params"]["level"]
@@ -374,7 +392,7 @@ fn wanted(notification: &Value, peer: &Peer) -> bool {
 }
 
 /// RFC 5424 severities as MCP names them, least severe first.
-fn severity(level: &str) -> Option<u8> {
+pub fn severity(level: &str) -> Option<u8> {
     [
         "debug",
         "info",
@@ -440,7 +458,8 @@ fn client_can_answer(
     }
 }
 
-fn sse(rx: mpsc::Receiver<Event>) -> Response {
+/// An SSE response fed by `rx`, with keep-alives and `X-Accel-Buffering: no`.
+pub fn sse(rx: mpsc::Receiver<Event>) -> Response {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

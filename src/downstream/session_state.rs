@@ -19,9 +19,50 @@ use crate::upstream::ServerRequest;
 pub struct SessionState {
     pending: Mutex<HashMap<String, ServerRequest>>,
     in_flight: Mutex<HashMap<String, CancellationToken>>,
+    /// `logging/setLevel`: the least severe log level the client wants, if it set one.
+    log_level: Mutex<Option<String>>,
+    /// Client-facing URIs of `resources/subscribe`.
+    subscriptions: Mutex<std::collections::HashSet<String>>,
+    /// Generation of the current standalone (GET) stream; an older stream stops.
+    stream_generation: AtomicU64,
 }
 
 impl SessionState {
+    /// Records the level set by `logging/setLevel`.
+    pub fn set_log_level(&self, level: String) {
+        *lock(&self.log_level) = Some(level);
+    }
+
+    /// The level set by `logging/setLevel`, if any.
+    pub fn log_level(&self) -> Option<String> {
+        lock(&self.log_level).clone()
+    }
+
+    /// Records or removes a resource subscription (client-facing URI).
+    pub fn set_subscribed(&self, uri: &str, subscribed: bool) {
+        let mut subs = lock(&self.subscriptions);
+        if subscribed {
+            subs.insert(uri.to_string());
+        } else {
+            subs.remove(uri);
+        }
+    }
+
+    /// Whether the client subscribed to this client-facing URI.
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).contains(uri)
+    }
+
+    /// Starts a new standalone stream generation; returns its number.
+    pub fn next_stream(&self) -> u64 {
+        self.stream_generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Whether `generation` is still the current standalone stream.
+    pub fn is_current_stream(&self, generation: u64) -> bool {
+        self.stream_generation.load(Ordering::SeqCst) == generation
+    }
+
     /// Parks a server→client request under the gateway id the client will answer to.
     pub fn park(&self, gateway_id: String, request: ServerRequest) {
         lock(&self.pending).insert(gateway_id, request);

@@ -51,19 +51,24 @@ async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Re
     }
 }
 
-/// `GET /mcp`: the legacy standalone event stream is not offered; 405 is the spec's answer
-/// for that (2025-11-25 Streamable HTTP, "Listening for Messages from the Server"), and the
-/// modern era has no GET at all.
+/// `GET /mcp`: with a legacy session, its standalone event stream ([`super::events`]);
+/// without one, 405 (the modern era has no GET).
 pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = gw.origin.check(&headers) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
-    Failure::new(
-        GatewayError::HttpMethodNotAllowed,
-        header_era(&headers),
-        None,
-    )
-    .into_response()
+    if headers.get(HEADER_SESSION_ID).is_none() {
+        return Failure::new(
+            GatewayError::HttpMethodNotAllowed,
+            header_era(&headers),
+            None,
+        )
+        .into_response();
+    }
+    match legacy::session(&gw, &headers) {
+        Ok(claims) => super::events::open(&gw, &claims),
+        Err(e) => Failure::new(e, Era::Legacy, None).into_response(),
+    }
 }
 
 /// `DELETE /mcp`: ends a legacy session; without a session id there is nothing to end (405,

@@ -82,6 +82,10 @@ impl Router {
                 Rewrite::ReadResult,
             ),
             "completion/complete" => (resolve_completion(&snapshot, &mut params)?, Rewrite::None),
+            // Legacy only: the modern era subscribes with subscriptions/listen.
+            "resources/subscribe" | "resources/unsubscribe" => {
+                (resolve_uri_param(&snapshot, &mut params)?, Rewrite::None)
+            }
             "ping" => return Ok(Routed::Reply(Ok(json!({})))),
             _ => {
                 return Err(GatewayError::MethodNotFound {

@@ -66,6 +66,12 @@ pub fn shape_params(era: Era, params: Option<Value>, ctx: &CallContext) -> Optio
                 .clone()
                 .unwrap_or_else(gateway_implementation),
         );
+        if let Some(level) = &ctx.log_level {
+            meta.insert(
+                crate::protocol::META_LOG_LEVEL.into(),
+                Value::from(level.as_str()),
+            );
+        }
     }
     if !meta.is_empty() {
         params.insert("_meta".into(), Value::Object(meta));

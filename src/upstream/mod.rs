@@ -103,6 +103,8 @@ pub struct CallContext {
     pub client_capabilities: Value,
     /// Client implementation info to declare to a modern upstream (the gateway's when `None`).
     pub client_info: Option<Value>,
+    /// The log level the client asked for, passed to a modern upstream as `_meta` `logLevel`.
+    pub log_level: Option<String>,
 }
 
 impl CallContext {
@@ -112,6 +114,7 @@ impl CallContext {
             downstream_session: None,
             client_capabilities: json!({}),
             client_info: None,
+            log_level: None,
         }
     }
 }
@@ -123,6 +126,13 @@ pub enum UpstreamEvent {
     ListChanged {
         /// Which upstream.
         upstream: UpstreamId,
+    },
+    /// The upstream announced `notifications/resources/updated` for one of its resources.
+    ResourceUpdated {
+        /// Which upstream.
+        upstream: UpstreamId,
+        /// The upstream's own URI of the resource.
+        uri: String,
     },
     /// The upstream (re)connected: a new stdio process finished its handshake.
     Reconnected {

@@ -473,6 +473,19 @@ async fn dispatch(
                 });
                 return;
             }
+            if method == "notifications/resources/updated" {
+                if let Some(uri) = params
+                    .as_ref()
+                    .and_then(|p| p.get("uri"))
+                    .and_then(Value::as_str)
+                {
+                    let _ = events.send(UpstreamEvent::ResourceUpdated {
+                        upstream: id.clone(),
+                        uri: uri.to_string(),
+                    });
+                }
+                return;
+            }
             let token = params
                 .as_ref()
                 .and_then(|p| p.get("progressToken"))

@@ -4,7 +4,8 @@ Usage: python3 mock_stdio.py legacy|modern
 Tools: echo (returns its message and the pid), crash (exits the process at once), grow (adds a
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
 notifications, then a result), ask (asks the client elicitation/create and returns the answer),
-slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled).
+slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
+touch (sends notifications/resources/updated for mock://r1). Resources: mock://r1, subscribable.
 """
 
 import json
@@ -13,8 +14,9 @@ import sys
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 tools = [{"name": n, "inputSchema": {"type": "object"}}
-         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations")]
+         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch")]
 cancelled = []
+CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
 next_own_id = 1000
 
@@ -51,7 +53,7 @@ for line in sys.stdin:
         continue
     if method == "server/discover":
         if ERA == "modern":
-            result(rid, {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {"listChanged": True}},
+            result(rid, {"supportedVersions": ["2026-07-28"], "capabilities": CAPS,
                          "ttlMs": 0, "cacheScope": "public", "instructions": "Modern stdio mock."})
         else:
             error(rid, -32601, "Method not found")
@@ -60,10 +62,16 @@ for line in sys.stdin:
             error(rid, -32601, "Method not found")
         else:
             result(rid, {"protocolVersion": params.get("protocolVersion", "2025-11-25"),
-                         "capabilities": {"tools": {"listChanged": True}},
+                         "capabilities": CAPS,
                          "serverInfo": {"name": "mock-stdio", "version": "1"}})
     elif method == "tools/list":
         result(rid, {"tools": tools})
+    elif method == "resources/list":
+        result(rid, {"resources": [{"uri": "mock://r1", "name": "r1"}]})
+    elif method == "resources/templates/list":
+        result(rid, {"resourceTemplates": []})
+    elif method in ("resources/subscribe", "resources/unsubscribe"):
+        result(rid, {})
     elif method == "tools/call":
         name = params.get("name")
         if name == "echo":
@@ -87,6 +95,9 @@ for line in sys.stdin:
             send({"jsonrpc": "2.0", "id": next_own_id, "method": "elicitation/create",
                   "params": {"message": "Your name?", "requestedSchema": {"type": "object",
                              "properties": {"name": {"type": "string"}}}}})
+        elif name == "touch":
+            send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "mock://r1"}})
+            result(rid, {"content": [{"type": "text", "text": "touched"}]})
         elif name == "slow":
             pass
         elif name == "cancellations":

@@ -336,3 +336,23 @@ impl Client {
         h
     }
 }
+
+impl Client {
+    /// Opens the legacy standalone event stream (`GET /mcp`) of a session.
+    pub async fn open_get_stream(&self, sid: &str) -> Stream {
+        let resp = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", sid)
+            .send()
+            .await
+            .expect("gateway reachable");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Stream {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+}
