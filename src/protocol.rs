@@ -101,6 +101,7 @@ pub fn is_modern_method(method: &str) -> bool {
             | "resources/read"
             | "resources/templates/list"
             | "completion/complete"
+            | "subscriptions/listen"
     )
 }
 

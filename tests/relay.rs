@@ -423,3 +423,83 @@ async fn the_standalone_stream_carries_list_changes_and_subscribed_updates() {
     assert_eq!(bad_level.error_code(), -32602);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscriptions_listen_acknowledges_filters_and_tags() {
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: always }}\n",
+        stdio_mock("legacy")
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let listen = Client::modern_body(
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true, "promptsListChanged": true,
+            "resourceSubscriptions": ["pipe+mock://r1"]}}),
+        json!({}),
+        None,
+    );
+    let mut stream = client
+        .open_stream(
+            &listen,
+            &Client::modern_headers("subscriptions/listen", None),
+        )
+        .await;
+    let ack = stream.next().await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+    assert_eq!(ack["params"]["notifications"]["toolsListChanged"], true);
+    assert!(
+        ack["params"]["notifications"]
+            .get("promptsListChanged")
+            .is_none(),
+        "no upstream has prompts"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!(["pipe+mock://r1"])
+    );
+
+    client
+        .modern(
+            "tools/call",
+            json!({"name": "pipe__touch", "arguments": {}}),
+        )
+        .await
+        .result();
+    let updated = stream.next().await.unwrap();
+    assert_eq!(updated["method"], "notifications/resources/updated");
+    assert_eq!(updated["params"]["uri"], "pipe+mock://r1");
+    assert_eq!(
+        updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+    client
+        .modern("tools/call", json!({"name": "pipe__grow", "arguments": {}}))
+        .await
+        .result();
+    let changed = stream.next().await.unwrap();
+    assert_eq!(changed["method"], "notifications/tools/list_changed");
+    assert_eq!(
+        changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+
+    // Shutdown ends the subscription with its result.
+    let ending = tokio::spawn(async move {
+        let last = stream.next().await;
+        (last, stream.next().await)
+    });
+    gw.shutdown().await;
+    let (last, after) = ending.await.unwrap();
+    let last = last.unwrap();
+    assert_eq!(last["id"], 11);
+    assert_eq!(
+        last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        11
+    );
+    assert!(after.is_none(), "the stream ends");
+}

@@ -1,14 +1,22 @@
-//! The legacy standalone event stream (`GET /mcp` with a session, 2025-11-25 Streamable HTTP
-//! "Listening for Messages from the Server"): what is not tied to a request —
-//! `notifications/{tools,prompts,resources}/list_changed` when the merged catalogue changes,
-//! and `notifications/resources/updated` for resources the session subscribed to, with URIs in
-//! client-facing form. One stream per session: opening a new one ends the previous.
+//! Long-lived notification streams: what is not tied to a request.
+//!
+//! - Legacy: the standalone stream (`GET /mcp` with a session, 2025-11-25 Streamable HTTP
+//!   "Listening for Messages from the Server"): every `list_changed`, and
+//!   `notifications/resources/updated` for the session's `resources/subscribe` URIs. One stream
+//!   per session: opening a new one ends the previous.
+//! - Modern: `subscriptions/listen` (2026-07-28): acknowledged first with the subset of the
+//!   requested notifications the gateway honours, then only those, each tagged with the
+//!   subscription id; on shutdown the stream ends with a `SubscriptionsListenResult`.
+//!
+//! `list_changed` is sent when the merged catalogue's entries change; resource URIs are in
+//! client-facing form.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::response::Response;
 use axum::response::sse::Event;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::Gateway;
@@ -16,77 +24,224 @@ use super::session::SessionClaims;
 use super::session_state::SessionState;
 use crate::catalogue::{Catalogue, ListKind};
 use crate::jsonrpc;
-use crate::upstream::UpstreamEvent;
+use crate::protocol::Era;
+use crate::upstream::{CallContext, UpstreamEvent};
 
-/// Opens the standalone stream of a session.
-pub fn open(gw: &Gateway, claims: &SessionClaims) -> Response {
+/// Who listens, and what they asked for.
+enum Listener {
+    /// A legacy session's standalone stream.
+    Session {
+        state: Arc<SessionState>,
+        generation: u64,
+    },
+    /// A modern `subscriptions/listen` stream.
+    Subscription {
+        id: Value,
+        kinds: HashSet<ListKind>,
+        resources: HashSet<String>,
+    },
+}
+
+impl Listener {
+    fn current(&self) -> bool {
+        match self {
+            Self::Session { state, generation } => state.is_current_stream(*generation),
+            Self::Subscription { .. } => true,
+        }
+    }
+
+    fn wants_list(&self, kind: ListKind) -> bool {
+        match self {
+            Self::Session { .. } => true,
+            Self::Subscription { kinds, .. } => kinds.contains(&kind),
+        }
+    }
+
+    fn wants_resource(&self, uri: &str) -> bool {
+        match self {
+            Self::Session { state, .. } => state.is_subscribed(uri),
+            Self::Subscription { resources, .. } => resources.contains(uri),
+        }
+    }
+
+    /// Tags a notification with the subscription id (modern).
+    fn tag(&self, mut message: Value) -> Value {
+        if let Self::Subscription { id, .. } = self {
+            let params = message
+                .as_object_mut()
+                .map(|m| m.entry("params").or_insert_with(|| json!({})));
+            if let Some(params) = params.and_then(Value::as_object_mut) {
+                let meta = params.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert(SUBSCRIPTION_ID.into(), id.clone());
+                }
+            }
+        }
+        message
+    }
+}
+
+/// `_meta` key tagging notifications of a `subscriptions/listen` stream.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Opens the standalone stream of a legacy session.
+pub fn open_session_stream(gw: &Gateway, claims: &SessionClaims) -> Response {
     let state = gw.sessions.get(claims.id);
     let generation = state.next_stream();
+    start(gw, Listener::Session { state, generation }, None)
+}
+
+/// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
+pub async fn listen(gw: &Gateway, id: Value, filter: &Map<String, Value>) -> Response {
+    let catalogue = gw.router.catalogue();
+    let caps = super::identity::capabilities(&catalogue.snapshot());
+    let mut honoured = Map::new();
+    let mut kinds = HashSet::new();
+    for (flag, kind, capability) in [
+        ("toolsListChanged", ListKind::Tools, "tools"),
+        ("promptsListChanged", ListKind::Prompts, "prompts"),
+        ("resourcesListChanged", ListKind::Resources, "resources"),
+    ] {
+        if filter.get(flag) == Some(&Value::Bool(true)) && caps.get(capability).is_some() {
+            honoured.insert(flag.into(), Value::Bool(true));
+            kinds.insert(kind);
+            if kind == ListKind::Resources {
+                kinds.insert(ListKind::ResourceTemplates);
+            }
+        }
+    }
+    let mut resources = HashSet::new();
+    if let Some(uris) = filter
+        .get("resourceSubscriptions")
+        .and_then(Value::as_array)
+    {
+        let snapshot = catalogue.snapshot();
+        for uri in uris.iter().filter_map(Value::as_str) {
+            if let Some((upstream, original)) = snapshot.resolve_uri(uri) {
+                subscribe_upstream(gw, &upstream, &original).await;
+                resources.insert(uri.to_string());
+            }
+        }
+        honoured.insert(
+            "resourceSubscriptions".into(),
+            Value::Array(resources.iter().cloned().map(Value::from).collect()),
+        );
+    }
+    let ack = jsonrpc::notification(
+        "notifications/subscriptions/acknowledged",
+        Some(json!({"notifications": honoured, "_meta": {SUBSCRIPTION_ID: id}})),
+    );
+    let listener = Listener::Subscription {
+        id,
+        kinds,
+        resources,
+    };
+    start(gw, listener, Some(ack))
+}
+
+/// Asks a legacy upstream that supports subscriptions to report updates of `uri` on the
+/// gateway's shared connection. Failures are logged: the stream still carries what arrives.
+async fn subscribe_upstream(gw: &Gateway, upstream: &crate::config::UpstreamId, uri: &str) {
+    let Some(up) = gw.router.catalogue().upstreams().get(upstream.as_str()) else {
+        return;
+    };
+    let supports = matches!(up.info().await, Ok(info) if info.era == Era::Legacy
+        && info.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true)));
+    if supports {
+        let params = Some(json!({ "uri": uri }));
+        if let Err(e) = up
+            .request(&CallContext::shared(), "resources/subscribe", params)
+            .await
+        {
+            tracing::warn!(%upstream, error = %e, "could not subscribe upstream");
+        }
+    }
+}
+
+fn start(gw: &Gateway, listener: Listener, first: Option<Value>) -> Response {
     let catalogue = Arc::clone(gw.router.catalogue());
     let changes = catalogue.subscribe();
     let upstream_events = catalogue.upstreams().subscribe();
     let (tx, rx) = mpsc::channel::<Event>(64);
     let shutdown = gw.shutdown.clone();
     tokio::spawn(async move {
+        if let Some(first) = first
+            && !send(&tx, &first).await
+        {
+            return;
+        }
         tokio::select! {
-            () = pump(state, generation, catalogue, changes, upstream_events, tx) => {}
-            () = shutdown.cancelled() => {}
+            () = pump(&listener, catalogue, changes, upstream_events, &tx) => {}
+            () = shutdown.cancelled() => {
+                if let Listener::Subscription { id, .. } = &listener {
+                    let result = json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID: id}});
+                    send(&tx, &jsonrpc::result_response(id.clone(), result)).await;
+                }
+            }
         }
     });
     super::relay::sse(rx)
 }
 
+async fn send(tx: &mpsc::Sender<Event>, message: &Value) -> bool {
+    tx.send(Event::default().event("message").data(message.to_string()))
+        .await
+        .is_ok()
+}
+
 async fn pump(
-    state: Arc<SessionState>,
-    generation: u64,
+    listener: &Listener,
     catalogue: Arc<Catalogue>,
     mut changes: broadcast::Receiver<Vec<ListKind>>,
     mut upstream_events: broadcast::Receiver<UpstreamEvent>,
-    tx: mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Event>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let messages: Vec<Value> = tokio::select! {
             () = tx.closed() => return,
             _ = tick.tick() => {
-                if !state.is_current_stream(generation) {
+                if !listener.current() {
                     return;
                 }
                 continue;
             }
             change = changes.recv() => match change {
-                Ok(kinds) => list_changed(&kinds),
-                Err(broadcast::error::RecvError::Lagged(_)) => list_changed(&ListKind::ALL),
+                Ok(kinds) => list_changed(listener, &kinds),
+                Err(broadcast::error::RecvError::Lagged(_)) => list_changed(listener, &ListKind::ALL),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             event = upstream_events.recv() => match event {
                 Ok(UpstreamEvent::ResourceUpdated { upstream, uri }) => {
                     let wire = catalogue.snapshot().wire_uri(&upstream, &uri);
-                    if state.is_subscribed(&wire) {
-                        vec![jsonrpc::notification("notifications/resources/updated", Some(json!({"uri": wire})))]
-                    } else {
+                    if !listener.wants_resource(&wire) {
                         continue;
                     }
+                    vec![jsonrpc::notification("notifications/resources/updated", Some(json!({"uri": wire})))]
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if !state.is_current_stream(generation) {
+        if !listener.current() {
             return;
         }
         for message in messages {
-            let event = Event::default().event("message").data(message.to_string());
-            if tx.send(event).await.is_err() {
+            if !send(tx, &listener.tag(message)).await {
                 return;
             }
         }
     }
 }
 
-/// One `list_changed` notification per affected list (templates share the resources one).
-fn list_changed(kinds: &[ListKind]) -> Vec<Value> {
-    let mut methods: Vec<&str> = kinds.iter().map(|k| k.list_changed()).collect();
+/// One `list_changed` notification per affected list the listener wants (templates share the
+/// resources notification).
+fn list_changed(listener: &Listener, kinds: &[ListKind]) -> Vec<Value> {
+    let mut methods: Vec<&str> = kinds
+        .iter()
+        .filter(|k| listener.wants_list(**k))
+        .map(|k| k.list_changed())
+        .collect();
     methods.dedup();
     methods
         .into_iter()

@@ -4,13 +4,12 @@
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::Snapshot;
-use crate::protocol::Era;
 
-/// The gateway's `ServerCapabilities` for a client of `era`: `tools` always; `prompts`,
-/// `resources`, `completions` and `logging` when any upstream announced them;
-/// `resources.subscribe` when any upstream supports it. Only what the gateway relays is
-/// advertised: `listChanged` for legacy sessions, whose standalone stream carries it.
-pub fn capabilities(snapshot: &Snapshot, era: Era) -> Value {
+/// The gateway's `ServerCapabilities`: `tools` always; `prompts`, `resources`, `completions`
+/// and `logging` when any upstream announced them; `resources.subscribe` when any upstream
+/// supports it. `listChanged` is true: the gateway itself announces changes of the merged lists
+/// (legacy standalone stream, modern `subscriptions/listen`).
+pub fn capabilities(snapshot: &Snapshot) -> Value {
     let announced = |path: &[&str]| {
         snapshot.upstreams.iter().any(|(_, l)| {
             l.info.as_ref().is_some_and(|i| {
@@ -20,13 +19,10 @@ pub fn capabilities(snapshot: &Snapshot, era: Era) -> Value {
             })
         })
     };
-    let list_changed = era == Era::Legacy;
     let mut caps = Map::new();
     let list = |extra: Option<(&str, bool)>| {
         let mut obj = Map::new();
-        if list_changed {
-            obj.insert("listChanged".into(), Value::Bool(true));
-        }
+        obj.insert("listChanged".into(), Value::Bool(true));
         if let Some((key, true)) = extra {
             obj.insert(key.into(), Value::Bool(true));
         }
@@ -37,7 +33,7 @@ pub fn capabilities(snapshot: &Snapshot, era: Era) -> Value {
         caps.insert("prompts".into(), list(None));
     }
     if announced(&["resources"]) {
-        let subscribe = era == Era::Legacy && announced(&["resources", "subscribe"]);
+        let subscribe = announced(&["resources", "subscribe"]);
         caps.insert("resources".into(), list(Some(("subscribe", subscribe))));
     }
     for name in ["completions", "logging"] {

@@ -154,10 +154,7 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
     let snapshot = gw.router.catalogue().snapshot();
     let mut result = Map::new();
     result.insert("protocolVersion".into(), Value::from(version));
-    result.insert(
-        "capabilities".into(),
-        identity::capabilities(&snapshot, Era::Legacy),
-    );
+    result.insert("capabilities".into(), identity::capabilities(&snapshot));
     result.insert("serverInfo".into(), gateway_implementation());
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));

@@ -54,6 +54,19 @@ pub async fn handle(
     if !is_modern_method(&method) {
         return Err(fail(GatewayError::MethodNotFound { method }));
     }
+    if method == "subscriptions/listen" {
+        let filter = params
+            .as_ref()
+            .and_then(|p| p.get("notifications"))
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                fail(GatewayError::InvalidParams {
+                    message: "`notifications` must be an object (a SubscriptionFilter)".into(),
+                    transport: false,
+                })
+            })?;
+        return Ok(super::events::listen(gw, id.clone(), filter).await);
+    }
     if method == "server/discover" {
         let mut result = discover(gw);
         decorate(ttl_ms(gw), &method, &mut result);
@@ -231,10 +244,7 @@ fn discover(gw: &Gateway) -> Value {
         "supportedVersions".into(),
         json!(crate::protocol::all_versions()),
     );
-    result.insert(
-        "capabilities".into(),
-        identity::capabilities(&snapshot, Era::Modern),
-    );
+    result.insert("capabilities".into(), identity::capabilities(&snapshot));
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));
     }

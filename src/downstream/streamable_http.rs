@@ -66,7 +66,7 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
         .into_response();
     }
     match legacy::session(&gw, &headers) {
-        Ok(claims) => super::events::open(&gw, &claims),
+        Ok(claims) => super::events::open_session_stream(&gw, &claims),
         Err(e) => Failure::new(e, Era::Legacy, None).into_response(),
     }
 }

@@ -31,6 +31,7 @@ pending = {}          # our request id -> future of the client's response
 next_id = [0]
 log_level = [None]    # legacy: set by logging/setLevel
 subscriptions = set()
+dynamic = {"tools": 0, "prompts": 0}  # bumped by the test_trigger_* tools to change the lists
 
 
 async def send(msg):
@@ -259,6 +260,10 @@ def tool_list():
               "inputSchema": {"type": "object", "properties": props, "required": list(props)}} for n, props in TOOLS]
     tools.append({"name": "json_schema_2020_12_tool", "description": "Tool with JSON Schema 2020-12 features",
                   "inputSchema": JSON_SCHEMA_2020})
+    tools += [{"name": f"dynamic_tool_{i}", "description": "Added by test_trigger_tool_change",
+               "inputSchema": {"type": "object"}} for i in range(dynamic["tools"])]
+    for name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
+        tools.append({"name": name, "description": "Changes a list and announces it", "inputSchema": {"type": "object"}})
     if ERA == "modern":
         for name, description in (("test_missing_capability", "Requires the client's sampling capability"),
                                   ("test_streaming_elicitation", "Streams progress, then asks for input"),
@@ -334,6 +339,13 @@ async def call_tool(params):
             if token is not None:
                 await notify("notifications/progress", {"progressToken": token, "progress": value, "total": 100})
         return text("Tool with progress executed successfully")
+    if name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
+        kind = "tools" if name == "test_trigger_tool_change" else "prompts"
+        dynamic[kind] += 1
+        await notify(f"notifications/{kind}/list_changed", {})
+        return text(f"{kind} list changed")
+    if name.startswith("dynamic_tool_"):
+        return text(f"{name} called")
     if name == "json_schema_2020_12_tool":
         return text("JSON Schema 2020-12 tool called")
     if name == "test_logging_tool":
@@ -422,7 +434,8 @@ async def handle(method, params):
     if method == "tools/call":
         return await call_tool(params)
     if method == "prompts/list":
-        return {"prompts": PROMPTS}
+        return {"prompts": PROMPTS + [{"name": f"dynamic_prompt_{i}", "description": "Added by test_trigger_prompt_change"}
+                                      for i in range(dynamic["prompts"])]}
     if method == "prompts/get":
         return await get_prompt(params)
     if method == "resources/list":
