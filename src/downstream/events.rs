@@ -31,6 +31,7 @@ use crate::upstream::{CallContext, UpstreamEvent};
 enum Listener {
     /// A legacy session's standalone stream.
     Session {
+        id: uuid::Uuid,
         state: Arc<SessionState>,
         generation: u64,
     },
@@ -45,7 +46,9 @@ enum Listener {
 impl Listener {
     fn current(&self) -> bool {
         match self {
-            Self::Session { state, generation } => state.is_current_stream(*generation),
+            Self::Session {
+                state, generation, ..
+            } => state.is_current_stream(*generation),
             Self::Subscription { .. } => true,
         }
     }
@@ -57,10 +60,14 @@ impl Listener {
         }
     }
 
-    fn wants_resource(&self, uri: &str) -> bool {
+    /// Whether an update of `uri`, announced on the upstream session of `from` (`None`: a
+    /// shared connection), goes to this listener.
+    fn wants_resource(&self, uri: &str, from: Option<uuid::Uuid>) -> bool {
         match self {
-            Self::Session { state, .. } => state.is_subscribed(uri),
-            Self::Subscription { resources, .. } => resources.contains(uri),
+            Self::Session { id, state, .. } => {
+                from.is_none_or(|from| from == *id) && state.is_subscribed(uri)
+            }
+            Self::Subscription { resources, .. } => from.is_none() && resources.contains(uri),
         }
     }
 
@@ -88,7 +95,12 @@ const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 pub fn open_session_stream(gw: &Gateway, claims: &SessionClaims) -> Response {
     let state = gw.sessions.get(claims.id);
     let generation = state.next_stream();
-    start(gw, Listener::Session { state, generation }, None)
+    let listener = Listener::Session {
+        id: claims.id,
+        state,
+        generation,
+    };
+    start(gw, listener, None)
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
@@ -212,9 +224,9 @@ async fn pump(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             event = upstream_events.recv() => match event {
-                Ok(UpstreamEvent::ResourceUpdated { upstream, uri }) => {
+                Ok(UpstreamEvent::ResourceUpdated { upstream, uri, downstream }) => {
                     let wire = catalogue.snapshot().wire_uri(&upstream, &uri);
-                    if !listener.wants_resource(&wire) {
+                    if !listener.wants_resource(&wire, downstream) {
                         continue;
                     }
                     vec![jsonrpc::notification("notifications/resources/updated", Some(json!({"uri": wire})))]

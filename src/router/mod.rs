@@ -82,9 +82,13 @@ impl Router {
                 Rewrite::ReadResult,
             ),
             "completion/complete" => (resolve_completion(&snapshot, &mut params)?, Rewrite::None),
-            // Legacy only: the modern era subscribes with subscriptions/listen.
-            "resources/subscribe" | "resources/unsubscribe" => {
-                (resolve_uri_param(&snapshot, &mut params)?, Rewrite::None)
+            // Legacy only (the modern era subscribes with subscriptions/listen). Unsubscribing is
+            // answered here: the upstream connection may be shared with other subscribers, and the
+            // gateway delivers updates only to sessions that are subscribed.
+            "resources/subscribe" => (resolve_uri_param(&snapshot, &mut params)?, Rewrite::None),
+            "resources/unsubscribe" => {
+                resolve_uri_param(&snapshot, &mut params)?;
+                return Ok(Routed::Reply(Ok(json!({}))));
             }
             "ping" => return Ok(Routed::Reply(Ok(json!({})))),
             _ => {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::call::{CALL_CHANNEL, Call, CallItem, Respond, ServerRequest};
 use super::mcp::{self, UpstreamInfo};
-use super::{CallContext, Reply, UpstreamError};
+use super::{CallContext, Reply, UpstreamError, UpstreamEvent};
 use crate::config::{EraPreference, Secret, UpstreamId};
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{
@@ -48,17 +48,37 @@ type SessionCell = Arc<OnceCell<Arc<LegacySession>>>;
 pub(super) struct HttpUpstream {
     id: UpstreamId,
     endpoint: Arc<Endpoint>,
+    /// GET streams of legacy upstream sessions (the upstream's unsolicited notifications): the
+    /// shared session's always, a downstream session's once it subscribes to a resource.
+    listeners:
+        std::sync::Mutex<std::collections::HashMap<Option<Uuid>, tokio::task::JoinHandle<()>>>,
     era_pref: EraPreference,
     era: OnceCell<(Era, Option<UpstreamInfo>)>,
     sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
 }
 
-/// Where and how to POST; shared with the session-eviction listener.
+/// Where and how to POST; shared with the session-eviction listener and reader tasks.
 struct Endpoint {
+    id: UpstreamId,
     url: Url,
     headers: HeaderMap,
     client: reqwest::Client,
     next_id: AtomicU64,
+    /// Where list changes and resource updates are announced.
+    events: tokio::sync::broadcast::Sender<UpstreamEvent>,
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        for (_, task) in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// What one POST produced, its body read to the answer.
@@ -99,6 +119,7 @@ impl HttpUpstream {
         era_pref: EraPreference,
         client: reqwest::Client,
         session_idle: Duration,
+        events: tokio::sync::broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
@@ -108,10 +129,12 @@ impl HttpUpstream {
             }
         }
         let endpoint = Arc::new(Endpoint {
+            id: id.clone(),
             url,
             headers: map,
             client,
             next_id: AtomicU64::new(1),
+            events,
         });
         let closer = Arc::clone(&endpoint);
         let sessions = moka::future::Cache::builder()
@@ -133,6 +156,7 @@ impl HttpUpstream {
         Self {
             id,
             endpoint,
+            listeners: std::sync::Mutex::new(std::collections::HashMap::new()),
             era_pref,
             era: OnceCell::new(),
             sessions,
@@ -171,6 +195,9 @@ impl HttpUpstream {
                 let mut retried = false;
                 loop {
                     let session = self.session(key, &ctx.client_capabilities).await?;
+                    if method == "resources/subscribe" {
+                        self.ensure_listening(key, &session);
+                    }
                     let headers = legacy_headers(&session);
                     let opened = self.endpoint.open(method, params.clone(), &headers).await?;
                     if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
@@ -226,7 +253,7 @@ impl HttpUpstream {
             headers: headers.clone(),
         });
         let request_id = opened.id.clone();
-        let reader = tokio::spawn(relay_sse(opened, tx, responder));
+        let reader = tokio::spawn(relay_sse(opened, tx, responder, Arc::clone(&self.endpoint)));
         let endpoint = Arc::clone(&self.endpoint);
         let on_cancel = move || {
             reader.abort();
@@ -244,6 +271,14 @@ impl HttpUpstream {
     }
 
     pub(super) async fn close_session(&self, downstream: Uuid) {
+        let listener = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Some(downstream));
+        if let Some(task) = listener {
+            task.abort();
+        }
         self.sessions.invalidate(&Some(downstream)).await;
     }
 
@@ -313,9 +348,45 @@ impl HttpUpstream {
         } else {
             mcp::relayed_client_capabilities()
         };
-        cell.get_or_try_init(|| async { self.initialize(&capabilities).await.map(Arc::new) })
-            .await
-            .cloned()
+        cell.get_or_try_init(|| async {
+            let session = Arc::new(self.initialize(&capabilities).await?);
+            if key.is_none() {
+                self.listen(key, &session);
+            }
+            Ok(session)
+        })
+        .await
+        .cloned()
+    }
+
+    /// (Re)starts the GET stream of the upstream session held for `key`.
+    fn listen(&self, key: Option<Uuid>, session: &LegacySession) {
+        let task = tokio::spawn(listen_get(
+            Arc::clone(&self.endpoint),
+            legacy_headers(session),
+            key,
+        ));
+        let previous = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, task);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
+    /// Starts the GET stream of a downstream session's upstream session if it has none.
+    fn ensure_listening(&self, key: Option<Uuid>, session: &LegacySession) {
+        let running = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(|t| !t.is_finished());
+        if !running {
+            self.listen(key, session);
+        }
     }
 
     async fn initialize(&self, capabilities: &Value) -> Result<LegacySession, UpstreamError> {
@@ -623,6 +694,7 @@ async fn relay_sse(
     opened: Opened,
     tx: tokio::sync::mpsc::Sender<CallItem>,
     responder: Arc<dyn Respond>,
+    responder_endpoint: Arc<Endpoint>,
 ) {
     use eventsource_stream::Eventsource as _;
     let id = opened.id;
@@ -644,6 +716,9 @@ async fn relay_sse(
                 }
                 Ok(Message::Response { .. }) => continue,
                 Ok(Message::Notification { method, params }) => {
+                    if announce(&responder_endpoint, &method, params.as_ref(), None) {
+                        continue;
+                    }
                     CallItem::Notification(jsonrpc::notification(&method, params))
                 }
                 Ok(Message::Request { id, method, params }) => CallItem::Request(
@@ -675,5 +750,97 @@ fn add_param_headers(headers: &mut HeaderMap, param_headers: &[(String, String)]
         if let (Ok(header), Ok(value)) = (header, value) {
             headers.insert(header, value);
         }
+    }
+}
+
+/// Turns an upstream's list-change and resource-update notifications into events for the
+/// catalogue and the gateway's own notification streams; `true` when it was one of them (it is
+/// then not relayed to the client that happened to be on the stream).
+fn announce(
+    endpoint: &Endpoint,
+    method: &str,
+    params: Option<&Value>,
+    downstream: Option<Uuid>,
+) -> bool {
+    let event = if method.ends_with("/list_changed") {
+        UpstreamEvent::ListChanged {
+            upstream: endpoint.id.clone(),
+        }
+    } else if method == "notifications/resources/updated" {
+        match params.and_then(|p| p.get("uri")).and_then(Value::as_str) {
+            Some(uri) => UpstreamEvent::ResourceUpdated {
+                upstream: endpoint.id.clone(),
+                uri: uri.to_string(),
+                downstream,
+            },
+            None => return true,
+        }
+    } else {
+        return false;
+    };
+    let _ = endpoint.events.send(event);
+    true
+}
+
+/// Reads the standalone GET stream of a legacy upstream session for as long as the session
+/// lives: announces list changes and resource updates, answers `ping`, refuses other requests
+/// (nothing ties them to a client). Reconnects with backoff; stops when the upstream offers no
+/// stream (405) or the session is gone (404).
+async fn listen_get(endpoint: Arc<Endpoint>, headers: HeaderMap, downstream: Option<Uuid>) {
+    use eventsource_stream::Eventsource as _;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let request = endpoint
+            .client
+            .get(endpoint.url.clone())
+            .headers(endpoint.headers.clone())
+            .headers(headers.clone())
+            .header(http::header::ACCEPT, "text/event-stream");
+        match request.send().await {
+            Ok(r)
+                if r.status() == StatusCode::METHOD_NOT_ALLOWED
+                    || r.status() == StatusCode::NOT_FOUND =>
+            {
+                tracing::debug!(upstream = %endpoint.id, status = r.status().as_u16(), "upstream offers no standalone stream");
+                return;
+            }
+            Ok(r) if r.status().is_success() => {
+                backoff = Duration::from_millis(500);
+                let mut events = r.bytes_stream().eventsource();
+                while let Some(Ok(event)) = events.next().await {
+                    match Message::decode(event.data.as_bytes()) {
+                        Ok(Message::Notification { method, params }) => {
+                            announce(&endpoint, &method, params.as_ref(), downstream);
+                        }
+                        Ok(Message::Request { id, method, .. }) => {
+                            let reply = if method == "ping" {
+                                jsonrpc::result_response(id, serde_json::json!({}))
+                            } else {
+                                jsonrpc::error_response(
+                                    Some(id),
+                                    jsonrpc::error_object(
+                                        crate::jsonrpc::code::METHOD_NOT_FOUND,
+                                        format!(
+                                            "{method} on the standalone stream cannot be attributed to a client"
+                                        ),
+                                        None,
+                                    ),
+                                )
+                            };
+                            let _ = endpoint.post_message(&reply, &headers).await;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(r) => {
+                tracing::debug!(upstream = %endpoint.id, status = r.status().as_u16(), "standalone stream refused")
+            }
+            Err(e) => {
+                tracing::debug!(upstream = %endpoint.id, error = %e, "standalone stream failed")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

@@ -133,6 +133,9 @@ pub enum UpstreamEvent {
         upstream: UpstreamId,
         /// The upstream's own URI of the resource.
         uri: String,
+        /// The downstream session whose own upstream session announced it; `None` when it
+        /// came on a shared connection.
+        downstream: Option<Uuid>,
     },
     /// The upstream (re)connected: a new stdio process finished its handshake.
     Reconnected {
@@ -171,6 +174,7 @@ impl Upstream {
                     cfg.era,
                     http_client,
                     session_idle,
+                    events,
                 )))
             }
             UpstreamTransport::Stdio { .. } => {

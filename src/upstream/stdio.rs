@@ -482,6 +482,7 @@ async fn dispatch(
                     let _ = events.send(UpstreamEvent::ResourceUpdated {
                         upstream: id.clone(),
                         uri: uri.to_string(),
+                        downstream: None,
                     });
                 }
                 return;

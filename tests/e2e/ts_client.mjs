@@ -4,7 +4,12 @@
 import assert from "node:assert/strict";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  ResourceUpdatedNotificationSchema,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 
 const url = new URL(process.argv[2]);
 const client = new Client(
@@ -99,6 +104,22 @@ const sampled = await client.callTool({ name: "everything__trigger-sampling-requ
 assert.match(JSON.stringify(sampled.content), /sampled:/);
 assert.match(JSON.stringify(sampled.content), /gateway-test-model/);
 seen.elicitations = elicitations.length;
+
+// Resource subscriptions: the update arrives on this session's standalone stream with the
+// client-facing URI.
+const updates = [];
+client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => updates.push(n.params.uri));
+client.setNotificationHandler(ToolListChangedNotificationSchema, () => {});
+const watched = "everything+demo://resource/static/document/architecture.md";
+await client.subscribeResource({ uri: watched });
+await client.callTool({ name: "everything__toggle-subscriber-updates", arguments: {} });
+const deadline = Date.now() + 15000;
+while (updates.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+await client.callTool({ name: "everything__toggle-subscriber-updates", arguments: {} });
+assert.ok(updates.length > 0, "a resource update arrived");
+assert.equal(updates[0], watched);
+await client.unsubscribeResource({ uri: watched });
+seen.resourceUpdates = updates.length;
 
 let unknown;
 try {
