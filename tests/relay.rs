@@ -503,3 +503,31 @@ async fn subscriptions_listen_acknowledges_filters_and_tags() {
     );
     assert!(after.is_none(), "the stream ends");
 }
+
+#[tokio::test]
+async fn a_legacy_client_resumes_a_lost_response_stream() {
+    let gw = stdio_gateway("legacy").await;
+    let client = Client::new(&gw);
+    let sid = client.initialize_with(caps(ELICIT)).await;
+    let call = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+    let mut stream = client.open_stream(&call, &[("mcp-session-id", &sid)]).await;
+    let request = stream.next().await.unwrap();
+    let event_id = stream
+        .last_event_id
+        .clone()
+        .expect("legacy events carry ids");
+    drop(stream); // the connection is lost: not a cancellation
+
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept", "content": {"name": "Resumed"}}});
+    client.post(&answer, &[("mcp-session-id", &sid)]).await;
+    let mut resumed = client.resume_stream(&sid, &event_id).await;
+    let result = resumed.next().await.unwrap();
+    assert_eq!(result["id"], 41);
+    assert!(
+        result["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Resumed")
+    );
+    gw.shutdown().await;
+}

@@ -12,6 +12,7 @@ pub mod modern;
 pub mod mrtr;
 pub mod origin;
 pub mod relay;
+pub mod resume;
 pub mod seal;
 pub mod session;
 pub mod session_state;

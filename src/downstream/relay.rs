@@ -32,6 +32,9 @@ use crate::upstream::{Reply, ServerRequest};
 
 /// Interval of SSE keep-alive comments on a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a legacy client has to answer a request the gateway puts to it for a modern
+/// upstream's `inputRequests`.
+const ASK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most `input_required` rounds bridged for one legacy request.
 const MAX_INPUT_ROUNDS: usize = 8;
 
@@ -179,11 +182,63 @@ fn park(call: RoutedCall, request: ServerRequest, m: &ModernPeer) -> Value {
     m.continuations.park(call, request, &binding)
 }
 
-/// Starts an SSE response and relays the call onto it from a task.
+/// Starts an SSE response and relays the call onto it from a task. A legacy stream is logged
+/// for resumption ([`super::resume`]); a modern one is direct.
 fn stream(id: Value, call: RoutedCall, peer: Peer, first: Option<Action>) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(relay(id, call, tx, peer, first));
+    let sink = match &peer {
+        Peer::Legacy(l) => Sink::Logged {
+            stream: l.state.streams.open(tx),
+            state: Arc::clone(&l.state),
+        },
+        Peer::Modern(_) => Sink::Direct(tx),
+    };
+    tokio::spawn(async move {
+        relay(id, call, &sink, peer, first).await;
+        sink.finish();
+    });
     sse(rx)
+}
+
+/// Where a relayed stream goes.
+enum Sink {
+    /// Straight to the client; a closed stream means the client is gone (modern: cancel).
+    Direct(mpsc::Sender<Event>),
+    /// Through the session's stream log: a lost connection is not a cancellation (legacy).
+    Logged {
+        state: Arc<SessionState>,
+        stream: String,
+    },
+}
+
+impl Sink {
+    /// Sends one message; `false` when a direct client is gone.
+    async fn send(&self, message: &Value) -> bool {
+        match self {
+            Self::Direct(tx) => tx
+                .send(Event::default().event("message").data(message.to_string()))
+                .await
+                .is_ok(),
+            Self::Logged { state, stream } => {
+                state.streams.emit(stream, message.to_string()).await;
+                true
+            }
+        }
+    }
+
+    /// Resolves when a direct client goes away; never for a logged stream.
+    async fn closed(&self) {
+        match self {
+            Self::Direct(tx) => tx.closed().await,
+            Self::Logged { .. } => std::future::pending().await,
+        }
+    }
+
+    fn finish(&self) {
+        if let Self::Logged { state, stream } = self {
+            state.streams.finish(stream);
+        }
+    }
 }
 
 /// Relays a call onto an SSE stream; stops, cancelling the call, when the client goes away or
@@ -191,7 +246,7 @@ fn stream(id: Value, call: RoutedCall, peer: Peer, first: Option<Action>) -> Res
 async fn relay(
     id: Value,
     mut call: RoutedCall,
-    tx: mpsc::Sender<Event>,
+    tx: &Sink,
     peer: Peer,
     mut pending: Option<Action>,
 ) {
@@ -218,18 +273,18 @@ async fn relay(
         match action {
             Action::Skip => {}
             Action::Send(message) => {
-                if !send(&tx, &message).await {
+                if !tx.send(&message).await {
                     return;
                 }
             }
             Action::Finish(message) => {
-                send(&tx, &message).await;
+                tx.send(&message).await;
                 return;
             }
             Action::Park(request) => {
                 if let Peer::Modern(m) = &peer {
                     let result = park(call, request, m);
-                    send(&tx, &jsonrpc::result_response(id, result)).await;
+                    tx.send(&jsonrpc::result_response(id, result)).await;
                 }
                 return;
             }
@@ -239,7 +294,7 @@ async fn relay(
                 let answers = if rounds > MAX_INPUT_ROUNDS {
                     Err("the upstream asked for input too many times".to_string())
                 } else {
-                    ask_client(&result, l, &tx).await
+                    ask_client(&result, l, tx).await
                 };
                 let retried = match answers {
                     Ok(responses) => {
@@ -248,26 +303,20 @@ async fn relay(
                     }
                     Err(why) => {
                         let error = jsonrpc::error_object(code::INTERNAL_ERROR, why, None);
-                        send(&tx, &jsonrpc::error_response(Some(id), error)).await;
+                        tx.send(&jsonrpc::error_response(Some(id), error)).await;
                         return;
                     }
                 };
                 match retried {
                     Ok(next) => call = next,
                     Err(e) => {
-                        send(&tx, &error_message(&id, &e, peer.era())).await;
+                        tx.send(&error_message(&id, &e, peer.era())).await;
                         return;
                     }
                 }
             }
         }
     }
-}
-
-async fn send(tx: &mpsc::Sender<Event>, message: &Value) -> bool {
-    tx.send(Event::default().event("message").data(message.to_string()))
-        .await
-        .is_ok()
 }
 
 fn error_message(id: &Value, e: &GatewayError, era: Era) -> Value {
@@ -323,11 +372,7 @@ fn is_input_required(result: &Value) -> bool {
 
 /// Puts a modern upstream's `inputRequests` to a legacy client as real requests and collects
 /// the answers as `inputResponses`.
-async fn ask_client(
-    result: &Value,
-    l: &LegacyPeer,
-    tx: &mpsc::Sender<Event>,
-) -> Result<Value, String> {
+async fn ask_client(result: &Value, l: &LegacyPeer, tx: &Sink) -> Result<Value, String> {
     let mut responses = Map::new();
     let requests = result
         .get("inputRequests")
@@ -342,13 +387,17 @@ async fn ask_client(
         let gateway_id = l.ids.next_request_id();
         l.state.park(gateway_id.clone(), request);
         let message = jsonrpc::request(Value::from(gateway_id.clone()), &method, params);
-        if !send(tx, &message).await {
+        if !tx.send(&message).await {
             l.state.take(&gateway_id);
             return Err("the client went away".into());
         }
         let reply = tokio::select! {
             reply = answer => reply.map_err(|_| "the client did not answer".to_string())?,
             () = l.in_flight.cancelled() => return Err("the client cancelled the request".into()),
+            () = tokio::time::sleep(ASK_TIMEOUT) => {
+                l.state.take(&gateway_id);
+                return Err("the client did not answer in time".into());
+            }
         };
         match reply.get("result") {
             Some(result) => {

@@ -25,6 +25,8 @@ pub struct SessionState {
     subscriptions: Mutex<std::collections::HashSet<String>>,
     /// Generation of the current standalone (GET) stream; an older stream stops.
     stream_generation: AtomicU64,
+    /// Logs of the session's response streams, for `Last-Event-ID` resumption.
+    pub streams: super::resume::StreamLogs,
 }
 
 impl SessionState {

@@ -65,10 +65,19 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
         )
         .into_response();
     }
-    match legacy::session(&gw, &headers) {
-        Ok(claims) => super::events::open_session_stream(&gw, &claims),
-        Err(e) => Failure::new(e, Era::Legacy, None).into_response(),
+    let claims = match legacy::session(&gw, &headers) {
+        Ok(claims) => claims,
+        Err(e) => return Failure::new(e, Era::Legacy, None).into_response(),
+    };
+    // A reconnect after a lost response stream resumes it; anything else is the session's
+    // standalone stream.
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        let (tx, rx) = super::resume::resume_channel();
+        if gw.sessions.get(claims.id).streams.resume(last, tx) {
+            return super::relay::sse(rx);
+        }
     }
+    super::events::open_session_stream(&gw, &claims)
 }
 
 /// `DELETE /mcp`: ends a legacy session; without a session id there is nothing to end (405,

@@ -250,6 +250,8 @@ where
 pub struct Stream {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
+    /// The `id:` of the last event read, if it had one.
+    pub last_event_id: Option<String>,
 }
 
 impl Stream {
@@ -259,6 +261,9 @@ impl Stream {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id:")) {
+                    self.last_event_id = Some(id.trim().to_string());
+                }
                 if let Some(message) = parse_sse(&event).pop() {
                     return Some(message);
                 }
@@ -292,6 +297,7 @@ impl Client {
         Stream {
             body: Box::pin(resp.bytes_stream()),
             buffer: String::new(),
+            last_event_id: None,
         }
     }
 
@@ -353,6 +359,28 @@ impl Client {
         Stream {
             body: Box::pin(resp.bytes_stream()),
             buffer: String::new(),
+            last_event_id: None,
+        }
+    }
+}
+
+impl Client {
+    /// Reconnects to a legacy response stream after `last_event_id`.
+    pub async fn resume_stream(&self, sid: &str, last_event_id: &str) -> Stream {
+        let resp = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", sid)
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .expect("gateway reachable");
+        assert_eq!(resp.status(), 200);
+        Stream {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+            last_event_id: None,
         }
     }
 }
