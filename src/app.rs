@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
             config.session.idle_timeout,
         )),
+        sse_connections: crate::downstream::legacy_sse::Connections::default(),
         continuations: Arc::new(crate::downstream::mrtr::Continuations::new(
             sealer.clone(),
             MRTR_STATE_TTL,

@@ -41,7 +41,19 @@ pub async fn handle(
         Message::Request { id, .. } => Some(id.clone()),
         _ => None,
     };
-    let claims = session(gw, headers).map_err(|e| Failure::new(e, Era::Legacy, id.clone()))?;
+    let claims = session(gw, headers).map_err(|e| Failure::new(e, Era::Legacy, id))?;
+    handle_in_session(gw, claims, message).await
+}
+
+/// Handles one message of an open legacy session, whichever transport carried it.
+///
+/// # Errors
+/// A [`Failure`] for every rejected request.
+pub async fn handle_in_session(
+    gw: &Gateway,
+    claims: SessionClaims,
+    message: Message,
+) -> Result<Response, Failure> {
     let state = gw.sessions.get(claims.id);
     let (id, method, params) = match message {
         Message::Request { id, method, params } => (id, method, params),
@@ -125,6 +137,26 @@ pub async fn handle(
 
 /// Answers `initialize` and mints the sealed session id.
 fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Response, GatewayError> {
+    let (claims, result) = open_session(gw, params, negotiate_legacy)?;
+    let token = gw.sealer.seal(&claims);
+    let mut response = wire::json(StatusCode::OK, &jsonrpc::result_response(id, result));
+    let value = HeaderValue::from_str(&token).map_err(|_| GatewayError::InvalidRequest {
+        reason: "could not encode the session id".into(),
+    })?;
+    response.headers_mut().insert(HEADER_SESSION_ID, value);
+    Ok(response)
+}
+
+/// Validates `initialize` params and opens a session: its claims and the `InitializeResult`.
+/// `negotiate` picks the revision to answer with.
+///
+/// # Errors
+/// [`GatewayError::InvalidParams`] for missing or malformed params.
+pub fn open_session(
+    gw: &Gateway,
+    params: Option<&Value>,
+    negotiate: fn(&str) -> &'static str,
+) -> Result<(SessionClaims, Value), GatewayError> {
     let invalid = |message: &str| GatewayError::InvalidParams {
         message: message.to_string(),
         transport: false,
@@ -141,7 +173,7 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
     if !capabilities.is_object() {
         return Err(invalid("`capabilities` must be an object"));
     }
-    let version = negotiate_legacy(requested);
+    let version = negotiate(requested);
     let claims = SessionClaims {
         id: Uuid::new_v4(),
         version: version.to_string(),
@@ -150,7 +182,6 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
         principal_digest: gw.principal().digest(),
         issued_at: now_secs(),
     };
-    let token = gw.sealer.seal(&claims);
     let snapshot = gw.router.catalogue().snapshot();
     let mut result = Map::new();
     result.insert("protocolVersion".into(), Value::from(version));
@@ -160,15 +191,7 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
         result.insert("instructions".into(), Value::from(text));
     }
     tracing::info!(session = %claims.id, version, "legacy session opened");
-    let mut response = wire::json(
-        StatusCode::OK,
-        &jsonrpc::result_response(id, Value::Object(result)),
-    );
-    let value = HeaderValue::from_str(&token).map_err(|_| GatewayError::InvalidRequest {
-        reason: "could not encode the session id".into(),
-    })?;
-    response.headers_mut().insert(HEADER_SESSION_ID, value);
-    Ok(response)
+    Ok((claims, Value::Object(result)))
 }
 
 /// Opens and checks the session of a request.

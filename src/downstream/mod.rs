@@ -8,6 +8,7 @@
 pub mod events;
 mod identity;
 pub mod legacy;
+pub mod legacy_sse;
 pub mod modern;
 pub mod mrtr;
 pub mod origin;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub revoked: moka::sync::Cache<Uuid, ()>,
     /// Local state of legacy sessions (parked server requests, cancellable requests).
     pub sessions: Arc<session_state::LocalSessions>,
+    /// Open HTTP+SSE (2024-11-05) connections.
+    pub sse_connections: legacy_sse::Connections,
     /// Modern calls parked while their client answers an upstream's request (MRTR).
     pub continuations: Arc<mrtr::Continuations>,
     /// `Origin`/`Host` checks.
@@ -61,9 +64,10 @@ impl Gateway {
     }
 }
 
-/// The client-facing routes: `/mcp` for POST, GET and DELETE.
+/// The client-facing routes: `/mcp` (Streamable HTTP: POST, GET, DELETE), and `/sse` with
+/// `/messages` (the 2024-11-05 HTTP+SSE transport).
 pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
-    use axum::routing::post;
+    use axum::routing::{get, post};
     axum::Router::new()
         .route(
             "/mcp",
@@ -71,5 +75,7 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
                 .get(streamable_http::get)
                 .delete(streamable_http::delete),
         )
+        .route("/sse", get(legacy_sse::open))
+        .route("/messages", post(legacy_sse::message))
         .with_state(gateway)
 }

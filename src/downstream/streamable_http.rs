@@ -107,7 +107,7 @@ const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 /// # Errors
 /// [`GatewayError::PayloadTooLarge`] when the body (or its `Content-Length`) exceeds `limit`;
 /// [`GatewayError::InvalidRequest`] when the body cannot be read.
-async fn read_limited(
+pub(super) async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,

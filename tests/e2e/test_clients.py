@@ -110,3 +110,12 @@ def test_python_sdk_answers_a_legacy_upstreams_requests_through_mrtr(gateway):
             assert progress == [1, 2, 3, 4]
 
     anyio.run(run)
+
+
+def test_typescript_sdk_http_sse_client(gateway):
+    """An old client on the 2024-11-05 HTTP+SSE transport, through /sse and /messages."""
+    base = gateway.url.rsplit("/mcp", 1)[0] + "/"
+    done = subprocess.run(["node", str(E2E / "ts_sse_client.mjs"), base],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert json.loads(done.stdout.strip().splitlines()[-1])["tools"] > 20
