@@ -505,3 +505,24 @@ async fn mcp_param_headers_are_checked_downstream_and_sent_upstream() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_modern_upstreams_list_changes_arrive_over_subscriptions_listen() {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.list_changed = true;
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\ncatalogue: {{ refresh_interval: 1h }}\n")).await;
+    let listed_at_start = mock.requests_for("tools/list").len();
+    eventually(
+        10,
+        "the gateway listens and re-lists on the announced change",
+        || async {
+            !mock.requests_for("subscriptions/listen").is_empty()
+                && mock.requests_for("tools/list").len() > listed_at_start
+        },
+    )
+    .await;
+    let (_, listen) = mock.requests_for("subscriptions/listen").pop().unwrap();
+    assert_eq!(listen["params"]["notifications"]["toolsListChanged"], true);
+    gw.shutdown().await;
+}

@@ -23,6 +23,7 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
     for upstream in catalogue.upstreams().all().to_vec() {
         let notify = Arc::new(Notify::new());
         wakers.insert(upstream.id().clone(), Arc::clone(&notify));
+        tasks.spawn(listen(Arc::clone(&upstream)));
         let catalogue = Arc::clone(&catalogue);
         let first_round = Arc::clone(&first_round);
         tasks.spawn(async move {
@@ -70,4 +71,42 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
         }
     });
     tasks
+}
+
+/// Keeps a `subscriptions/listen` open on a modern upstream that announces list changes, so its
+/// changes reach the catalogue at once (a legacy upstream sends them unasked). Reopened with
+/// backoff when it ends.
+async fn listen(upstream: Arc<crate::upstream::Upstream>) {
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        let wanted = match upstream.info().await {
+            Ok(info) if info.era == crate::protocol::Era::Modern => {
+                ["tools", "prompts", "resources"].iter().any(|k| {
+                    info.capabilities.pointer(&format!("/{k}/listChanged"))
+                        == Some(&serde_json::Value::Bool(true))
+                })
+            }
+            Ok(_) => return,
+            Err(_) => true,
+        };
+        if !wanted {
+            return;
+        }
+        if let Ok(info) = upstream.info().await
+            && info.era == crate::protocol::Era::Modern
+        {
+            match upstream.listen().await {
+                Ok(mut call) => {
+                    tracing::debug!(upstream = %upstream.id(), "listening for upstream list changes");
+                    backoff = std::time::Duration::from_secs(1);
+                    while call.next().await.is_some() {}
+                }
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.id(), error = %e, "subscriptions/listen failed")
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+    }
 }

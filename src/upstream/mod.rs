@@ -237,6 +237,34 @@ impl Upstream {
             .unwrap_or(Err(UpstreamError::Timeout))
     }
 
+    /// Opens a long-lived `subscriptions/listen` on a modern upstream for its list changes; the
+    /// notifications it brings are announced as [`UpstreamEvent`]s by the transport. The call
+    /// has no deadline: it ends when the upstream or the gateway ends it.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when the request could not be sent.
+    pub async fn listen(&self) -> Result<Call, UpstreamError> {
+        let params = json!({"notifications": {
+            "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true}});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        let ctx = CallContext::shared();
+        let start = async {
+            match &self.link {
+                Link::Http(h) => {
+                    h.call(&ctx, "subscriptions/listen", Some(params), &[], deadline)
+                        .await
+                }
+                Link::Stdio(s) => {
+                    s.call(&ctx, "subscriptions/listen", Some(params), deadline)
+                        .await
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, start)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
+    }
+
     /// What the upstream said about itself, connecting first if needed.
     ///
     /// # Errors

@@ -133,6 +133,9 @@ struct Core {
 /// A request waiting for its response.
 struct Pending {
     items: mpsc::Sender<CallItem>,
+    /// Whether unattributed traffic (log messages, server requests) may be given to it: not
+    /// for the gateway's own long-lived `subscriptions/listen`.
+    attributable: bool,
     /// The client's progress token, replaced upstream by `mcpgate-{id}`.
     progress_token: Option<Value>,
 }
@@ -157,6 +160,7 @@ impl Core {
             Pending {
                 items: tx,
                 progress_token,
+                attributable: method != "subscriptions/listen",
             },
         );
         let weak = Arc::downgrade(self);
@@ -531,8 +535,9 @@ async fn dispatch(
 /// The call channel of the only request in flight, if exactly one is.
 fn only_pending(core: &Core) -> Option<mpsc::Sender<CallItem>> {
     let pending = core.lock_pending();
-    match pending.len() {
-        1 => pending.values().next().map(|p| p.items.clone()),
+    let mut attributable = pending.values().filter(|p| p.attributable);
+    match (attributable.next(), attributable.next()) {
+        (Some(only), None) => Some(only.items.clone()),
         _ => None,
     }
 }

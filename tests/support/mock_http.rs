@@ -32,6 +32,8 @@ pub struct MockSpec {
     pub page_size: usize,
     /// Answer `tools/call` as an SSE stream (progress notification, then the response).
     pub sse: bool,
+    /// Modern: announce `tools.listChanged` (and answer `subscriptions/listen`).
+    pub list_changed: bool,
 }
 
 impl MockSpec {
@@ -47,6 +49,7 @@ impl MockSpec {
             templates: vec![json!({"uriTemplate": "mock://doc/{id}", "name": "doc"})],
             page_size: 4,
             sse: false,
+            list_changed: false,
         }
     }
 }
@@ -229,12 +232,26 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
             if method == "server/discover" {
                 mock.seen.discovers.fetch_add(1, Ordering::SeqCst);
                 let result = json!({"resultType": "complete", "supportedVersions": ["2026-07-28"], "ttlMs": 0, "cacheScope": "public",
-                    "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
+                    "capabilities": {"tools": {"listChanged": mock.spec.lock().unwrap().list_changed}, "prompts": {}, "resources": {}},
                     "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mock-modern", "version": "1"}}});
                 return json_response(
                     StatusCode::OK,
                     json!({"jsonrpc": "2.0", "id": id, "result": result}),
                 );
+            }
+            if method == "subscriptions/listen" {
+                let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                    "params": {"notifications": {"toolsListChanged": true}, "_meta": {"io.modelcontextprotocol/subscriptionId": id}}});
+                let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                    "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}}});
+                let body =
+                    format!("event: message\ndata: {ack}\n\nevent: message\ndata: {changed}\n\n");
+                return (
+                    StatusCode::OK,
+                    [("content-type", "text/event-stream")],
+                    body,
+                )
+                    .into_response();
             }
             if method == "initialize" {
                 return json_response(
