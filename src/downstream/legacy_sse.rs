@@ -25,7 +25,7 @@ use super::Gateway;
 use super::session::SessionClaims;
 use super::wire::Failure;
 use crate::error::GatewayError;
-use crate::jsonrpc::{self, DecodeError, Message};
+use crate::jsonrpc::{self, Message};
 use crate::protocol::Era;
 
 /// The revision this transport was defined in; also accepted in `initialize` here.
@@ -116,20 +116,9 @@ pub async fn message(
         Ok(bytes) => bytes,
         Err(e) => return Failure::new(e, Era::Legacy, None).into_response(),
     };
-    let message = match Message::decode(&bytes) {
+    let message = match super::streamable_http::decode(&bytes, Era::Legacy) {
         Ok(m) => m,
-        Err(e) => {
-            let (error, id) = match e {
-                DecodeError::NotJson(detail) => (GatewayError::Parse { detail }, None),
-                DecodeError::NotJsonRpc { reason, id } => (
-                    GatewayError::InvalidRequest {
-                        reason: reason.to_string(),
-                    },
-                    id,
-                ),
-            };
-            return Failure::new(error, Era::Legacy, id).into_response();
-        }
+        Err(failure) => return failure.into_response(),
     };
     tokio::spawn(async move {
         let response = process(&gw, &connection, message).await;

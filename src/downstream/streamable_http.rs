@@ -31,18 +31,7 @@ async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Re
     let bytes = read_limited(headers, body, gw.max_body_bytes)
         .await
         .map_err(|e| Failure::new(e, early_era, None))?;
-    let message = Message::decode(&bytes).map_err(|e| {
-        let (error, id) = match e {
-            DecodeError::NotJson(detail) => (GatewayError::Parse { detail }, None),
-            DecodeError::NotJsonRpc { reason, id } => (
-                GatewayError::InvalidRequest {
-                    reason: reason.to_string(),
-                },
-                id,
-            ),
-        };
-        Failure::new(error, early_era, id)
-    })?;
+    let message = decode(&bytes, early_era)?;
     let era = detect_era(headers, &message)
         .map_err(|e| Failure::new(e, early_era, request_id(&message)))?;
     match era {
@@ -155,6 +144,26 @@ pub(super) async fn read_limited(
         return Err(too_large());
     }
     Ok(buf.freeze())
+}
+
+/// Decodes one JSON-RPC message; a failure carries the request id when one could be read.
+///
+/// # Errors
+/// -32700 for bytes that are not JSON, -32600 for JSON that is not one JSON-RPC message.
+#[allow(clippy::result_large_err)] // the error path is cold; Failure is what every handler returns
+pub(super) fn decode(bytes: &[u8], era: Era) -> Result<Message, Failure> {
+    Message::decode(bytes).map_err(|e| {
+        let (error, id) = match e {
+            DecodeError::NotJson(detail) => (GatewayError::Parse { detail }, None),
+            DecodeError::NotJsonRpc { reason, id } => (
+                GatewayError::InvalidRequest {
+                    reason: reason.to_string(),
+                },
+                id,
+            ),
+        };
+        Failure::new(error, era, id)
+    })
 }
 
 /// The era a header alone suggests (for errors before the body is decoded).

@@ -11,29 +11,29 @@
 //! aborts the reader (closing the stream, which is how a modern upstream learns of
 //! cancellation) and, for a legacy upstream, also sends `notifications/cancelled`.
 
+mod endpoint;
+mod stream;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use url::Url;
 use uuid::Uuid;
 
-use super::call::{CALL_CHANNEL, Call, CallItem, Respond, ServerRequest};
+use super::call::{CALL_CHANNEL, Call, CallItem, Respond};
 use super::mcp::{self, UpstreamInfo};
-use super::{CallContext, Reply, UpstreamError, UpstreamEvent};
+use super::{CallContext, UpstreamError, UpstreamEvent};
 use crate::config::{EraPreference, Secret, UpstreamId};
-use crate::jsonrpc::{self, Message};
 use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
     encode_header_value,
 };
-
-/// Largest upstream message accepted, bytes. A larger answer is a protocol error.
-const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+use endpoint::{Endpoint, Opened, Posted, read_json_answer};
+use stream::{HttpResponder, listen_get, relay_sse};
 
 /// One legacy upstream session.
 #[derive(Debug)]
@@ -57,17 +57,6 @@ pub(super) struct HttpUpstream {
     sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
 }
 
-/// Where and how to POST; shared with the session-eviction listener and reader tasks.
-struct Endpoint {
-    id: UpstreamId,
-    url: Url,
-    headers: HeaderMap,
-    client: reqwest::Client,
-    next_id: AtomicU64,
-    /// Where list changes and resource updates are announced.
-    events: tokio::sync::broadcast::Sender<UpstreamEvent>,
-}
-
 impl Drop for HttpUpstream {
     fn drop(&mut self) {
         for (_, task) in self
@@ -77,36 +66,6 @@ impl Drop for HttpUpstream {
             .drain()
         {
             task.abort();
-        }
-    }
-}
-
-/// What one POST produced, its body read to the answer.
-struct Posted {
-    status: StatusCode,
-    session_id: Option<String>,
-    answer: Option<Reply>,
-}
-
-/// What one POST produced before its body was read.
-struct Opened {
-    id: Value,
-    status: StatusCode,
-    session_id: Option<String>,
-    response: reqwest::Response,
-    is_sse: bool,
-}
-
-impl Posted {
-    fn into_reply(self) -> Result<Reply, UpstreamError> {
-        match self.answer {
-            Some(answer) => Ok(answer),
-            None if !self.status.is_success() => Err(UpstreamError::HttpStatus {
-                status: self.status.as_u16(),
-            }),
-            None => Err(UpstreamError::Protocol {
-                detail: format!("HTTP {} without a JSON-RPC response", self.status),
-            }),
         }
     }
 }
@@ -421,201 +380,6 @@ impl HttpUpstream {
     }
 }
 
-impl Endpoint {
-    /// POSTs one request and reads its answer from a JSON body or an SSE stream (other
-    /// messages on the stream are dropped: for the gateway's own requests).
-    async fn post(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        headers: &HeaderMap,
-    ) -> Result<Posted, UpstreamError> {
-        let Opened {
-            id,
-            status,
-            session_id,
-            response,
-            is_sse,
-        } = self.open(method, params, headers).await?;
-        let answer = if is_sse {
-            read_sse_answer(response, &id).await?
-        } else {
-            read_json_answer(response, &id).await?
-        };
-        Ok(Posted {
-            status,
-            session_id,
-            answer,
-        })
-    }
-
-    /// POSTs one request; the body is left unread.
-    async fn open(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        headers: &HeaderMap,
-    ) -> Result<Opened, UpstreamError> {
-        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let body = jsonrpc::request(id.clone(), method, params);
-        let response = self.send(http::Method::POST, headers, Some(&body)).await?;
-        let status = response.status();
-        let session_id = response
-            .headers()
-            .get(HEADER_SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let is_sse = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        Ok(Opened {
-            id,
-            status,
-            session_id,
-            response,
-            is_sse,
-        })
-    }
-
-    /// POSTs a notification; any 2xx is success.
-    async fn notify(&self, method: &str, headers: &HeaderMap) -> Result<(), UpstreamError> {
-        self.notify_with(method, None, headers).await
-    }
-
-    /// POSTs a notification with params; any 2xx is success.
-    async fn notify_with(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        headers: &HeaderMap,
-    ) -> Result<(), UpstreamError> {
-        let body = jsonrpc::notification(method, params);
-        self.post_message(&body, headers).await
-    }
-
-    /// POSTs a notification or response message; any 2xx is success.
-    async fn post_message(&self, body: &Value, headers: &HeaderMap) -> Result<(), UpstreamError> {
-        let response = self.send(http::Method::POST, headers, Some(body)).await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(UpstreamError::HttpStatus {
-                status: response.status().as_u16(),
-            })
-        }
-    }
-
-    /// Ends a legacy upstream session; failures are logged, not returned.
-    async fn delete_session(&self, session_id: &str) {
-        let mut headers = HeaderMap::new();
-        if let Ok(v) = HeaderValue::from_str(session_id) {
-            headers.insert(HEADER_SESSION_ID, v);
-        }
-        match self.send(http::Method::DELETE, &headers, None).await {
-            Ok(r) => tracing::debug!(status = r.status().as_u16(), "closed upstream session"),
-            Err(e) => tracing::debug!(error = %e, "could not close upstream session"),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: http::Method,
-        headers: &HeaderMap,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = self
-            .client
-            .request(method, self.url.clone())
-            .headers(self.headers.clone())
-            .headers(headers.clone())
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
-                detail: e.to_string(),
-            })?;
-            request = request
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Unavailable {
-                detail: error_chain(&e),
-            })
-    }
-}
-
-/// Reads a JSON body; `Some` when it is the JSON-RPC response to `id` (or an id-less error).
-async fn read_json_answer(
-    mut response: reqwest::Response,
-    id: &Value,
-) -> Result<Option<Reply>, UpstreamError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Closed {
-        detail: error_chain(&e),
-    })? {
-        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
-            return Err(UpstreamError::Protocol {
-                detail: format!("response larger than {MAX_MESSAGE_BYTES} bytes"),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    match Message::decode(&body) {
-        Ok(Message::Response { id: got, outcome }) if &got == id || got.is_null() => {
-            Ok(Some(outcome))
-        }
-        Ok(_) | Err(_) if !response.status().is_success() => Ok(None),
-        Ok(other) => Err(UpstreamError::Protocol {
-            detail: format!("expected the response to request {id}, got {other:?}"),
-        }),
-        Err(e) => Err(UpstreamError::Protocol {
-            detail: e.to_string(),
-        }),
-    }
-}
-
-/// Reads an SSE stream until the response to `id` arrives. Other messages are skipped here; the
-/// streaming relay is a separate concern.
-async fn read_sse_answer(
-    response: reqwest::Response,
-    id: &Value,
-) -> Result<Option<Reply>, UpstreamError> {
-    use eventsource_stream::Eventsource as _;
-    let mut events = response.bytes_stream().eventsource();
-    while let Some(event) = events.next().await {
-        let event = event.map_err(|e| UpstreamError::Closed {
-            detail: e.to_string(),
-        })?;
-        if event.data.len() > MAX_MESSAGE_BYTES {
-            return Err(UpstreamError::Protocol {
-                detail: "SSE event too large".into(),
-            });
-        }
-        if event.data.trim().is_empty() {
-            continue;
-        }
-        match Message::decode(event.data.as_bytes()) {
-            Ok(Message::Response { id: got, outcome }) if &got == id => return Ok(Some(outcome)),
-            Ok(other) => tracing::trace!(message = ?other, "skipping upstream stream message"),
-            Err(e) => {
-                return Err(UpstreamError::Protocol {
-                    detail: format!("bad SSE event: {e}"),
-                });
-            }
-        }
-    }
-    Err(UpstreamError::Closed {
-        detail: "SSE stream ended before the response".into(),
-    })
-}
-
 /// Headers of a modern request (2026-07-28 Streamable HTTP, "Request Metadata").
 fn modern_headers(method: &str, name: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -660,87 +424,6 @@ fn mirrored_name(method: &str) -> impl Fn(&Value) -> Option<String> + '_ {
     }
 }
 
-/// An error with its sources, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Answers an upstream's server→client request with a POST in the same session.
-struct HttpResponder {
-    endpoint: Arc<Endpoint>,
-    headers: HeaderMap,
-}
-
-impl Respond for HttpResponder {
-    fn respond(
-        &self,
-        message: Value,
-    ) -> futures::future::BoxFuture<'static, Result<(), UpstreamError>> {
-        let endpoint = Arc::clone(&self.endpoint);
-        let headers = self.headers.clone();
-        Box::pin(async move { endpoint.post_message(&message, &headers).await })
-    }
-}
-
-/// Relays an SSE response of request `opened.id` into a call's channel, in arrival order.
-async fn relay_sse(
-    opened: Opened,
-    tx: tokio::sync::mpsc::Sender<CallItem>,
-    responder: Arc<dyn Respond>,
-    responder_endpoint: Arc<Endpoint>,
-) {
-    use eventsource_stream::Eventsource as _;
-    let id = opened.id;
-    let mut events = opened.response.bytes_stream().eventsource();
-    while let Some(event) = events.next().await {
-        let item = match event {
-            Err(e) => CallItem::Final(Err(UpstreamError::Closed {
-                detail: e.to_string(),
-            })),
-            Ok(event) if event.data.trim().is_empty() => continue,
-            Ok(event) if event.data.len() > MAX_MESSAGE_BYTES => {
-                CallItem::Final(Err(UpstreamError::Protocol {
-                    detail: "SSE event too large".into(),
-                }))
-            }
-            Ok(event) => match Message::decode(event.data.as_bytes()) {
-                Ok(Message::Response { id: got, outcome }) if got == id => {
-                    CallItem::Final(Ok(outcome))
-                }
-                Ok(Message::Response { .. }) => continue,
-                Ok(Message::Notification { method, params }) => {
-                    if announce(&responder_endpoint, &method, params.as_ref(), None) {
-                        continue;
-                    }
-                    CallItem::Notification(jsonrpc::notification(&method, params))
-                }
-                Ok(Message::Request { id, method, params }) => CallItem::Request(
-                    ServerRequest::new(id, method, params, Arc::clone(&responder)),
-                ),
-                Err(e) => CallItem::Final(Err(UpstreamError::Protocol {
-                    detail: format!("bad SSE event: {e}"),
-                })),
-            },
-        };
-        let last = matches!(item, CallItem::Final(_));
-        if tx.send(item).await.is_err() || last {
-            return;
-        }
-    }
-    let _ = tx
-        .send(CallItem::Final(Err(UpstreamError::Closed {
-            detail: "SSE stream ended before the response".into(),
-        })))
-        .await;
-}
-
 /// Adds `Mcp-Param-{name}` headers.
 fn add_param_headers(headers: &mut HeaderMap, param_headers: &[(String, String)]) {
     for (name, value) in param_headers {
@@ -750,97 +433,5 @@ fn add_param_headers(headers: &mut HeaderMap, param_headers: &[(String, String)]
         if let (Ok(header), Ok(value)) = (header, value) {
             headers.insert(header, value);
         }
-    }
-}
-
-/// Turns an upstream's list-change and resource-update notifications into events for the
-/// catalogue and the gateway's own notification streams; `true` when it was one of them (it is
-/// then not relayed to the client that happened to be on the stream).
-fn announce(
-    endpoint: &Endpoint,
-    method: &str,
-    params: Option<&Value>,
-    downstream: Option<Uuid>,
-) -> bool {
-    let event = if method.ends_with("/list_changed") {
-        UpstreamEvent::ListChanged {
-            upstream: endpoint.id.clone(),
-        }
-    } else if method == "notifications/resources/updated" {
-        match params.and_then(|p| p.get("uri")).and_then(Value::as_str) {
-            Some(uri) => UpstreamEvent::ResourceUpdated {
-                upstream: endpoint.id.clone(),
-                uri: uri.to_string(),
-                downstream,
-            },
-            None => return true,
-        }
-    } else {
-        return false;
-    };
-    let _ = endpoint.events.send(event);
-    true
-}
-
-/// Reads the standalone GET stream of a legacy upstream session for as long as the session
-/// lives: announces list changes and resource updates, answers `ping`, refuses other requests
-/// (nothing ties them to a client). Reconnects with backoff; stops when the upstream offers no
-/// stream (405) or the session is gone (404).
-async fn listen_get(endpoint: Arc<Endpoint>, headers: HeaderMap, downstream: Option<Uuid>) {
-    use eventsource_stream::Eventsource as _;
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let request = endpoint
-            .client
-            .get(endpoint.url.clone())
-            .headers(endpoint.headers.clone())
-            .headers(headers.clone())
-            .header(http::header::ACCEPT, "text/event-stream");
-        match request.send().await {
-            Ok(r)
-                if r.status() == StatusCode::METHOD_NOT_ALLOWED
-                    || r.status() == StatusCode::NOT_FOUND =>
-            {
-                tracing::debug!(upstream = %endpoint.id, status = r.status().as_u16(), "upstream offers no standalone stream");
-                return;
-            }
-            Ok(r) if r.status().is_success() => {
-                backoff = Duration::from_millis(500);
-                let mut events = r.bytes_stream().eventsource();
-                while let Some(Ok(event)) = events.next().await {
-                    match Message::decode(event.data.as_bytes()) {
-                        Ok(Message::Notification { method, params }) => {
-                            announce(&endpoint, &method, params.as_ref(), downstream);
-                        }
-                        Ok(Message::Request { id, method, .. }) => {
-                            let reply = if method == "ping" {
-                                jsonrpc::result_response(id, serde_json::json!({}))
-                            } else {
-                                jsonrpc::error_response(
-                                    Some(id),
-                                    jsonrpc::error_object(
-                                        crate::jsonrpc::code::METHOD_NOT_FOUND,
-                                        format!(
-                                            "{method} on the standalone stream cannot be attributed to a client"
-                                        ),
-                                        None,
-                                    ),
-                                )
-                            };
-                            let _ = endpoint.post_message(&reply, &headers).await;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Ok(r) => {
-                tracing::debug!(upstream = %endpoint.id, status = r.status().as_u16(), "standalone stream refused")
-            }
-            Err(e) => {
-                tracing::debug!(upstream = %endpoint.id, error = %e, "standalone stream failed")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

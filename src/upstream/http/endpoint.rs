@@ -1,0 +1,273 @@
+//! The HTTP exchange with one upstream endpoint: POSTing requests, notifications and
+//! responses, reading a JSON or SSE answer, and `DELETE` of a session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use url::Url;
+
+use super::super::{Reply, UpstreamError, UpstreamEvent};
+use crate::config::UpstreamId;
+use crate::jsonrpc::{self, Message};
+use crate::protocol::HEADER_SESSION_ID;
+
+/// Largest upstream message accepted, bytes. A larger answer is a protocol error.
+pub(super) const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Where and how to POST; shared with the session-eviction listener and reader tasks.
+pub(super) struct Endpoint {
+    pub(super) id: UpstreamId,
+    pub(super) url: Url,
+    pub(super) headers: HeaderMap,
+    pub(super) client: reqwest::Client,
+    pub(super) next_id: AtomicU64,
+    /// Where list changes and resource updates are announced.
+    pub(super) events: tokio::sync::broadcast::Sender<UpstreamEvent>,
+}
+
+/// What one POST produced, its body read to the answer.
+pub(super) struct Posted {
+    pub(super) status: StatusCode,
+    pub(super) session_id: Option<String>,
+    pub(super) answer: Option<Reply>,
+}
+
+/// What one POST produced before its body was read.
+pub(super) struct Opened {
+    pub(super) id: Value,
+    pub(super) status: StatusCode,
+    pub(super) session_id: Option<String>,
+    pub(super) response: reqwest::Response,
+    pub(super) is_sse: bool,
+}
+
+impl Posted {
+    pub(super) fn into_reply(self) -> Result<Reply, UpstreamError> {
+        match self.answer {
+            Some(answer) => Ok(answer),
+            None if !self.status.is_success() => Err(UpstreamError::HttpStatus {
+                status: self.status.as_u16(),
+            }),
+            None => Err(UpstreamError::Protocol {
+                detail: format!("HTTP {} without a JSON-RPC response", self.status),
+            }),
+        }
+    }
+}
+
+impl Endpoint {
+    /// POSTs one request and reads its answer from a JSON body or an SSE stream (other
+    /// messages on the stream are dropped: for the gateway's own requests).
+    pub(super) async fn post(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<Posted, UpstreamError> {
+        let Opened {
+            id,
+            status,
+            session_id,
+            response,
+            is_sse,
+        } = self.open(method, params, headers).await?;
+        let answer = if is_sse {
+            read_sse_answer(response, &id).await?
+        } else {
+            read_json_answer(response, &id).await?
+        };
+        Ok(Posted {
+            status,
+            session_id,
+            answer,
+        })
+    }
+
+    /// POSTs one request; the body is left unread.
+    pub(super) async fn open(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<Opened, UpstreamError> {
+        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let body = jsonrpc::request(id.clone(), method, params);
+        let response = self.send(http::Method::POST, headers, Some(&body)).await?;
+        let status = response.status();
+        let session_id = response
+            .headers()
+            .get(HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let is_sse = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        Ok(Opened {
+            id,
+            status,
+            session_id,
+            response,
+            is_sse,
+        })
+    }
+
+    /// POSTs a notification; any 2xx is success.
+    pub(super) async fn notify(
+        &self,
+        method: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), UpstreamError> {
+        self.notify_with(method, None, headers).await
+    }
+
+    /// POSTs a notification with params; any 2xx is success.
+    pub(super) async fn notify_with(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &HeaderMap,
+    ) -> Result<(), UpstreamError> {
+        let body = jsonrpc::notification(method, params);
+        self.post_message(&body, headers).await
+    }
+
+    /// POSTs a notification or response message; any 2xx is success.
+    pub(super) async fn post_message(
+        &self,
+        body: &Value,
+        headers: &HeaderMap,
+    ) -> Result<(), UpstreamError> {
+        let response = self.send(http::Method::POST, headers, Some(body)).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::HttpStatus {
+                status: response.status().as_u16(),
+            })
+        }
+    }
+
+    /// Ends a legacy upstream session; failures are logged, not returned.
+    pub(super) async fn delete_session(&self, session_id: &str) {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(session_id) {
+            headers.insert(HEADER_SESSION_ID, v);
+        }
+        match self.send(http::Method::DELETE, &headers, None).await {
+            Ok(r) => tracing::debug!(status = r.status().as_u16(), "closed upstream session"),
+            Err(e) => tracing::debug!(error = %e, "could not close upstream session"),
+        }
+    }
+
+    pub(super) async fn send(
+        &self,
+        method: http::Method,
+        headers: &HeaderMap,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
+            .client
+            .request(method, self.url.clone())
+            .headers(self.headers.clone())
+            .headers(headers.clone())
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
+                detail: e.to_string(),
+            })?;
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable {
+                detail: error_chain(&e),
+            })
+    }
+}
+
+/// Reads a JSON body; `Some` when it is the JSON-RPC response to `id` (or an id-less error).
+pub(super) async fn read_json_answer(
+    mut response: reqwest::Response,
+    id: &Value,
+) -> Result<Option<Reply>, UpstreamError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Closed {
+        detail: error_chain(&e),
+    })? {
+        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return Err(UpstreamError::Protocol {
+                detail: format!("response larger than {MAX_MESSAGE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match Message::decode(&body) {
+        Ok(Message::Response { id: got, outcome }) if &got == id || got.is_null() => {
+            Ok(Some(outcome))
+        }
+        Ok(_) | Err(_) if !response.status().is_success() => Ok(None),
+        Ok(other) => Err(UpstreamError::Protocol {
+            detail: format!("expected the response to request {id}, got {other:?}"),
+        }),
+        Err(e) => Err(UpstreamError::Protocol {
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Reads an SSE stream until the response to `id` arrives. Other messages are skipped here; the
+/// streaming relay is a separate concern.
+async fn read_sse_answer(
+    response: reqwest::Response,
+    id: &Value,
+) -> Result<Option<Reply>, UpstreamError> {
+    use eventsource_stream::Eventsource as _;
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| UpstreamError::Closed {
+            detail: e.to_string(),
+        })?;
+        if event.data.len() > MAX_MESSAGE_BYTES {
+            return Err(UpstreamError::Protocol {
+                detail: "SSE event too large".into(),
+            });
+        }
+        if event.data.trim().is_empty() {
+            continue;
+        }
+        match Message::decode(event.data.as_bytes()) {
+            Ok(Message::Response { id: got, outcome }) if &got == id => return Ok(Some(outcome)),
+            Ok(other) => tracing::trace!(message = ?other, "skipping upstream stream message"),
+            Err(e) => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!("bad SSE event: {e}"),
+                });
+            }
+        }
+    }
+    Err(UpstreamError::Closed {
+        detail: "SSE stream ended before the response".into(),
+    })
+}
+
+/// An error with its sources, for logs.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
