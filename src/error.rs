@@ -21,6 +21,8 @@ pub enum TargetKind {
     Prompt,
     /// A resource or resource template URI (`resources/read`, completion refs).
     Resource,
+    /// A task id (`tasks/get`, `tasks/result`, `tasks/cancel`).
+    Task,
 }
 
 impl TargetKind {
@@ -30,6 +32,7 @@ impl TargetKind {
             Self::Tool => "tool",
             Self::Prompt => "prompt",
             Self::Resource => "resource",
+            Self::Task => "task",
         }
     }
 }
@@ -192,6 +195,7 @@ impl GatewayError {
                     TargetKind::Tool => "Unknown tool",
                     TargetKind::Prompt => "Unknown prompt",
                     TargetKind::Resource => "Resource not found",
+                    TargetKind::Task => "Unknown task",
                 };
                 (
                     StatusCode::OK,

@@ -526,3 +526,27 @@ async fn a_modern_upstreams_list_changes_arrive_over_subscriptions_listen() {
     assert_eq!(listen["params"]["notifications"]["toolsListChanged"], true);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn task_ids_must_name_an_upstream() {
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\n",
+        stdio_mock("legacy")
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    for bad in ["no-separator", "ghost+123"] {
+        let r = client
+            .legacy(&sid, "tasks/get", json!({"taskId": bad}))
+            .await;
+        assert_eq!(r.error_code(), -32602, "{bad}");
+    }
+    let r = client.legacy(&sid, "tasks/list", json!({})).await;
+    assert_eq!(
+        r.result(),
+        &json!({"tasks": []}),
+        "no upstream supports tasks"
+    );
+    gw.shutdown().await;
+}

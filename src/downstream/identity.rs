@@ -44,6 +44,24 @@ pub fn capabilities(snapshot: &Snapshot) -> Value {
     Value::Object(caps)
 }
 
+/// The legacy `tasks` capability: the union of what the upstreams announce (the gateway relays
+/// tasks to legacy clients), `None` when no upstream supports tasks.
+pub fn tasks_capability(snapshot: &Snapshot) -> Option<Value> {
+    let mut merged = Map::new();
+    for (_, listing) in &snapshot.upstreams {
+        let tasks = listing
+            .info
+            .as_ref()
+            .and_then(|i| i.capabilities.get("tasks"));
+        if let Some(Value::Object(obj)) = tasks {
+            for (k, v) in obj {
+                merged.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    (!merged.is_empty()).then_some(Value::Object(merged))
+}
+
 /// The upstreams' instructions, each under a heading naming its upstream; `None` when no
 /// upstream gave any.
 pub fn instructions(snapshot: &Snapshot) -> Option<String> {

@@ -17,6 +17,7 @@ use crate::telemetry::Metrics;
 use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstream, UpstreamError};
 
 mod rewrite;
+pub mod tasks;
 use rewrite::Rewrite;
 
 /// Routes decoded requests.
@@ -70,6 +71,18 @@ impl Router {
                 let arguments = params.get("arguments").unwrap_or(&Value::Null);
                 param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
                 (tool.upstream.clone(), Rewrite::ToolResult)
+            }
+            "tasks/get" | "tasks/result" | "tasks/cancel" => {
+                let rewrite = if method == "tasks/result" {
+                    Rewrite::TaskPayload
+                } else {
+                    Rewrite::Task
+                };
+                (tasks::resolve(&snapshot, &mut params)?, rewrite)
+            }
+            "tasks/list" => {
+                let merged = tasks::list(&snapshot, self.catalogue.upstreams(), ctx).await;
+                return Ok(Routed::Reply(Ok(merged)));
             }
             "prompts/get" => (
                 resolve_named(&snapshot, &mut params, TargetKind::Prompt)?
@@ -226,7 +239,14 @@ impl RoutedCall {
     /// The next step; `None` after [`Step::Done`].
     pub async fn next(&mut self) -> Option<Step> {
         Some(match self.call.next().await? {
-            CallItem::Notification(n) => Step::Notification(n),
+            CallItem::Notification(mut n) => {
+                if n["method"] == "notifications/tasks/status"
+                    && let Some(params) = n.get_mut("params")
+                {
+                    tasks::rewrite_ids(params, &self.upstream);
+                }
+                Step::Notification(n)
+            }
             CallItem::Request(r) => Step::Request(r),
             CallItem::Final(outcome) => Step::Done(self.finish(outcome)),
         })
@@ -250,6 +270,9 @@ impl RoutedCall {
                 let (snapshot, upstream) = (&self.snapshot, &self.upstream);
                 self.rewrite
                     .apply(&mut result, &|uri| snapshot.wire_uri(upstream, uri));
+                if self.rewrite.has_task_ids() {
+                    tasks::rewrite_ids(&mut result, upstream);
+                }
                 Ok(Ok(result))
             }
             Ok(Err(error)) => Ok(Err(error)),

@@ -14,17 +14,27 @@ pub(super) enum Rewrite {
     PromptResult,
     /// `contents[].uri` of a `ReadResourceResult`.
     ReadResult,
+    /// A `Task` (`tasks/get`, `tasks/cancel`): its `taskId`.
+    Task,
+    /// `tasks/result`: the payload of the original request (a tool result) and its task ids.
+    TaskPayload,
 }
 
 impl Rewrite {
+    /// Whether results carry task ids to namespace (a tool call may create a task).
+    pub(super) fn has_task_ids(self) -> bool {
+        matches!(self, Self::ToolResult | Self::Task | Self::TaskPayload)
+    }
+
     pub(super) fn apply(self, result: &mut Value, wire: &dyn Fn(&str) -> String) {
         match self {
             Self::None => {}
-            Self::ToolResult => {
+            Self::ToolResult | Self::TaskPayload => {
                 for block in array_mut(result, "content") {
                     rewrite_block(block, wire);
                 }
             }
+            Self::Task => {}
             Self::PromptResult => {
                 for message in array_mut(result, "messages") {
                     match message.get_mut("content") {

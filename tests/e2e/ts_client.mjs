@@ -9,6 +9,10 @@ import {
   ElicitRequestSchema,
   ResourceUpdatedNotificationSchema,
   ToolListChangedNotificationSchema,
+  CreateTaskResultSchema,
+  GetTaskResultSchema,
+  CallToolResultSchema,
+  ListTasksResultSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 
 const url = new URL(process.argv[2]);
@@ -120,6 +124,28 @@ assert.ok(updates.length > 0, "a resource update arrived");
 assert.equal(updates[0], watched);
 await client.unsubscribeResource({ uri: watched });
 seen.resourceUpdates = updates.length;
+
+// Tasks: created by a real upstream, polled and fetched through the gateway with namespaced ids.
+assert.ok(client.getServerCapabilities().tasks, "task support is advertised because it is relayed");
+const created = await client.request(
+  { method: "tools/call", params: { name: "everything__simulate-research-query", arguments: { topic: "gateways", ambiguous: false }, task: { ttl: 60000 } } },
+  CreateTaskResultSchema,
+);
+const taskId = created.task.taskId;
+assert.match(taskId, /^everything\+/);
+let task;
+const taskDeadline = Date.now() + 30000;
+do {
+  await new Promise((r) => setTimeout(r, 250));
+  task = await client.request({ method: "tasks/get", params: { taskId } }, GetTaskResultSchema);
+} while (task.status !== "completed" && Date.now() < taskDeadline);
+assert.equal(task.status, "completed");
+assert.equal(task.taskId, taskId);
+const payload = await client.request({ method: "tasks/result", params: { taskId } }, CallToolResultSchema);
+assert.match(payload.content[0].text, /gateways/);
+const listed = await client.request({ method: "tasks/list", params: {} }, ListTasksResultSchema);
+assert.ok(listed.tasks.some((t) => t.taskId === taskId), "tasks/list is merged and namespaced");
+seen.task = task.status;
 
 let unknown;
 try {

@@ -1,0 +1,129 @@
+//! Tasks (2025-11-25 `basic/utilities/tasks`): task ids are namespaced by their upstream as
+//! `{upstream}+{taskId}` in every prefix mode (task ids are opaque, so this costs clients
+//! nothing and keeps every id routable), `tasks/get`, `tasks/result` and `tasks/cancel` go to
+//! the owner, and `tasks/list` is merged across upstreams.
+
+use serde_json::{Value, json};
+
+use crate::catalogue::Snapshot;
+use crate::config::UpstreamId;
+use crate::error::{GatewayError, TargetKind};
+use crate::upstream::{CallContext, UpstreamError};
+
+/// Separator between upstream id and task id.
+const SEPARATOR: char = '+';
+/// Most pages read from one upstream's `tasks/list`.
+const MAX_PAGES: usize = 100;
+
+/// The client-facing form of `task_id` of `upstream`.
+pub fn wire_task_id(upstream: &UpstreamId, task_id: &str) -> String {
+    format!("{upstream}{SEPARATOR}{task_id}")
+}
+
+/// The owner and upstream id of a client-facing task id in `params.taskId`; rewrites the
+/// param to the upstream's own id.
+///
+/// # Errors
+/// [`GatewayError::InvalidParams`] when `taskId` is missing or names no upstream.
+pub fn resolve(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, GatewayError> {
+    let wire = params
+        .get("taskId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| GatewayError::InvalidParams {
+            message: "`taskId` must be a string".into(),
+            transport: false,
+        })?;
+    let unknown = || GatewayError::UnknownTarget {
+        kind: TargetKind::Task,
+        name: wire.to_string(),
+    };
+    let (upstream, original) = wire.split_once(SEPARATOR).ok_or_else(unknown)?;
+    let (id, _) = snapshot
+        .upstreams
+        .iter()
+        .find(|(id, _)| id.as_str() == upstream)
+        .ok_or_else(unknown)?;
+    let id = id.clone();
+    params["taskId"] = Value::from(original);
+    Ok(id)
+}
+
+/// Rewrites the task ids in a result or notification params: a top-level `taskId` (`Task`,
+/// `GetTaskResult`, `notifications/tasks/status`), `task.taskId` (`CreateTaskResult`) and the
+/// related-task `_meta`.
+pub fn rewrite_ids(value: &mut Value, upstream: &UpstreamId) {
+    let fix = |slot: Option<&mut Value>| {
+        if let Some(slot) = slot
+            && let Some(id) = slot.as_str()
+        {
+            *slot = Value::from(wire_task_id(upstream, id));
+        }
+    };
+    fix(value.get_mut("taskId"));
+    fix(value.get_mut("task").and_then(|t| t.get_mut("taskId")));
+    fix(value
+        .get_mut("_meta")
+        .and_then(|m| m.get_mut("io.modelcontextprotocol/related-task"))
+        .and_then(|t| t.get_mut("taskId")));
+}
+
+/// Whether any upstream announced task support.
+pub fn announced(snapshot: &Snapshot) -> bool {
+    snapshot.upstreams.iter().any(|(_, l)| {
+        l.info
+            .as_ref()
+            .is_some_and(|i| i.capabilities.get("tasks").is_some())
+    })
+}
+
+/// `tasks/list` merged across the upstreams that support it, in the caller's context. An
+/// upstream that fails is left out (and logged): the others' tasks are still listed.
+pub async fn list(
+    snapshot: &Snapshot,
+    upstreams: &crate::upstream::UpstreamSet,
+    ctx: &CallContext,
+) -> Value {
+    let mut tasks = Vec::new();
+    for (id, listing) in &snapshot.upstreams {
+        let supports = listing
+            .info
+            .as_ref()
+            .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());
+        let Some(upstream) = upstreams.get(id.as_str()).filter(|_| supports) else {
+            continue;
+        };
+        match list_one(upstream, ctx).await {
+            Ok(found) => tasks.extend(found.into_iter().map(|mut t| {
+                rewrite_ids(&mut t, id);
+                t
+            })),
+            Err(e) => {
+                tracing::warn!(upstream = %id, error = %e, "tasks/list failed; leaving its tasks out")
+            }
+        }
+    }
+    json!({ "tasks": tasks })
+}
+
+async fn list_one(
+    upstream: &crate::upstream::Upstream,
+    ctx: &CallContext,
+) -> Result<Vec<Value>, UpstreamError> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let page = upstream
+            .request(ctx, "tasks/list", params)
+            .await?
+            .map_err(|e| UpstreamError::Protocol {
+                detail: format!("tasks/list failed: {e}"),
+            })?;
+        all.extend(page["tasks"].as_array().cloned().unwrap_or_default());
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(all),
+        }
+    }
+    Ok(all)
+}
