@@ -10,6 +10,7 @@
 pub mod call;
 mod http;
 pub mod mcp;
+mod mux;
 mod stdio;
 
 use std::sync::Arc;
@@ -153,7 +154,8 @@ pub struct Upstream {
 
 enum Link {
     Http(Box<http::HttpUpstream>),
-    Stdio(stdio::StdioUpstream),
+    /// stdio, or the 2024-11-05 HTTP+SSE transport: one multiplexed connection.
+    Mux(mux::MuxUpstream),
 }
 
 impl Upstream {
@@ -177,8 +179,24 @@ impl Upstream {
                     events,
                 )))
             }
-            UpstreamTransport::Stdio { .. } => {
-                Link::Stdio(stdio::StdioUpstream::spawn(cfg.clone(), events))
+            UpstreamTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
+                let connector = stdio::StdioConnector {
+                    id: cfg.id.clone(),
+                    command: command.clone(),
+                    args: args.clone(),
+                    env: env.clone(),
+                    cwd: cwd.clone(),
+                };
+                Link::Mux(mux::MuxUpstream::spawn(
+                    cfg.clone(),
+                    Arc::new(connector),
+                    events,
+                ))
             }
         };
         Self {
@@ -229,7 +247,7 @@ impl Upstream {
         let start = async {
             match &self.link {
                 Link::Http(h) => h.call(ctx, method, params, param_headers, deadline).await,
-                Link::Stdio(s) => s.call(ctx, method, params, deadline).await,
+                Link::Mux(s) => s.call(ctx, method, params, deadline).await,
             }
         };
         tokio::time::timeout_at(deadline, start)
@@ -254,7 +272,7 @@ impl Upstream {
                     h.call(&ctx, "subscriptions/listen", Some(params), &[], deadline)
                         .await
                 }
-                Link::Stdio(s) => {
+                Link::Mux(s) => {
                     s.call(&ctx, "subscriptions/listen", Some(params), deadline)
                         .await
                 }
@@ -273,7 +291,7 @@ impl Upstream {
         let call = async {
             match &self.link {
                 Link::Http(h) => h.info().await,
-                Link::Stdio(s) => s.info().await,
+                Link::Mux(s) => s.info().await,
             }
         };
         tokio::time::timeout(self.timeout, call)
