@@ -151,6 +151,13 @@ pub enum UpstreamTransport {
         /// Static headers sent with every request.
         headers: Vec<(http::HeaderName, Secret)>,
     },
+    /// The deprecated HTTP+SSE transport (2024-11-05).
+    Sse {
+        /// The SSE endpoint URL (`GET`), e.g. `http://127.0.0.1:3001/sse`.
+        url: Url,
+        /// Static headers sent with every request.
+        headers: Vec<(http::HeaderName, Secret)>,
+    },
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
     Stdio {
         /// Program.

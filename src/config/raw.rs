@@ -97,6 +97,9 @@ pub struct RawUpstream {
     /// stdio upstream (a child process).
     #[serde(default)]
     pub stdio: Option<RawStdioUpstream>,
+    /// Upstream on the deprecated HTTP+SSE transport (2024-11-05): `url` is its SSE endpoint.
+    #[serde(default)]
+    pub sse: Option<RawHttpUpstream>,
     /// Whole-call timeout, e.g. `30s`.
     #[serde(default)]
     pub timeout: Option<String>,

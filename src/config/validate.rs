@@ -234,71 +234,69 @@ fn transport(
     env: &dyn Fn(&str) -> Option<String>,
     issues: &mut Issues,
 ) -> Option<UpstreamTransport> {
-    match (&up.http, &up.stdio) {
-        (Some(http), None) => {
-            let url = issues
-                .check(&format!("{at}.http.url"), expand_env(&http.url, env))
-                .and_then(|u| issues.check(&format!("{at}.http.url"), http_url(&u)));
-            let mut headers = Vec::new();
-            for (name, value) in &http.headers {
-                let path = format!("{at}.http.headers.{name}");
-                let value = issues.check(&path, expand_env(value, env));
-                if let Some(h) = header(name, value, &path, issues) {
-                    headers.push(h);
-                }
-            }
-            for (name, file) in &http.header_files {
-                let path = format!("{at}.http.header_files.{name}");
-                let file = base.join(file);
-                let value = issues.check(
-                    &path,
-                    std::fs::read_to_string(&file)
-                        .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                        .map_err(|e| format!("cannot read {}: {e}", file.display())),
-                );
-                if let Some(h) = header(name, value, &path, issues) {
-                    headers.push(h);
-                }
-            }
-            Some(UpstreamTransport::Http { url: url?, headers })
-        }
-        (None, Some(stdio)) => {
-            if stdio.command.trim().is_empty() {
-                issues.push(format!("{at}.stdio.command"), "must not be empty");
-            }
-            let args = stdio
-                .args
-                .iter()
-                .enumerate()
-                .filter_map(|(j, a)| {
-                    issues.check(&format!("{at}.stdio.args[{j}]"), expand_env(a, env))
-                })
-                .collect();
-            let env_vars = stdio
-                .env
-                .iter()
-                .filter_map(|(k, v)| {
-                    issues
-                        .check(&format!("{at}.stdio.env.{k}"), expand_env(v, env))
-                        .map(|v| (k.clone(), Secret::new(v)))
-                })
-                .collect();
-            Some(UpstreamTransport::Stdio {
-                command: stdio.command.clone(),
-                args,
-                env: env_vars,
-                cwd: stdio.cwd.as_ref().map(|c| base.join(c)),
-            })
-        }
-        (Some(_), Some(_)) => {
-            issues.push(at, "set exactly one of `http` or `stdio`, not both");
-            None
-        }
-        (None, None) => {
-            issues.push(at, "set one of `http` or `stdio`");
-            None
-        }
+    let kinds = [up.http.is_some(), up.stdio.is_some(), up.sse.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        issues.push(at, "set exactly one of `http`, `stdio` or `sse`");
+        return None;
     }
+    if let Some(http) = up.http.as_ref().or(up.sse.as_ref()) {
+        let key = if up.http.is_some() { "http" } else { "sse" };
+        let url = issues
+            .check(&format!("{at}.{key}.url"), expand_env(&http.url, env))
+            .and_then(|u| issues.check(&format!("{at}.{key}.url"), http_url(&u)));
+        let mut headers = Vec::new();
+        for (name, value) in &http.headers {
+            let path = format!("{at}.{key}.headers.{name}");
+            let value = issues.check(&path, expand_env(value, env));
+            if let Some(h) = header(name, value, &path, issues) {
+                headers.push(h);
+            }
+        }
+        for (name, file) in &http.header_files {
+            let path = format!("{at}.{key}.header_files.{name}");
+            let file = base.join(file);
+            let value = issues.check(
+                &path,
+                std::fs::read_to_string(&file)
+                    .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", file.display())),
+            );
+            if let Some(h) = header(name, value, &path, issues) {
+                headers.push(h);
+            }
+        }
+        let url = url?;
+        return Some(if up.http.is_some() {
+            UpstreamTransport::Http { url, headers }
+        } else {
+            UpstreamTransport::Sse { url, headers }
+        });
+    }
+    let stdio = up.stdio.as_ref()?;
+    if stdio.command.trim().is_empty() {
+        issues.push(format!("{at}.stdio.command"), "must not be empty");
+    }
+    let args = stdio
+        .args
+        .iter()
+        .enumerate()
+        .filter_map(|(j, a)| issues.check(&format!("{at}.stdio.args[{j}]"), expand_env(a, env)))
+        .collect();
+    let env_vars = stdio
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            issues
+                .check(&format!("{at}.stdio.env.{k}"), expand_env(v, env))
+                .map(|v| (k.clone(), Secret::new(v)))
+        })
+        .collect();
+    Some(UpstreamTransport::Stdio {
+        command: stdio.command.clone(),
+        args,
+        env: env_vars,
+        cwd: stdio.cwd.as_ref().map(|c| base.join(c)),
+    })
 }
 
 fn header(

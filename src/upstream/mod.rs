@@ -11,6 +11,7 @@ pub mod call;
 mod http;
 pub mod mcp;
 mod mux;
+mod sse;
 mod stdio;
 
 use std::sync::Arc;
@@ -178,6 +179,19 @@ impl Upstream {
                     session_idle,
                     events,
                 )))
+            }
+            UpstreamTransport::Sse { url, headers } => {
+                let connector = sse::SseConnector {
+                    id: cfg.id.clone(),
+                    url: url.clone(),
+                    headers: header_map(headers),
+                    client: http_client,
+                };
+                Link::Mux(mux::MuxUpstream::spawn(
+                    cfg.clone(),
+                    Arc::new(connector),
+                    events,
+                ))
             }
             UpstreamTransport::Stdio {
                 command,
@@ -361,4 +375,16 @@ impl UpstreamSet {
             u.close_session(downstream).await;
         }
     }
+}
+
+/// Configured static headers as a header map, values marked sensitive (never logged).
+fn header_map(headers: &[(::http::HeaderName, crate::config::Secret)]) -> ::http::HeaderMap {
+    let mut map = ::http::HeaderMap::new();
+    for (name, value) in headers {
+        if let Ok(mut v) = ::http::HeaderValue::from_str(value.expose()) {
+            v.set_sensitive(true);
+            map.append(name.clone(), v);
+        }
+    }
+    map
 }

@@ -51,12 +51,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_everything(log: Path) -> tuple[subprocess.Popen, int]:
-    """@modelcontextprotocol/server-everything over Streamable HTTP on a free port."""
+def start_everything(log: Path, transport: str = "streamableHttp") -> tuple[subprocess.Popen, int]:
+    """@modelcontextprotocol/server-everything on a free port: Streamable HTTP, or `sse` for the
+    2024-11-05 HTTP+SSE transport."""
     port = free_port()
     env = dict(os.environ, PORT=str(port))
     proc = subprocess.Popen(
-        [str(NODE_BIN / "mcp-server-everything"), "streamableHttp"],
+        [str(NODE_BIN / "mcp-server-everything"), transport],
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

@@ -80,13 +80,7 @@ impl HttpUpstream {
         session_idle: Duration,
         events: tokio::sync::broadcast::Sender<UpstreamEvent>,
     ) -> Self {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            if let Ok(mut v) = HeaderValue::from_str(value.expose()) {
-                v.set_sensitive(true);
-                map.append(name, v);
-            }
-        }
+        let map = super::header_map(&headers);
         let endpoint = Arc::new(Endpoint {
             id: id.clone(),
             url,
