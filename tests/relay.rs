@@ -146,16 +146,11 @@ async fn a_legacy_client_answers_its_upstreams_elicitation() {
 async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
     let gw = stdio_gateway("legacy").await;
     let client = Client::new(&gw);
-    let headers = Client::modern_headers("tools/call", Some("ask"));
     let first = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "ask", "arguments": {}}),
-                caps(ELICIT),
-                None,
-            ),
-            &headers,
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask", "arguments": {}}),
+            caps(ELICIT),
         )
         .await;
     let result = first.result();
@@ -171,36 +166,26 @@ async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
     let mut tampered = state.clone();
     tampered.push('A');
     let bad = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "ask", "arguments": {}, "requestState": tampered,
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask", "arguments": {}, "requestState": tampered,
             "inputResponses": {}}),
-                caps(ELICIT),
-                None,
-            ),
-            &headers,
+            caps(ELICIT),
         )
         .await;
     assert_eq!(bad.error_code(), -32602);
     let other = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "echo", "arguments": {}, "requestState": state,
+        .modern_caps(
+            "tools/call",
+            json!({"name": "echo", "arguments": {}, "requestState": state,
             "inputResponses": {}}),
-                caps(ELICIT),
-                None,
-            ),
-            &Client::modern_headers("tools/call", Some("echo")),
+            caps(ELICIT),
         )
         .await;
     assert_eq!(other.error_code(), -32602);
 
-    let retry = client
-        .post(&Client::modern_body("tools/call", json!({"name": "ask", "arguments": {}, "requestState": state,
-            "inputResponses": {"upstream_request": {"action": "accept", "content": {"name": "Grace"}}}}), caps(ELICIT), None), &headers)
-        .await;
+    let retry = client.modern_caps("tools/call", json!({"name": "ask", "arguments": {}, "requestState": state,
+            "inputResponses": {"upstream_request": {"action": "accept", "content": {"name": "Grace"}}}}), caps(ELICIT)).await;
     assert!(
         retry.result()["content"][0]["text"]
             .as_str()
@@ -211,14 +196,10 @@ async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
 
     // Without the elicitation capability the upstream's request is refused, not forwarded.
     let refused = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "ask", "arguments": {}}),
-                json!({}),
-                None,
-            ),
-            &headers,
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask", "arguments": {}}),
+            json!({}),
         )
         .await;
     assert!(
@@ -237,16 +218,11 @@ async fn mrtr_with_a_modern_upstream_in_both_eras() {
     let client = Client::new(&gw);
 
     // Modern client: the upstream's InputRequiredResult and requestState pass through untouched.
-    let headers = Client::modern_headers("tools/call", Some("ask"));
     let first = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "ask", "arguments": {}}),
-                caps(ELICIT),
-                None,
-            ),
-            &headers,
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask", "arguments": {}}),
+            caps(ELICIT),
         )
         .await;
     assert_eq!(first.result()["requestState"], "mock-state-1");
@@ -255,15 +231,11 @@ async fn mrtr_with_a_modern_upstream_in_both_eras() {
         "elicitation/create"
     );
     let retry = client
-        .post(
-            &Client::modern_body(
-                "tools/call",
-                json!({"name": "ask", "arguments": {}, "requestState": "mock-state-1",
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask", "arguments": {}, "requestState": "mock-state-1",
             "inputResponses": {"name": {"action": "accept", "content": {"name": "Linus"}}}}),
-                caps(ELICIT),
-                None,
-            ),
-            &headers,
+            caps(ELICIT),
         )
         .await;
     assert_eq!(retry.result()["content"][0]["text"], "hello Linus");

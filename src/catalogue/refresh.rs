@@ -75,38 +75,33 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
 
 /// Keeps a `subscriptions/listen` open on a modern upstream that announces list changes, so its
 /// changes reach the catalogue at once (a legacy upstream sends them unasked). Reopened with
-/// backoff when it ends.
+/// backoff when it ends; stops for an upstream that turns out legacy or announces no changes.
 async fn listen(upstream: Arc<crate::upstream::Upstream>) {
     let mut backoff = std::time::Duration::from_secs(1);
     loop {
-        let wanted = match upstream.info().await {
-            Ok(info) if info.era == crate::protocol::Era::Modern => {
-                ["tools", "prompts", "resources"].iter().any(|k| {
-                    info.capabilities.pointer(&format!("/{k}/listChanged"))
-                        == Some(&serde_json::Value::Bool(true))
-                })
-            }
-            Ok(_) => return,
-            Err(_) => true,
-        };
-        if !wanted {
-            return;
-        }
-        if let Ok(info) = upstream.info().await
-            && info.era == crate::protocol::Era::Modern
-        {
-            match upstream.listen().await {
+        match upstream.info().await {
+            Ok(info) if info.era != crate::protocol::Era::Modern => return,
+            Ok(info) if !announces_list_changes(&info.capabilities) => return,
+            Ok(_) => match upstream.listen().await {
                 Ok(mut call) => {
                     tracing::debug!(upstream = %upstream.id(), "listening for upstream list changes");
                     backoff = std::time::Duration::from_secs(1);
                     while call.next().await.is_some() {}
                 }
                 Err(e) => {
-                    tracing::debug!(upstream = %upstream.id(), error = %e, "subscriptions/listen failed")
+                    tracing::debug!(upstream = %upstream.id(), error = %e, "subscriptions/listen failed");
                 }
-            }
+            },
+            // Not reachable yet: try again later.
+            Err(_) => {}
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
     }
+}
+
+fn announces_list_changes(capabilities: &serde_json::Value) -> bool {
+    ["tools", "prompts", "resources"].iter().any(|k| {
+        capabilities.pointer(&format!("/{k}/listChanged")) == Some(&serde_json::Value::Bool(true))
+    })
 }

@@ -134,6 +134,18 @@ impl Client {
         }
     }
 
+    /// A modern request with correct `_meta` and headers, declaring `capabilities`.
+    pub async fn modern_caps(&self, method: &str, params: Value, capabilities: Value) -> Reply {
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(mcpgate::protocol::encode_header_value);
+        let body = Self::modern_body(method, params, capabilities, None);
+        self.post(&body, &Self::modern_headers(method, name.as_deref()))
+            .await
+    }
+
     /// A modern request with correct `_meta` and headers.
     pub async fn modern(&self, method: &str, params: Value) -> Reply {
         let mut params = params;
