@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use support::mock_http::{self, MockEra, MockSpec};
-use support::{Client, eventually, gateway, stdio_mock};
+use support::{Client, eventually, gateway, stdio_gateway, stdio_mock};
 
 fn names(items: &[Value], field: &str) -> Vec<String> {
     items
@@ -368,8 +368,7 @@ async fn a_crashed_stdio_upstream_is_restarted() {
 
 #[tokio::test]
 async fn list_changed_refreshes_the_catalogue() {
-    let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: always }}\n",
-        stdio_mock("modern"))).await;
+    let gw = stdio_gateway("modern", true).await;
     let client = Client::new(&gw);
     let (before, _) = client.list_all("tools/list", "tools").await;
     assert!(!names(&before, "name").contains(&"pipe__grown".to_string()));
@@ -529,11 +528,7 @@ async fn a_modern_upstreams_list_changes_arrive_over_subscriptions_listen() {
 
 #[tokio::test]
 async fn task_ids_must_name_an_upstream() {
-    let gw = gateway(&format!(
-        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\n",
-        stdio_mock("legacy")
-    ))
-    .await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     let sid = client.initialize().await;
     for bad in ["no-separator", "ghost+123"] {

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::mock_http::{self, MockEra, MockSpec};
-use support::{Client, eventually, gateway, stdio_mock};
+use support::{Client, eventually, gateway, stdio_gateway};
 
 const ELICIT: &str = r#"{"elicitation": {}}"#;
 
@@ -15,17 +15,9 @@ fn caps(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-async fn stdio_gateway(era: &str) -> mcpgate::app::Running {
-    gateway(&format!(
-        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\n",
-        stdio_mock(era)
-    ))
-    .await
-}
-
 #[tokio::test]
 async fn progress_and_log_messages_stream_in_order() {
-    let gw = stdio_gateway("legacy").await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     let sid = client.initialize().await;
     let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
@@ -98,7 +90,7 @@ async fn progress_and_log_messages_stream_in_order() {
 
 #[tokio::test]
 async fn a_legacy_client_answers_its_upstreams_elicitation() {
-    let gw = stdio_gateway("legacy").await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     let sid = client.initialize_with(caps(ELICIT)).await;
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
@@ -144,7 +136,7 @@ async fn a_legacy_client_answers_its_upstreams_elicitation() {
 
 #[tokio::test]
 async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
-    let gw = stdio_gateway("legacy").await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     let first = client
         .modern_caps(
@@ -274,7 +266,7 @@ async fn cancellations(client: &Client) -> Vec<Value> {
 
 #[tokio::test]
 async fn cancellation_reaches_the_upstream_in_both_eras() {
-    let gw = stdio_gateway("legacy").await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     assert!(cancellations(&client).await.is_empty());
 
@@ -317,11 +309,7 @@ async fn cancellation_reaches_the_upstream_in_both_eras() {
 
 #[tokio::test]
 async fn the_standalone_stream_carries_list_changes_and_subscribed_updates() {
-    let gw = gateway(&format!(
-        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: always }}\n",
-        stdio_mock("legacy")
-    ))
-    .await;
+    let gw = stdio_gateway("legacy", true).await;
     let client = Client::new(&gw);
     let sid = client.initialize().await;
     let init = client
@@ -398,11 +386,7 @@ async fn the_standalone_stream_carries_list_changes_and_subscribed_updates() {
 
 #[tokio::test]
 async fn subscriptions_listen_acknowledges_filters_and_tags() {
-    let gw = gateway(&format!(
-        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: always }}\n",
-        stdio_mock("legacy")
-    ))
-    .await;
+    let gw = stdio_gateway("legacy", true).await;
     let client = Client::new(&gw);
     let listen = Client::modern_body(
         "subscriptions/listen",
@@ -478,7 +462,7 @@ async fn subscriptions_listen_acknowledges_filters_and_tags() {
 
 #[tokio::test]
 async fn a_legacy_client_resumes_a_lost_response_stream() {
-    let gw = stdio_gateway("legacy").await;
+    let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);
     let sid = client.initialize_with(caps(ELICIT)).await;
     let call = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "ask", "arguments": {}}});

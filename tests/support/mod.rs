@@ -19,6 +19,17 @@ pub async fn gateway(yaml: &str) -> Running {
     mcpgate::app::start(config).await.expect("gateway starts")
 }
 
+/// A gateway in front of one stdio mock, upstream id `pipe`, in `era`; `prefixed` forces prefix
+/// mode `always` (else `conditional`: no prefix for a single upstream).
+pub async fn stdio_gateway(era: &str, prefixed: bool) -> Running {
+    let prefix = if prefixed { "always" } else { "conditional" };
+    gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\nnamespacing: {{ prefix: {prefix} }}\n",
+        stdio_mock(era)
+    ))
+    .await
+}
+
 /// The command line of the stdio mock in `era`.
 pub fn stdio_mock(era: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mock_stdio.py");
