@@ -97,6 +97,13 @@ pub enum GatewayError {
         /// What the client asked for.
         requested: String,
     },
+    /// Modern: the request needs a client capability it did not declare (400, -32021,
+    /// `data.requiredCapabilities`; 2026-07-28 `MissingRequiredClientCapabilityError`).
+    #[error("missing required client capability")]
+    MissingClientCapability {
+        /// What the client must declare, shaped like `ClientCapabilities`.
+        required: Value,
+    },
     /// Legacy: a request other than `initialize` without `Mcp-Session-Id` (400, -32600).
     #[error("missing Mcp-Session-Id header")]
     SessionRequired,
@@ -226,6 +233,17 @@ impl GatewayError {
                     Some(
                         json!({"requested": requested, "supported": crate::protocol::all_versions()}),
                     ),
+                )),
+            ),
+            Self::MissingClientCapability { required } => (
+                match era {
+                    Era::Legacy => StatusCode::OK,
+                    Era::Modern => StatusCode::BAD_REQUEST,
+                },
+                Some(error_object(
+                    code::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                    "Missing required client capability",
+                    Some(json!({ "requiredCapabilities": required })),
                 )),
             ),
             Self::SessionRequired => (

@@ -88,7 +88,9 @@ pub fn negotiate_legacy(requested: &str) -> &'static str {
         .unwrap_or(LATEST_LEGACY)
 }
 
-/// Methods a 2026-07-28 server answers; anything else is -32601 with HTTP 404.
+/// Methods a 2026-07-28 server answers; anything else is -32601 with HTTP 404. The tasks
+/// extension's methods are included: they are gated on the extension per request
+/// ([`EXTENSION_TASKS`]). Its removed v1 methods (`tasks/result`, `tasks/list`) are not.
 pub fn is_modern_method(method: &str) -> bool {
     matches!(
         method,
@@ -102,7 +104,27 @@ pub fn is_modern_method(method: &str) -> bool {
             | "resources/templates/list"
             | "completion/complete"
             | "subscriptions/listen"
-    )
+    ) || is_task_method(method)
+}
+
+/// The tasks extension's identifier (SEP-2663), the key under `capabilities.extensions` of
+/// both sides in protocol version 2026-07-28.
+pub const EXTENSION_TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// The 2026-07-28 tasks-extension methods that address one task by `params.taskId`.
+pub fn is_task_method(method: &str) -> bool {
+    matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel")
+}
+
+/// The body field a modern request mirrors into `Mcp-Name` (2026-07-28 Streamable HTTP,
+/// "Standard Headers"; SEP-2663 "Routing Headers" for the tasks methods), if any.
+pub fn name_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        m if is_task_method(m) => Some("taskId"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -487,3 +487,109 @@ async fn a_legacy_client_resumes_a_lost_response_stream() {
     );
     gw.shutdown().await;
 }
+
+/// The 2026-07-28 tasks extension (SEP-2663): advertised when an upstream offers it (and only
+/// extensions the gateway relays), gated on the client declaring it, task ids namespaced and
+/// routed with `Mcp-Name`, the inlined result's URIs rewritten, the removed v1 methods gone.
+#[tokio::test]
+async fn the_tasks_extension_is_relayed_to_modern_clients() {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.tasks = true;
+    spec.tools
+        .push(json!({"name": "job", "inputSchema": {"type": "object"},
+        "execution": {"taskSupport": "optional"}}));
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\nnamespacing: {{ prefix: always }}\n")).await;
+    let client = Client::new(&gw);
+    let tasks = caps(r#"{"extensions": {"io.modelcontextprotocol/tasks": {}}}"#);
+
+    let discover = client.modern("server/discover", json!({})).await;
+    let capabilities = &discover.result()["capabilities"];
+    assert_eq!(
+        capabilities["extensions"],
+        json!({"io.modelcontextprotocol/tasks": {}}),
+        "only extensions the gateway relays are advertised"
+    );
+    assert!(capabilities.get("tasks").is_none(), "no v1 tasks slot");
+
+    let created = client
+        .modern_caps(
+            "tools/call",
+            json!({"name": "m__job", "arguments": {}}),
+            tasks.clone(),
+        )
+        .await;
+    assert_eq!(created.result()["resultType"], "task");
+    assert_eq!(created.result()["taskId"], "m+t1");
+
+    let got = client
+        .modern_caps("tasks/get", json!({"taskId": "m+t1"}), tasks.clone())
+        .await;
+    assert_eq!(got.result()["taskId"], "m+t1");
+    assert_eq!(got.result()["resultType"], "complete");
+    assert_eq!(
+        got.result()["result"]["content"][0]["uri"],
+        "m+mock://doc/4"
+    );
+    let (headers, sent) = mock.requests_for("tasks/get").pop().unwrap();
+    assert_eq!(
+        sent["params"]["taskId"], "t1",
+        "the upstream sees its own id"
+    );
+    assert_eq!(
+        headers["mcp-name"], "t1",
+        "Mcp-Name mirrors the upstream's id"
+    );
+
+    for method in ["tasks/update", "tasks/cancel"] {
+        let ack = client
+            .modern_caps(
+                method,
+                json!({"taskId": "m+t1", "inputResponses": {}}),
+                tasks.clone(),
+            )
+            .await;
+        assert_eq!(ack.result(), &json!({"resultType": "complete"}), "{method}");
+        assert_eq!(
+            mock.requests_for(method).len(),
+            1,
+            "{method} reached the owner"
+        );
+    }
+
+    let unknown = client
+        .modern_caps("tasks/get", json!({"taskId": "nobody+t1"}), tasks.clone())
+        .await;
+    assert_eq!(unknown.error_code(), -32602);
+
+    let undeclared = client.modern("tasks/get", json!({"taskId": "m+t1"})).await;
+    assert_eq!(undeclared.status, 400);
+    assert_eq!(undeclared.error_code(), -32021);
+    assert_eq!(
+        undeclared.body["error"]["data"]["requiredCapabilities"],
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    );
+
+    let body = Client::modern_body("tasks/get", json!({"taskId": "m+t1"}), tasks.clone(), None);
+    let mismatched = client
+        .post(&body, &Client::modern_headers("tasks/get", Some("m+t2")))
+        .await;
+    assert_eq!((mismatched.status, mismatched.error_code()), (400, -32020));
+    let missing = client
+        .post(&body, &Client::modern_headers("tasks/get", None))
+        .await;
+    assert_eq!((missing.status, missing.error_code()), (400, -32020));
+
+    for removed in ["tasks/result", "tasks/list"] {
+        let r = client
+            .modern_caps(removed, json!({"taskId": "m+t1"}), tasks.clone())
+            .await;
+        assert_eq!((r.status, r.error_code()), (404, -32601), "{removed}");
+    }
+    assert_eq!(
+        mock.requests_for("tasks/get").len(),
+        1,
+        "rejected requests never left"
+    );
+    gw.shutdown().await;
+}

@@ -106,7 +106,7 @@ pub fn open_session_stream(gw: &Gateway, claims: &SessionClaims) -> Response {
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
 pub async fn listen(gw: &Gateway, id: Value, filter: &Map<String, Value>) -> Response {
     let catalogue = gw.router.catalogue();
-    let caps = super::identity::capabilities(&catalogue.snapshot());
+    let caps = super::identity::capabilities(&catalogue.snapshot(), Era::Modern);
     let mut honoured = Map::new();
     let mut kinds = HashSet::new();
     for (flag, kind, capability) in [

@@ -4,12 +4,15 @@
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::Snapshot;
+use crate::protocol::{EXTENSION_TASKS, Era};
 
-/// The gateway's `ServerCapabilities`: `tools` always; `prompts`, `resources`, `completions`
-/// and `logging` when any upstream announced them; `resources.subscribe` when any upstream
-/// supports it. `listChanged` is true: the gateway itself announces changes of the merged lists
-/// (legacy standalone stream, modern `subscriptions/listen`).
-pub fn capabilities(snapshot: &Snapshot) -> Value {
+/// The gateway's `ServerCapabilities` for a client of `era`: `tools` always; `prompts`,
+/// `resources`, `completions` and `logging` when any upstream announced them;
+/// `resources.subscribe` when any upstream supports it. `listChanged` is true: the gateway
+/// itself announces changes of the merged lists (legacy standalone stream, modern
+/// `subscriptions/listen`). Tasks, when an upstream supports them: legacy clients get the
+/// 2025-11-25 `tasks` capability, modern clients the extension under `extensions`.
+pub fn capabilities(snapshot: &Snapshot, era: Era) -> Value {
     let announced = |path: &[&str]| {
         snapshot.upstreams.iter().any(|(_, l)| {
             l.info.as_ref().is_some_and(|i| {
@@ -41,12 +44,19 @@ pub fn capabilities(snapshot: &Snapshot) -> Value {
             caps.insert(name.into(), json!({}));
         }
     }
+    let tasks = match era {
+        Era::Legacy => tasks_capability(snapshot).map(|t| ("tasks", t)),
+        Era::Modern => extensions(snapshot).map(|e| ("extensions", e)),
+    };
+    if let Some((key, value)) = tasks {
+        caps.insert(key.into(), value);
+    }
     Value::Object(caps)
 }
 
 /// The legacy `tasks` capability: the union of what the upstreams announce (the gateway relays
 /// tasks to legacy clients), `None` when no upstream supports tasks.
-pub fn tasks_capability(snapshot: &Snapshot) -> Option<Value> {
+fn tasks_capability(snapshot: &Snapshot) -> Option<Value> {
     let mut merged = Map::new();
     for (_, listing) in &snapshot.upstreams {
         let tasks = listing
@@ -60,6 +70,39 @@ pub fn tasks_capability(snapshot: &Snapshot) -> Option<Value> {
         }
     }
     (!merged.is_empty()).then_some(Value::Object(merged))
+}
+
+/// Extensions the gateway relays (it routes their methods and rewrites their ids), the only
+/// ones it may advertise: an unknown extension's methods would not reach any upstream.
+const RELAYED_EXTENSIONS: &[&str] = &[EXTENSION_TASKS];
+
+/// The modern `capabilities.extensions`: each relayed extension any upstream advertises, with
+/// the settings of the first upstream that does; `None` when there are none.
+fn extensions(snapshot: &Snapshot) -> Option<Value> {
+    let mut merged = Map::new();
+    for (_, listing) in &snapshot.upstreams {
+        let Some(Value::Object(offered)) = listing
+            .info
+            .as_ref()
+            .and_then(|i| i.capabilities.get("extensions"))
+        else {
+            continue;
+        };
+        for name in RELAYED_EXTENSIONS {
+            if let Some(settings) = offered.get(*name) {
+                merged.entry(*name).or_insert_with(|| settings.clone());
+            }
+        }
+    }
+    (!merged.is_empty()).then_some(Value::Object(merged))
+}
+
+/// Whether `capabilities` (a `ClientCapabilities` object) declares `extension`.
+pub fn declares_extension(capabilities: &Value, extension: &str) -> bool {
+    capabilities
+        .get("extensions")
+        .and_then(|e| e.get(extension))
+        .is_some_and(|v| !v.is_null())
 }
 
 /// The upstreams' instructions, each under a heading naming its upstream; `None` when no

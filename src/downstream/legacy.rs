@@ -185,14 +185,10 @@ pub fn open_session(
     let snapshot = gw.router.catalogue().snapshot();
     let mut result = Map::new();
     result.insert("protocolVersion".into(), Value::from(version));
-    let mut capabilities = identity::capabilities(&snapshot);
-    if let (Some(tasks), Some(caps)) = (
-        identity::tasks_capability(&snapshot),
-        capabilities.as_object_mut(),
-    ) {
-        caps.insert("tasks".into(), tasks);
-    }
-    result.insert("capabilities".into(), capabilities);
+    result.insert(
+        "capabilities".into(),
+        identity::capabilities(&snapshot, Era::Legacy),
+    );
     result.insert("serverInfo".into(), gateway_implementation());
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));

@@ -2,8 +2,10 @@
 //!
 //! Validation follows the Streamable HTTP "Server Validation" rules: `_meta` must carry the
 //! protocol version and client capabilities (400, -32602); `MCP-Protocol-Version`, `Mcp-Method`
-//! and, for `tools/call`, `prompts/get` and `resources/read`, `Mcp-Name` must be present and
-//! equal to the body (400, -32020); the version must be one the gateway speaks (400, -32022).
+//! and, for the methods that name a target ([`crate::protocol::name_field`]), `Mcp-Name` must be
+//! present and equal to the body (400, -32020); the version must be one the gateway speaks
+//! (400, -32022). The tasks extension's methods need the extension in the request's client
+//! capabilities (400, -32021).
 //! Results get `resultType`, and list results `ttlMs` and `cacheScope` (SEP-2549 caching hints).
 
 use axum::http::{HeaderMap, StatusCode};
@@ -18,9 +20,9 @@ use crate::catalogue::ListKind;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{
-    Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSIONS,
-    decode_header_value, is_modern_method,
+    EXTENSION_TASKS, Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION,
+    META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
+    META_SERVER_INFO, MODERN_VERSIONS, decode_header_value, is_modern_method, is_task_method,
 };
 use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
@@ -54,6 +56,13 @@ pub async fn handle(
     if !is_modern_method(&method) {
         return Err(fail(GatewayError::MethodNotFound { method }));
     }
+    if is_task_method(&method)
+        && !identity::declares_extension(&ctx.client_capabilities, EXTENSION_TASKS)
+    {
+        return Err(fail(GatewayError::MissingClientCapability {
+            required: json!({ "extensions": { EXTENSION_TASKS: {} } }),
+        }));
+    }
     if method == "subscriptions/listen" {
         let filter = params
             .as_ref()
@@ -82,7 +91,8 @@ pub async fn handle(
         .map(str::to_string);
     let target = params
         .as_ref()
-        .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+        .zip(crate::protocol::name_field(&method))
+        .and_then(|(p, field)| p.get(field))
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -177,12 +187,7 @@ fn validate(
             ),
         });
     }
-    let name_field = match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(field) = name_field {
+    if let Some(field) = crate::protocol::name_field(method) {
         let body_name = params
             .and_then(|p| p.get(field))
             .and_then(Value::as_str)
@@ -244,7 +249,10 @@ fn discover(gw: &Gateway) -> Value {
         "supportedVersions".into(),
         json!(crate::protocol::all_versions()),
     );
-    result.insert("capabilities".into(), identity::capabilities(&snapshot));
+    result.insert(
+        "capabilities".into(),
+        identity::capabilities(&snapshot, Era::Modern),
+    );
     if let Some(text) = identity::instructions(&snapshot) {
         result.insert("instructions".into(), Value::from(text));
     }

@@ -72,7 +72,7 @@ impl Router {
                 param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
                 (tool.upstream.clone(), Rewrite::ToolResult)
             }
-            "tasks/get" | "tasks/result" | "tasks/cancel" => {
+            "tasks/get" | "tasks/update" | "tasks/result" | "tasks/cancel" => {
                 let rewrite = if method == "tasks/result" {
                     Rewrite::TaskPayload
                 } else {
@@ -240,7 +240,9 @@ impl RoutedCall {
     pub async fn next(&mut self) -> Option<Step> {
         Some(match self.call.next().await? {
             CallItem::Notification(mut n) => {
-                if n["method"] == "notifications/tasks/status"
+                if n["method"]
+                    .as_str()
+                    .is_some_and(tasks::is_status_notification)
                     && let Some(params) = n.get_mut("params")
                 {
                     tasks::rewrite_ids(params, &self.upstream);

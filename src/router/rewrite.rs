@@ -14,7 +14,8 @@ pub(super) enum Rewrite {
     PromptResult,
     /// `contents[].uri` of a `ReadResourceResult`.
     ReadResult,
-    /// A `Task` (`tasks/get`, `tasks/cancel`): its `taskId`.
+    /// A `Task` (`tasks/get`, `tasks/update`, `tasks/cancel`): its `taskId`, and the original
+    /// request's result a 2026-07-28 `tasks/get` inlines under `result` (a tool result).
     Task,
     /// `tasks/result`: the payload of the original request (a tool result) and its task ids.
     TaskPayload,
@@ -34,7 +35,11 @@ impl Rewrite {
                     rewrite_block(block, wire);
                 }
             }
-            Self::Task => {}
+            Self::Task => {
+                if let Some(inlined) = result.get_mut("result") {
+                    Self::ToolResult.apply(inlined, wire);
+                }
+            }
             Self::PromptResult => {
                 for message in array_mut(result, "messages") {
                     match message.get_mut("content") {
@@ -111,5 +116,9 @@ mod tests {
             prompt["messages"][0]["content"]["resource"]["uri"],
             "up+x:y"
         );
+        let mut task = json!({"taskId": "t", "status": "completed", "result": {"content": [
+            {"type": "resource_link", "uri": "file:///d", "name": "d"}]}});
+        Rewrite::Task.apply(&mut task, &wire);
+        assert_eq!(task["result"]["content"][0]["uri"], "up+file:///d");
     }
 }

@@ -1,7 +1,9 @@
-//! Tasks (2025-11-25 `basic/utilities/tasks`): task ids are namespaced by their upstream as
-//! `{upstream}+{taskId}` in every prefix mode (task ids are opaque, so this costs clients
-//! nothing and keeps every id routable), `tasks/get`, `tasks/result` and `tasks/cancel` go to
-//! the owner, and `tasks/list` is merged across upstreams.
+//! Tasks, both generations: 2025-11-25 `basic/utilities/tasks` (`tasks/get`, `tasks/result`,
+//! `tasks/cancel`, `tasks/list`) and the 2026-07-28 tasks extension (SEP-2663: flat
+//! `CreateTaskResult`, `tasks/get` with the result inlined, `tasks/update`, `tasks/cancel`).
+//! Task ids are namespaced by their upstream as `{upstream}+{taskId}` in every prefix mode (task
+//! ids are opaque, so this costs clients nothing and keeps every id routable); the methods
+//! naming a task go to its owner, and the legacy `tasks/list` is merged across upstreams.
 
 use serde_json::{Value, json};
 
@@ -48,9 +50,15 @@ pub fn resolve(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, Ga
     Ok(id)
 }
 
+/// Whether `method` is a task status notification whose params carry a `taskId`: 2025-11-25
+/// `notifications/tasks/status` or the tasks extension's `notifications/tasks`.
+pub fn is_status_notification(method: &str) -> bool {
+    matches!(method, "notifications/tasks/status" | "notifications/tasks")
+}
+
 /// Rewrites the task ids in a result or notification params: a top-level `taskId` (`Task`,
-/// `GetTaskResult`, `notifications/tasks/status`), `task.taskId` (`CreateTaskResult`) and the
-/// related-task `_meta`.
+/// `GetTaskResult`, the extension's flat `CreateTaskResult` and `DetailedTask`, status
+/// notifications), `task.taskId` (2025-11-25 `CreateTaskResult`) and the related-task `_meta`.
 pub fn rewrite_ids(value: &mut Value, upstream: &UpstreamId) {
     let fix = |slot: Option<&mut Value>| {
         if let Some(slot) = slot

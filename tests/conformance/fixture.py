@@ -5,7 +5,8 @@ names (`test_simple_text`, `test://static-text`, ...). This stdio server impleme
 either era, so the suite exercises the gateway's relay of each feature:
 
     python3 fixture.py legacy   # initialize handshake, real server->client requests (2025-11-25)
-    python3 fixture.py modern   # per-request _meta, MRTR InputRequiredResults (2026-07-28)
+    python3 fixture.py modern   # per-request _meta, MRTR InputRequiredResults (2026-07-28),
+                                # and the tasks extension (tasks_ext.py)
 
 Standard library only. Requests are handled concurrently: a tool waiting for the client's answer
 to its sampling or elicitation request does not block the others.
@@ -18,6 +19,9 @@ import hmac
 import json
 import os
 import sys
+
+import tasks_ext
+from rpc import RpcError, answer, check_responses, elicit_request, input_required, text
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 STATE_KEY = os.urandom(32)
@@ -53,16 +57,6 @@ async def ask(method, params):
     return reply["result"]
 
 
-def text(t):
-    return {"content": [{"type": "text", "text": t}]}
-
-
-class RpcError(Exception):
-    def __init__(self, code, message, data=None):
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
-
-
 # ---- MRTR state (modern): HMAC-protected, bound to the tool and round.
 
 def seal(payload):
@@ -82,36 +76,9 @@ def unseal(state):
         raise RpcError(-32602, "Invalid requestState: integrity check failed")
 
 
-def input_required(requests, state=None):
-    r = {"resultType": "input_required", "inputRequests": requests}
-    if state is not None:
-        r["requestState"] = state
-    return r
-
-
-def elicit_request(message, props, required):
-    return {"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": {
-        "type": "object", "properties": props, "required": required}}}
-
-
 SAMPLE_CAPITAL = {"method": "sampling/createMessage", "params": {"messages": [
     {"role": "user", "content": {"type": "text", "text": "What is the capital of France?"}}], "maxTokens": 100}}
 ROOTS = {"method": "roots/list", "params": {}}
-
-
-def answer(responses, key):
-    """The client's answer under `key`, if it is a well-formed result object."""
-    if not isinstance(responses, dict):
-        return None
-    value = responses.get(key)
-    return value if isinstance(value, dict) else None
-
-
-def check_responses(params):
-    responses = params.get("inputResponses")
-    if "inputResponses" in params and not isinstance(responses, dict):
-        raise RpcError(-32602, "inputResponses must be an object")
-    return responses or {}
 
 
 def modern_tool(name, params):
@@ -271,6 +238,7 @@ def tool_list():
             tools.append({"name": name, "description": description, "inputSchema": {"type": "object"}})
         tools.append({"name": "test_custom_headers", "description": "Mirrors parameters into Mcp-Param headers",
                       "inputSchema": CUSTOM_HEADERS_SCHEMA})
+        tools += tasks_ext.tool_list()
     return tools
 
 
@@ -360,7 +328,7 @@ async def call_tool(params):
             return input_required({"confirm": elicit_request("Continue?", {"ok": {"type": "boolean"}}, ["ok"])})
         return text("streaming elicitation done")
     if ERA == "modern":
-        result = modern_tool(name, params)
+        result = await tasks_ext.call_tool(name, params) or modern_tool(name, params)
     else:
         result = await legacy_tool(name, args)
     if result is None:
@@ -423,9 +391,12 @@ async def handle(method, params):
         if ERA != "modern":
             raise RpcError(-32601, "Method not found")
         caps = {k: v for k, v in CAPABILITIES.items() if k != "logging"}
+        caps["extensions"] = {tasks_ext.EXTENSION: {}}
         return {"supportedVersions": ["2026-07-28"], "capabilities": caps}
     if method == "ping":
         return {}
+    if ERA == "modern" and (result := tasks_ext.handle(method, params)) is not None:
+        return result
     if method == "logging/setLevel":
         log_level[0] = params.get("level")
         return {}

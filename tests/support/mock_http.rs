@@ -34,6 +34,9 @@ pub struct MockSpec {
     pub sse: bool,
     /// Modern: announce `tools.listChanged` (and answer `subscriptions/listen`).
     pub list_changed: bool,
+    /// Modern: advertise the tasks extension (and an extension the gateway does not know);
+    /// tool `job` creates task `t1`, which `tasks/get` shows completed.
+    pub tasks: bool,
 }
 
 impl MockSpec {
@@ -50,6 +53,7 @@ impl MockSpec {
             page_size: 4,
             sse: false,
             list_changed: false,
+            tasks: false,
         }
     }
 }
@@ -215,14 +219,10 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
                     rpc_error(id, -32020, "Mcp-Method mismatch"),
                 );
             }
-            let name = params
-                .get("name")
-                .or_else(|| params.get("uri"))
-                .and_then(Value::as_str);
-            if matches!(
-                method.as_str(),
-                "tools/call" | "prompts/get" | "resources/read"
-            ) && header("mcp-name").as_deref() != name
+            let name = mcpgate::protocol::name_field(&method)
+                .map(|field| params.get(field).and_then(Value::as_str));
+            if let Some(name) = name
+                && header("mcp-name").as_deref() != name
             {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -231,9 +231,17 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
             }
             if method == "server/discover" {
                 mock.seen.discovers.fetch_add(1, Ordering::SeqCst);
-                let result = json!({"resultType": "complete", "supportedVersions": ["2026-07-28"], "ttlMs": 0, "cacheScope": "public",
-                    "capabilities": {"tools": {"listChanged": mock.spec.lock().unwrap().list_changed}, "prompts": {}, "resources": {}},
+                let (list_changed, tasks) = {
+                    let spec = mock.spec.lock().unwrap();
+                    (spec.list_changed, spec.tasks)
+                };
+                let mut result = json!({"resultType": "complete", "supportedVersions": ["2026-07-28"], "ttlMs": 0, "cacheScope": "public",
+                    "capabilities": {"tools": {"listChanged": list_changed}, "prompts": {}, "resources": {}},
                     "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "mock-modern", "version": "1"}}});
+                if tasks {
+                    result["capabilities"]["extensions"] = json!({
+                        "io.modelcontextprotocol/tasks": {}, "com.example/unrelayed": {}});
+                }
                 return json_response(
                     StatusCode::OK,
                     json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -275,6 +283,7 @@ fn page(items: &[Value], cursor: Option<&str>, size: usize, member: &str) -> Val
 }
 
 async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Value) -> Response {
+    let tasks = mock.spec.lock().unwrap().tasks;
     let (result, sse) = {
         let spec = mock.spec.lock().unwrap();
         let cursor = params.get("cursor").and_then(Value::as_str);
@@ -315,6 +324,9 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                 "fail" => {
                     json!({"isError": true, "content": [{"type": "text", "text": "tool failed on purpose"}]})
                 }
+                // Listed only when a test adds it (with `tasks`).
+                "job" => json!({"resultType": "task", "taskId": "t1", "status": "working",
+                    "createdAt": "2026-11-22T00:00:00Z", "lastUpdatedAt": "2026-11-22T00:00:00Z", "ttlMs": 60000}),
                 // MRTR (modern): ask for a name, answer once it arrives with the state echoed.
                 "ask" => match (params.get("inputResponses"), params.get("requestState")) {
                     (Some(responses), Some(state)) if state == "mock-state-1" => {
@@ -353,6 +365,24 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     );
                 }
             },
+            "tasks/get" | "tasks/update" | "tasks/cancel" => {
+                if !tasks {
+                    return json_response(
+                        StatusCode::NOT_FOUND,
+                        rpc_error(id, -32601, "Method not found"),
+                    );
+                }
+                if params["taskId"] != "t1" {
+                    return json_response(StatusCode::OK, rpc_error(id, -32602, "Unknown task"));
+                }
+                if method == "tasks/get" {
+                    json!({"taskId": "t1", "status": "completed", "createdAt": "2026-11-22T00:00:00Z",
+                        "lastUpdatedAt": "2026-11-22T00:00:01Z", "ttlMs": 60000,
+                        "result": {"content": [{"type": "resource_link", "uri": "mock://doc/4", "name": "doc4"}]}})
+                } else {
+                    json!({})
+                }
+            }
             _ => {
                 let status = if era == MockEra::Modern {
                     StatusCode::NOT_FOUND

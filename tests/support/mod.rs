@@ -147,9 +147,8 @@ impl Client {
 
     /// A modern request with correct `_meta` and headers, declaring `capabilities`.
     pub async fn modern_caps(&self, method: &str, params: Value, capabilities: Value) -> Reply {
-        let name = params
-            .get("name")
-            .or_else(|| params.get("uri"))
+        let name = mcpgate::protocol::name_field(method)
+            .and_then(|field| params.get(field))
             .and_then(Value::as_str)
             .map(mcpgate::protocol::encode_header_value);
         let body = Self::modern_body(method, params, capabilities, None);
@@ -159,29 +158,7 @@ impl Client {
 
     /// A modern request with correct `_meta` and headers.
     pub async fn modern(&self, method: &str, params: Value) -> Reply {
-        let mut params = params;
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-        });
-        let name = params
-            .get("name")
-            .or_else(|| params.get("uri"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let mut headers = vec![
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", method),
-        ];
-        let encoded = name.map(|n| mcpgate::protocol::encode_header_value(&n));
-        if let Some(n) = &encoded {
-            headers.push(("mcp-name", n));
-        }
-        self.post(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-            &headers,
-        )
-        .await
+        self.modern_caps(method, params, json!({})).await
     }
 
     /// Opens a legacy session; returns its id.

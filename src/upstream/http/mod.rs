@@ -406,14 +406,11 @@ fn legacy_headers(session: &LegacySession) -> HeaderMap {
     headers
 }
 
-/// For methods whose `Mcp-Name` header mirrors `params.name` or `params.uri`, the extractor.
+/// For methods whose `Mcp-Name` header mirrors a body field ([`crate::protocol::name_field`]),
+/// the extractor.
 fn mirrored_name(method: &str) -> impl Fn(&Value) -> Option<String> + '_ {
     move |params| {
-        let key = match method {
-            "tools/call" | "prompts/get" => "name",
-            "resources/read" => "uri",
-            _ => return None,
-        };
+        let key = crate::protocol::name_field(method)?;
         params.get(key).and_then(Value::as_str).map(str::to_string)
     }
 }
