@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::Authenticator;
 use crate::catalogue::{self, Catalogue};
 use crate::config::Config;
 use crate::downstream::origin::OriginPolicy;
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The outbound HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// Authentication could not be set up.
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A running gateway. Dropping it without [`Running::shutdown`] stops nothing gracefully.
@@ -101,7 +105,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.catalogue.clone(),
         metrics.clone(),
     ));
-    let background = catalogue::refresh::spawn(Arc::clone(&catalogue));
+    let mut background = catalogue::refresh::spawn(Arc::clone(&catalogue));
+    // Front door: the issuer's keys are fetched before the first request is served.
+    let auth = Arc::new(authenticator(&config, &mut background).await?);
     catalogue.wait_ready().await;
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
@@ -126,6 +132,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: streams.clone(),
         client_ttl: config.catalogue.client_ttl,
         metrics: metrics.clone(),
+        auth,
     });
     // HTTP layers, outermost first: panics become 500s, every request gets a trace span.
     let app = downstream::routes(gateway)
@@ -216,10 +223,46 @@ fn admin_routes(catalogue: Arc<Catalogue>, metrics: Metrics) -> axum::Router {
         )
 }
 
+/// The authenticator of `config`: its JWKS fetched once now (a failure is logged, and the key
+/// store retries on the first unknown `kid`) and then on its schedule in `background`.
+async fn authenticator(
+    config: &Config,
+    background: &mut JoinSet<()>,
+) -> Result<Authenticator, StartError> {
+    let Some(auth) = &config.auth else {
+        return Ok(Authenticator::disabled());
+    };
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let authenticator = Authenticator::new(auth, http)?;
+    if let Some(store) = authenticator.key_store() {
+        if let Err(e) = store.refresh().await {
+            tracing::error!(error = %e, "JWKS not loaded at start; tokens fail until it loads");
+        }
+        if let Some(period) = store.refresh_interval() {
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.refresh().await {
+                        tracing::warn!(error = %e, "scheduled JWKS refresh failed; keeping the previous keys");
+                    }
+                }
+            });
+        }
+    }
+    Ok(authenticator)
+}
+
 fn warn_about_exposure(config: &Config) {
-    tracing::warn!(
-        "authentication is not configured in this build: every caller is the anonymous principal and may call every tool"
-    );
+    if config.auth.is_none() {
+        tracing::warn!(
+            "no `auth` section: every caller is the anonymous principal and may call every tool"
+        );
+    }
     if !config.listen.addr.ip().is_loopback() {
         tracing::warn!(addr = %config.listen.addr, "serving plain HTTP on a non-loopback address");
         if OriginPolicy::new(&config.listen).accepts_any_host() {

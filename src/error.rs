@@ -104,6 +104,11 @@ pub enum GatewayError {
         /// What the client must declare, shaped like `ClientCapabilities`.
         required: Value,
     },
+    /// Missing or invalid credentials (401) or too few scopes (403), with the `WWW-Authenticate`
+    /// challenge of RFC 6750 §3 and RFC 9728 §5.1; the body is an OAuth error object, not
+    /// JSON-RPC.
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::Rejection),
     /// Legacy: a request other than `initialize` without `Mcp-Session-Id` (400, -32600).
     #[error("missing Mcp-Session-Id header")]
     SessionRequired,
@@ -144,13 +149,16 @@ pub enum GatewayError {
     },
 }
 
-/// An error as the client sees it: HTTP status plus an optional JSON-RPC error object.
+/// An error as the client sees it: HTTP status plus an optional JSON-RPC error object, or for
+/// authentication failures a challenge and an OAuth error body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireError {
     /// The HTTP status of the response.
     pub status: StatusCode,
     /// The JSON-RPC `error` member, or `None` for a bodiless response (404 session).
     pub error: Option<Value>,
+    /// `WWW-Authenticate` and the OAuth error body (`error`, `error_description`; RFC 6750).
+    pub challenge: Option<(String, Value)>,
 }
 
 impl GatewayError {
@@ -246,6 +254,21 @@ impl GatewayError {
                     Some(json!({ "requiredCapabilities": required })),
                 )),
             ),
+            Self::Unauthorized(rejection) => {
+                let status = match rejection.error {
+                    crate::auth::AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                let body = json!({
+                    "error": rejection.code().unwrap_or("unauthorized"),
+                    "error_description": rejection.error.to_string(),
+                });
+                return WireError {
+                    status,
+                    error: None,
+                    challenge: Some((rejection.challenge.clone(), body)),
+                };
+            }
             Self::SessionRequired => (
                 StatusCode::BAD_REQUEST,
                 Some(error_object(
@@ -293,7 +316,11 @@ impl GatewayError {
                 )),
             ),
         };
-        WireError { status, error }
+        WireError {
+            status,
+            error,
+            challenge: None,
+        }
     }
 }
 

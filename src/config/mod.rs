@@ -7,7 +7,9 @@
 //!
 //! Not here: policy files (the policy module) and the meaning of each setting at run time.
 
+mod auth;
 mod raw;
+mod raw_auth;
 mod secret;
 mod validate;
 
@@ -18,6 +20,9 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use auth::{
+    ApiKeyConfig, AuthConfig, ClaimNames, ClientAuth, JwksConfig, JwtConfig, TlsConfig,
+};
 pub use raw::RawConfig;
 pub use secret::{Secret, expand_env};
 
@@ -72,6 +77,8 @@ pub struct Config {
     pub namespacing: NamespacingConfig,
     /// Catalogue refresh and paging.
     pub catalogue: CatalogueConfig,
+    /// Client authentication; `None`: every caller is anonymous.
+    pub auth: Option<AuthConfig>,
 }
 
 /// `listen:` after validation.
@@ -87,6 +94,8 @@ pub struct ListenConfig {
     pub allowed_origins: Vec<String>,
     /// Extra allowed `Host` values (lowercase, with or without port).
     pub allowed_hosts: Vec<String>,
+    /// TLS termination; `None`: plain HTTP (loopback, or `plain_http: true`).
+    pub tls: Option<TlsConfig>,
 }
 
 /// `admin:` after validation.

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::raw_auth::{RawAuth, RawTls};
+
 /// The root of `mcpgate.yaml` (DESIGN.md §5.6).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,9 @@ pub struct RawConfig {
     /// Catalogue refresh and paging.
     #[serde(default)]
     pub catalogue: RawCatalogue,
+    /// Client authentication (OAuth 2.1 resource server, API keys).
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
 }
 
 /// `listen:`
@@ -49,6 +54,12 @@ pub struct RawListen {
     /// Extra `Host` header values accepted besides the listener's own names.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// TLS termination.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy, or dev).
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 /// A size: an integer count of bytes or a string with a unit (`512KiB`, `4MiB`).

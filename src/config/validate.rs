@@ -17,10 +17,10 @@ use super::{
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Collects issues while validating.
-struct Issues(Vec<ConfigIssue>);
+pub(super) struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
@@ -28,7 +28,7 @@ impl Issues {
     }
 
     /// Runs `check`, recording its error under `path`; `None` when it failed.
-    fn check<T>(&mut self, path: &str, check: Result<T, String>) -> Option<T> {
+    pub(super) fn check<T>(&mut self, path: &str, check: Result<T, String>) -> Option<T> {
         check.map_err(|message| self.push(path, message)).ok()
     }
 }
@@ -39,7 +39,14 @@ pub(super) fn validate(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues(Vec::new());
-    let listen = listen(&raw.listen, &mut issues);
+    let listen = listen(&raw.listen, base, &mut issues);
+    let auth = match (&raw.auth, &listen) {
+        (None, _) => Some(None),
+        (Some(a), Some(l)) => {
+            super::auth::auth(a, l.public_url.as_ref(), base, &mut issues).map(Some)
+        }
+        (Some(_), None) => None,
+    };
     let admin = raw.admin.as_ref().and_then(|a| {
         issues
             .check("admin.addr", socket_addr(&a.addr))
@@ -49,8 +56,8 @@ pub(super) fn validate(
     let upstreams = upstreams(&raw.upstreams, base, env, &mut issues);
     let namespacing = namespacing(&raw.namespacing, &mut issues);
     let catalogue = catalogue(&raw.catalogue, &mut issues);
-    match (listen, session, namespacing, catalogue) {
-        (Some(listen), Some(session), Some(namespacing), Some(catalogue))
+    match (listen, session, namespacing, catalogue, auth) {
+        (Some(listen), Some(session), Some(namespacing), Some(catalogue), Some(auth))
             if issues.0.is_empty() =>
         {
             Ok(Config {
@@ -60,6 +67,7 @@ pub(super) fn validate(
                 upstreams,
                 namespacing,
                 catalogue,
+                auth,
             })
         }
         _ => Err(issues.0),
@@ -71,7 +79,7 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not a socket address such as 127.0.0.1:8080"))
 }
 
-fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+pub(super) fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     match text {
         None => Ok(default),
         Some(t) => humantime::parse_duration(t)
@@ -79,8 +87,20 @@ fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     }
 }
 
-fn listen(raw: &RawListen, issues: &mut Issues) -> Option<ListenConfig> {
+fn listen(raw: &RawListen, base: &Path, issues: &mut Issues) -> Option<ListenConfig> {
     let addr = issues.check("listen.addr", socket_addr(&raw.addr));
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(t) => super::auth::tls(t, base, issues).map(Some),
+    };
+    match (&raw.tls, raw.plain_http, addr) {
+        (Some(_), true, _) => issues.push("listen.plain_http", "contradicts listen.tls"),
+        (None, false, Some(a)) if !a.ip().is_loopback() => issues.push(
+            "listen",
+            format!("{a} is not a loopback address: configure `tls`, or set `plain_http: true` when a proxy in front terminates TLS"),
+        ),
+        _ => {}
+    }
     let public_url = match &raw.public_url {
         None => Some(None),
         Some(u) => issues.check("listen.public_url", http_url(u)).map(Some),
@@ -114,10 +134,11 @@ fn listen(raw: &RawListen, issues: &mut Issues) -> Option<ListenConfig> {
         max_body_bytes: max_body_bytes?,
         allowed_origins,
         allowed_hosts,
+        tls: tls?,
     })
 }
 
-fn http_url(text: &str) -> Result<Url, String> {
+pub(super) fn http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
         return Err(format!("{text:?} must be an http:// or https:// URL"));
@@ -164,18 +185,23 @@ fn session(raw: &RawSession, base: &Path, issues: &mut Issues) -> Option<Session
 /// Reads a 32-byte key: 64 hex characters (whitespace trimmed) or exactly 32 raw bytes.
 fn read_key(path: &Path) -> Result<[u8; 32], String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let hex = text.trim();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut key = [0u8; 32];
-        for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-            let pair = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
-            key[i] = u8::from_str_radix(pair, 16).map_err(|e| e.to_string())?;
-        }
+    if let Some(key) = hex32(String::from_utf8_lossy(&bytes).trim()) {
         return Ok(key);
     }
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| "the key file must hold 64 hex characters or exactly 32 bytes".into())
+}
+
+/// 32 bytes from exactly 64 hex digits.
+pub(super) fn hex32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn upstreams(

@@ -16,6 +16,7 @@ use super::relay::{self, LegacyPeer, Peer};
 use super::session::{SessionClaims, now_secs};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
+use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, negotiate_legacy};
@@ -28,20 +29,21 @@ use crate::upstream::mcp::gateway_implementation;
 /// A [`Failure`] for every rejected request; see the module docs.
 pub async fn handle(
     gw: &Gateway,
+    principal: &Principal,
     headers: &HeaderMap,
     message: Message,
 ) -> Result<Response, Failure> {
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return initialize(gw, id.clone(), params.as_ref())
+        return initialize(gw, principal, id.clone(), params.as_ref())
             .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())));
     }
     let id = match &message {
         Message::Request { id, .. } => Some(id.clone()),
         _ => None,
     };
-    let claims = session(gw, headers).map_err(|e| Failure::new(e, Era::Legacy, id))?;
+    let claims = session(gw, principal, headers).map_err(|e| Failure::new(e, Era::Legacy, id))?;
     handle_in_session(gw, claims, message).await
 }
 
@@ -136,8 +138,13 @@ pub async fn handle_in_session(
 }
 
 /// Answers `initialize` and mints the sealed session id.
-fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Response, GatewayError> {
-    let (claims, result) = open_session(gw, params, negotiate_legacy)?;
+fn initialize(
+    gw: &Gateway,
+    principal: &Principal,
+    id: Value,
+    params: Option<&Value>,
+) -> Result<Response, GatewayError> {
+    let (claims, result) = open_session(gw, principal, params, negotiate_legacy)?;
     let token = gw.sealer.seal(&claims);
     let mut response = wire::json(StatusCode::OK, &jsonrpc::result_response(id, result));
     let value = HeaderValue::from_str(&token).map_err(|_| GatewayError::InvalidRequest {
@@ -154,6 +161,7 @@ fn initialize(gw: &Gateway, id: Value, params: Option<&Value>) -> Result<Respons
 /// [`GatewayError::InvalidParams`] for missing or malformed params.
 pub fn open_session(
     gw: &Gateway,
+    principal: &Principal,
     params: Option<&Value>,
     negotiate: fn(&str) -> &'static str,
 ) -> Result<(SessionClaims, Value), GatewayError> {
@@ -179,7 +187,7 @@ pub fn open_session(
         version: version.to_string(),
         capabilities,
         client_info: params.get("clientInfo").cloned(),
-        principal_digest: gw.principal().digest(),
+        principal_digest: principal.digest(),
         issued_at: now_secs(),
     };
     let snapshot = gw.router.catalogue().snapshot();
@@ -202,14 +210,18 @@ pub fn open_session(
 /// # Errors
 /// [`GatewayError::SessionRequired`], [`GatewayError::SessionNotFound`] or
 /// [`GatewayError::ProtocolVersionMismatch`].
-pub fn session(gw: &Gateway, headers: &HeaderMap) -> Result<SessionClaims, GatewayError> {
+pub fn session(
+    gw: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<SessionClaims, GatewayError> {
     let token = headers
         .get(HEADER_SESSION_ID)
         .ok_or(GatewayError::SessionRequired)?
         .to_str()
         .map_err(|_| GatewayError::SessionNotFound)?;
     let claims = gw.sealer.open(token).ok_or(GatewayError::SessionNotFound)?;
-    if gw.revoked.contains_key(&claims.id) || claims.principal_digest != gw.principal().digest() {
+    if gw.revoked.contains_key(&claims.id) || claims.principal_digest != principal.digest() {
         return Err(GatewayError::SessionNotFound);
     }
     if let Some(got) = headers.get(HEADER_PROTOCOL_VERSION) {
@@ -228,8 +240,12 @@ pub fn session(gw: &Gateway, headers: &HeaderMap) -> Result<SessionClaims, Gatew
 ///
 /// # Errors
 /// As [`session`].
-pub async fn end_session(gw: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
-    let claims = session(gw, headers)?;
+pub async fn end_session(
+    gw: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    let claims = session(gw, principal, headers)?;
     gw.revoked.insert(claims.id, ());
     gw.sessions.remove(claims.id);
     gw.router

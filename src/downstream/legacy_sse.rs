@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,8 +23,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Gateway;
+use super::authn::Caller;
 use super::session::SessionClaims;
 use super::wire::Failure;
+use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::Era;
@@ -35,6 +38,8 @@ const SSE_VERSION: &str = "2024-11-05";
 pub struct Connection {
     events: mpsc::Sender<Event>,
     claims: Mutex<Option<SessionClaims>>,
+    /// Who opened the connection; only they may post to it.
+    principal: Arc<Principal>,
 }
 
 /// Open connections of this replica (the transport is inherently stateful).
@@ -50,7 +55,11 @@ impl Connections {
 }
 
 /// `GET /sse`: opens a connection.
-pub async fn open(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn open(
+    State(gw): State<Arc<Gateway>>,
+    Extension(principal): Caller,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = gw.origin.check(&headers) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
@@ -65,6 +74,7 @@ pub async fn open(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respons
     let connection = Arc::new(Connection {
         events: tx.clone(),
         claims: Mutex::new(None),
+        principal,
     });
     gw.sse_connections.lock().insert(id, connection);
     // Forget the connection when its client goes away or the gateway shuts down.
@@ -101,6 +111,7 @@ pub struct MessageQuery {
 /// `POST /messages?sessionId=…`: one message of a connection; answered on its stream.
 pub async fn message(
     State(gw): State<Arc<Gateway>>,
+    Extension(principal): Caller,
     Query(query): Query<MessageQuery>,
     headers: HeaderMap,
     body: Body,
@@ -108,7 +119,15 @@ pub async fn message(
     if let Err(e) = gw.origin.check(&headers) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
-    let Some(connection) = gw.sse_connections.lock().get(&query.session_id).cloned() else {
+    // A connection belongs to the principal that opened it: anyone else is told it does not
+    // exist, like a legacy session presented with another principal's token.
+    let Some(connection) = gw
+        .sse_connections
+        .lock()
+        .get(&query.session_id)
+        .filter(|c| c.principal.digest() == principal.digest())
+        .cloned()
+    else {
         return Failure::new(GatewayError::SessionNotFound, Era::Legacy, None).into_response();
     };
     let bytes = match super::streamable_http::read_limited(&headers, body, gw.max_body_bytes).await
@@ -120,6 +139,9 @@ pub async fn message(
         Ok(m) => m,
         Err(failure) => return failure.into_response(),
     };
+    if let Err(e) = super::authn::authorize(&gw, &principal, &message) {
+        return Failure::new(e, Era::Legacy, None).into_response();
+    }
     tokio::spawn(async move {
         let response = process(&gw, &connection, message).await;
         forward(response, &connection.events).await;
@@ -132,7 +154,12 @@ async fn process(gw: &Gateway, connection: &Connection, message: Message) -> Res
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return match super::legacy::open_session(gw, params.as_ref(), negotiate) {
+        return match super::legacy::open_session(
+            gw,
+            &connection.principal,
+            params.as_ref(),
+            negotiate,
+        ) {
             Ok((claims, result)) => {
                 *connection.claims.lock().unwrap_or_else(|p| p.into_inner()) = Some(claims);
                 super::wire::json(

@@ -5,6 +5,7 @@
 //! handled by [`modern`] or [`legacy`]. Every failure leaves through [`wire::Failure`], the one
 //! error boundary.
 
+pub mod authn;
 pub mod events;
 mod identity;
 pub mod legacy;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::auth::Authenticator;
 use crate::router::Router;
 use crate::telemetry::Metrics;
 use origin::OriginPolicy;
@@ -55,20 +56,16 @@ pub struct Gateway {
     pub client_ttl: Duration,
     /// Metric handles.
     pub metrics: Metrics,
-}
-
-impl Gateway {
-    /// The principal of a request. Authentication is not built yet: always anonymous.
-    pub fn principal(&self) -> Principal {
-        Principal::anonymous()
-    }
+    /// Authenticates callers.
+    pub auth: Arc<Authenticator>,
 }
 
 /// The client-facing routes: `/mcp` (Streamable HTTP: POST, GET, DELETE), and `/sse` with
-/// `/messages` (the 2024-11-05 HTTP+SSE transport).
+/// `/messages` (the 2024-11-05 HTTP+SSE transport), all behind [`authn::authenticate`]; the
+/// protected resource metadata (RFC 9728) is public.
 pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    let mcp = axum::Router::new()
         .route(
             "/mcp",
             post(streamable_http::post)
@@ -77,5 +74,15 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
         )
         .route("/sse", get(legacy_sse::open))
         .route("/messages", post(legacy_sse::message))
-        .with_state(gateway)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            authn::authenticate,
+        ));
+    let mut public = axum::Router::new();
+    if let Some(metadata) = gateway.auth.metadata() {
+        for path in metadata.paths() {
+            public = public.route(path, get(authn::resource_metadata));
+        }
+    }
+    mcp.merge(public).with_state(gateway)
 }

@@ -16,6 +16,7 @@ use super::mrtr::{Binding, Continuations};
 use super::relay::{self, ModernPeer, Peer};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
+use crate::auth::Principal;
 use crate::catalogue::ListKind;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
@@ -33,6 +34,7 @@ use crate::upstream::mcp::gateway_implementation;
 /// A [`Failure`] for every rejected request; see the module docs.
 pub async fn handle(
     gw: &Gateway,
+    principal: &Principal,
     headers: &HeaderMap,
     message: Message,
 ) -> Result<Response, Failure> {
@@ -105,7 +107,7 @@ pub async fn handle(
         log_level,
         capabilities: ctx.client_capabilities.clone(),
         continuations: std::sync::Arc::clone(&gw.continuations),
-        principal: gw.principal().digest(),
+        principal: principal.digest(),
         method: method.clone(),
         target,
     };

@@ -108,6 +108,7 @@ mod tests {
             max_body_bytes: 1,
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             allowed_hosts: vec![],
+            tls: None,
         })
     }
 

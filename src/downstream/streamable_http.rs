@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -9,21 +10,33 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use super::authn::{Caller, authorize};
 use super::wire::Failure;
 use super::{Gateway, legacy, modern};
+use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{DecodeError, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_PROTOCOL_VERSION};
 
 /// `POST /mcp`: one JSON-RPC message.
-pub async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    match handle_post(&gw, &headers, body).await {
+pub async fn post(
+    State(gw): State<Arc<Gateway>>,
+    Extension(principal): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle_post(&gw, &principal, &headers, body).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     }
 }
 
-async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+async fn handle_post(
+    gw: &Gateway,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
     let early_era = header_era(headers);
     gw.origin
         .check(headers)
@@ -34,15 +47,20 @@ async fn handle_post(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Re
     let message = decode(&bytes, early_era)?;
     let era = detect_era(headers, &message)
         .map_err(|e| Failure::new(e, early_era, request_id(&message)))?;
+    authorize(gw, principal, &message).map_err(|e| Failure::new(e, era, request_id(&message)))?;
     match era {
-        Era::Modern => modern::handle(gw, headers, message).await,
-        Era::Legacy => legacy::handle(gw, headers, message).await,
+        Era::Modern => modern::handle(gw, principal, headers, message).await,
+        Era::Legacy => legacy::handle(gw, principal, headers, message).await,
     }
 }
 
 /// `GET /mcp`: with a legacy session, its standalone event stream ([`super::events`]);
 /// without one, 405 (the modern era has no GET).
-pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(gw): State<Arc<Gateway>>,
+    Extension(principal): Caller,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = gw.origin.check(&headers) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
@@ -54,7 +72,7 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
         )
         .into_response();
     }
-    let claims = match legacy::session(&gw, &headers) {
+    let claims = match legacy::session(&gw, &principal, &headers) {
         Ok(claims) => claims,
         Err(e) => return Failure::new(e, Era::Legacy, None).into_response(),
     };
@@ -71,14 +89,18 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
 
 /// `DELETE /mcp`: ends a legacy session; without a session id there is nothing to end (405,
 /// as for a modern client).
-pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    Extension(principal): Caller,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = gw.origin.check(&headers) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
     if headers.get(HEADER_SESSION_ID).is_none() {
         return Failure::new(GatewayError::HttpMethodNotAllowed, Era::Modern, None).into_response();
     }
-    match legacy::end_session(&gw, &headers).await {
+    match legacy::end_session(&gw, &principal, &headers).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => Failure::new(e, Era::Legacy, None).into_response(),
     }
@@ -167,7 +189,7 @@ pub(super) fn decode(bytes: &[u8], era: Era) -> Result<Message, Failure> {
 }
 
 /// The era a header alone suggests (for errors before the body is decoded).
-fn header_era(headers: &HeaderMap) -> Era {
+pub(super) fn header_era(headers: &HeaderMap) -> Era {
     headers
         .get(HEADER_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())

@@ -37,9 +37,16 @@ impl IntoResponse for Failure {
         } else {
             tracing::debug!(error = %self.error, status = wire.status.as_u16(), "request rejected");
         }
-        let mut response = match wire.error {
-            Some(error) => json(wire.status, &jsonrpc::error_response(self.id, error)),
-            None => wire.status.into_response(),
+        let mut response = match (wire.error, wire.challenge) {
+            (Some(error), _) => json(wire.status, &jsonrpc::error_response(self.id, error)),
+            (None, Some((challenge, body))) => {
+                let mut r = json(wire.status, &body);
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+            (None, None) => wire.status.into_response(),
         };
         if wire.status == StatusCode::METHOD_NOT_ALLOWED {
             response

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod idp;
 pub mod mock_http;
 
 use std::path::Path;
@@ -72,6 +73,8 @@ impl Reply {
 pub struct Client {
     pub url: String,
     http: reqwest::Client,
+    /// Headers sent with every request (credentials).
+    extra: Vec<(String, String)>,
 }
 
 impl Client {
@@ -79,6 +82,23 @@ impl Client {
         Self {
             url: format!("http://{}/mcp", running.mcp_addr),
             http: reqwest::Client::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer {token}` with every request.
+    pub fn bearer(&self, token: &str) -> Self {
+        self.with_header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// The same client sending `name: value` with every request.
+    pub fn with_header(&self, name: &str, value: &str) -> Self {
+        let mut extra = self.extra.clone();
+        extra.push((name.to_string(), value.to_string()));
+        Self {
+            url: self.url.clone(),
+            http: self.http.clone(),
+            extra,
         }
     }
 
@@ -102,6 +122,9 @@ impl Client {
             .request(method, &self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
+        for (k, v) in &self.extra {
+            req = req.header(k, v);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
