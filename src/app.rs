@@ -22,6 +22,7 @@ use crate::downstream::session::SessionSealer;
 use crate::downstream::{self, Gateway};
 use crate::router::Router;
 use crate::telemetry::Metrics;
+use crate::tls::TlsSetup;
 use crate::upstream::UpstreamSet;
 
 /// How long shutdown waits for requests in flight.
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The outbound HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Authentication could not be set up.
     #[error("cannot set up authentication: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
@@ -140,12 +144,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let (shutdown, _) = watch::channel(false);
     let mut servers = JoinSet::new();
-    let mcp_addr = serve(&mut servers, config.listen.addr, app, shutdown.subscribe()).await?;
-    tracing::info!(%mcp_addr, "MCP endpoint listening on http://{mcp_addr}/mcp");
+    let tls = match &config.listen.tls {
+        Some(tls) => Some((TlsSetup::new(tls)?, tls.reload_interval)),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mcp_addr = serve(
+        &mut servers,
+        config.listen.addr,
+        app,
+        tls,
+        shutdown.subscribe(),
+    )
+    .await?;
+    tracing::info!(%mcp_addr, "MCP endpoint listening on {scheme}://{mcp_addr}/mcp");
     let admin_addr = match &config.admin {
         Some(admin) => {
             let router = admin_routes(Arc::clone(&catalogue), metrics);
-            let addr = serve(&mut servers, admin.addr, router, shutdown.subscribe()).await?;
+            let addr = serve(&mut servers, admin.addr, router, None, shutdown.subscribe()).await?;
             tracing::info!(%addr, "operations endpoint listening");
             Some(addr)
         }
@@ -162,10 +178,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Binds `addr` and serves `app` on it, over TLS when `tls` is given (with its certificate
+/// reload period), until `shutdown`.
 async fn serve(
     servers: &mut JoinSet<()>,
     addr: SocketAddr,
     app: axum::Router,
+    tls: Option<(TlsSetup, std::time::Duration)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
     let listener = TcpListener::bind(addr)
@@ -174,6 +193,12 @@ async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    if let Some((setup, reload)) = tls {
+        servers.spawn(crate::tls::serve::serve(
+            listener, setup, reload, app, shutdown,
+        ));
+        return Ok(local);
+    }
     servers.spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -263,8 +288,8 @@ fn warn_about_exposure(config: &Config) {
             "no `auth` section: every caller is the anonymous principal and may call every tool"
         );
     }
-    if !config.listen.addr.ip().is_loopback() {
-        tracing::warn!(addr = %config.listen.addr, "serving plain HTTP on a non-loopback address");
+    if config.listen.tls.is_none() && !config.listen.addr.ip().is_loopback() {
+        tracing::warn!(addr = %config.listen.addr, "serving plain HTTP on a non-loopback address (listen.plain_http)");
         if OriginPolicy::new(&config.listen).accepts_any_host() {
             tracing::warn!(
                 "no listen.public_url or listen.allowed_hosts: the Host header is not checked"

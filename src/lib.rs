@@ -55,4 +55,5 @@ pub mod param_headers;
 pub mod protocol;
 pub mod router;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -84,5 +84,23 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
             public = public.route(path, get(authn::resource_metadata));
         }
     }
-    mcp.merge(public).with_state(gateway)
+    mcp.merge(public)
+        .with_state(gateway)
+        .layer(axum::middleware::map_request(host_from_authority))
+}
+
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the URI, not
+/// in `Host`; copies it there so the `Host` checks ([`origin`]) see it in both versions.
+async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.headers().contains_key(axum::http::header::HOST)
+        && let Some(value) = request
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        request
+            .headers_mut()
+            .insert(axum::http::header::HOST, value);
+    }
+    request
 }

@@ -5,6 +5,7 @@
 
 pub mod idp;
 pub mod mock_http;
+pub mod pki;
 
 use std::path::Path;
 
@@ -82,6 +83,15 @@ impl Client {
         Self {
             url: format!("http://{}/mcp", running.mcp_addr),
             http: reqwest::Client::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A client of the endpoint `url` over `http` (e.g. HTTPS with a test CA).
+    pub fn over(url: String, http: reqwest::Client) -> Self {
+        Self {
+            url,
+            http,
             extra: Vec::new(),
         }
     }
