@@ -49,7 +49,7 @@ auth:
     - {{ name: ci-bot, sha256: '{hash}', scopes: [mcp, tools.call] }}
 {extra}",
         jwks = jwks.url(),
-        hash = sha256_hex("mcpk_test_key"),
+        hash = support::sha256_hex("mcpk_test_key"),
     );
     let gw = gateway(&yaml).await;
     let client = Client::new(&gw);
@@ -65,14 +65,6 @@ auth:
         ec,
         ed,
     )
-}
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn good(sub: &str) -> Value {

@@ -31,6 +31,7 @@ impl ApiKeys {
                     api_key: Some(k.name.clone()),
                     mtls_identity: None,
                     claims: Arc::new(Map::new()),
+                    token: None,
                 };
                 (k.sha256, Arc::new(principal))
             })

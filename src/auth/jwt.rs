@@ -118,7 +118,7 @@ impl JwtVerifier {
         let mut last = TokenError("invalid signature".into());
         for key in &candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-                Ok(data) => return self.accept(data.claims),
+                Ok(data) => return self.accept(data.claims, token),
                 // Another key of the same family may be the right one (keys without kid).
                 Err(e) if *e.kind() == ErrorKind::InvalidSignature => {}
                 Err(e) => {
@@ -142,7 +142,7 @@ impl JwtVerifier {
         v
     }
 
-    fn accept(&self, claims: Map<String, Value>) -> Result<Verified, TokenError> {
+    fn accept(&self, claims: Map<String, Value>, token: &str) -> Result<Verified, TokenError> {
         if let Some(missing) = self
             .config
             .required_claims
@@ -152,7 +152,8 @@ impl JwtVerifier {
             return Err(TokenError(format!("required claim {missing:?} is missing")));
         }
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        let principal = principal_from_claims(claims, &self.config.claims);
+        let mut principal = principal_from_claims(claims, &self.config.claims);
+        principal.token = Some(crate::config::Secret::new(token.to_string()));
         Ok(Verified {
             principal: Arc::new(principal),
             valid_until: exp.saturating_add(self.config.leeway.as_secs()),
@@ -202,6 +203,7 @@ fn principal_from_claims(claims: Map<String, Value>, names: &ClaimNames) -> Prin
         api_key: None,
         mtls_identity: None,
         claims: Arc::new(claims),
+        token: None,
     }
 }
 

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Secret};
 use api_key::ApiKeys;
 use jwks::KeyStore;
 use jwt::JwtVerifier;
@@ -49,6 +49,9 @@ pub struct Principal {
     pub mtls_identity: Option<String>,
     /// Every verified claim of the token (empty for API keys and anonymous callers).
     pub claims: Arc<Map<String, Value>>,
+    /// The bearer token itself, for RFC 8693 token exchange at upstreams configured for it
+    /// (JWT callers only; never forwarded as is).
+    pub token: Option<Secret>,
 }
 
 impl Principal {
@@ -64,6 +67,7 @@ impl Principal {
             api_key: None,
             mtls_identity: None,
             claims: Arc::new(Map::new()),
+            token: None,
         }
     }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::raw_auth::{RawApiKey, RawAuth, RawJwt, RawTls};
+use super::Secret;
+use super::raw_auth::{RawApiKey, RawAuth, RawJwt, RawTls, RawUpstreamOAuth};
 use super::validate::{Issues, duration, hex32, http_url};
 
 /// `listen.tls:` after validation.
@@ -121,6 +122,25 @@ pub struct ApiKeyConfig {
     pub scopes: Vec<String>,
     /// Groups of its principal.
     pub groups: Vec<String>,
+}
+
+/// `upstreams[].http.oauth:` after validation: how the gateway authenticates to an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamOAuthConfig {
+    /// Token endpoint.
+    pub token_url: Url,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret (sent with HTTP Basic, RFC 6749 §2.3.1).
+    pub client_secret: Secret,
+    /// Scopes to request.
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicator.
+    pub resource: String,
+    /// `audience` parameter, if any.
+    pub audience: Option<String>,
+    /// Exchange callers' tokens (RFC 8693).
+    pub token_exchange: bool,
 }
 
 /// Algorithms mcpgate accepts: asymmetric signatures only, so a public key can never be used
@@ -323,6 +343,52 @@ fn jwt(raw: &RawJwt, resource: &Url, base: &Path, issues: &mut Issues) -> Option
         leeway: leeway?,
         required_claims: raw.required_claims.clone(),
         claims,
+    })
+}
+
+pub(super) fn upstream_oauth(
+    raw: &RawUpstreamOAuth,
+    upstream_url: Option<&Url>,
+    at: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) -> Option<UpstreamOAuthConfig> {
+    let token_url = issues.check(&format!("{at}.token_url"), http_url(&raw.token_url));
+    if raw.client_id.trim().is_empty() {
+        issues.push(format!("{at}.client_id"), "must not be empty");
+    }
+    let secret = match (&raw.client_secret, &raw.client_secret_file) {
+        (Some(s), None) => issues.check(&format!("{at}.client_secret"), super::expand_env(s, env)),
+        (None, Some(f)) => {
+            let path = base.join(f);
+            issues.check(
+                &format!("{at}.client_secret_file"),
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            )
+        }
+        _ => {
+            issues.push(
+                at,
+                "set exactly one of `client_secret` or `client_secret_file`",
+            );
+            None
+        }
+    };
+    let resource = raw
+        .resource
+        .clone()
+        .or_else(|| upstream_url.map(Url::to_string));
+    Some(UpstreamOAuthConfig {
+        token_url: token_url?,
+        client_id: raw.client_id.clone(),
+        client_secret: Secret::new(secret?),
+        scopes: raw.scopes.clone(),
+        resource: resource?,
+        audience: raw.audience.clone(),
+        token_exchange: raw.token_exchange,
     })
 }
 

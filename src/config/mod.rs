@@ -22,6 +22,7 @@ use url::Url;
 
 pub use auth::{
     ApiKeyConfig, AuthConfig, ClaimNames, ClientAuth, JwksConfig, JwtConfig, TlsConfig,
+    UpstreamOAuthConfig,
 };
 pub use raw::RawConfig;
 pub use secret::{Secret, expand_env};
@@ -159,6 +160,8 @@ pub enum UpstreamTransport {
         url: Url,
         /// Static headers sent with every request.
         headers: Vec<(http::HeaderName, Secret)>,
+        /// OAuth tokens for the upstream, if configured.
+        oauth: Option<Box<UpstreamOAuthConfig>>,
     },
     /// The deprecated HTTP+SSE transport (2024-11-05).
     Sse {

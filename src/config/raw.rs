@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-pub use super::raw_auth::{RawAuth, RawTls};
+pub use super::raw_auth::{RawAuth, RawTls, RawUpstreamOAuth};
 
 /// The root of `mcpgate.yaml` (DESIGN.md §5.6).
 #[derive(Debug, Deserialize)]
@@ -131,6 +131,9 @@ pub struct RawHttpUpstream {
     /// Headers whose values are read from files (trailing newline trimmed).
     #[serde(default)]
     pub header_files: BTreeMap<String, String>,
+    /// OAuth tokens for the upstream (client credentials, optionally token exchange).
+    #[serde(default)]
+    pub oauth: Option<RawUpstreamOAuth>,
 }
 
 /// `stdio:` of an upstream.

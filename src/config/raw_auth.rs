@@ -117,3 +117,32 @@ pub struct RawApiKey {
     #[serde(default)]
     pub groups: Vec<String>,
 }
+
+/// `upstreams[].http.oauth:` — how the gateway obtains tokens for an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamOAuth {
+    /// The authorization server's token endpoint.
+    pub token_url: String,
+    /// The gateway's client id at that server.
+    pub client_id: String,
+    /// Its client secret; may contain `${ENV_VAR}`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// A file holding the client secret (trailing newline trimmed).
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// Scopes to request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 8707 `resource` to request the token for; default: the upstream's URL.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// `audience` parameter, for servers that want one.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Exchange each caller's token for one for this upstream (RFC 8693) instead of calling
+    /// it as the gateway; the gateway's own catalogue requests still use client credentials.
+    #[serde(default)]
+    pub token_exchange: bool,
+}

@@ -291,9 +291,42 @@ fn transport(
                 headers.push(h);
             }
         }
+        let oauth = match &http.oauth {
+            None => Some(None),
+            Some(_) if up.sse.is_some() => {
+                issues.push(
+                    format!("{at}.sse.oauth"),
+                    "OAuth is supported for Streamable HTTP upstreams (`http`), not the HTTP+SSE transport",
+                );
+                None
+            }
+            Some(o) => super::auth::upstream_oauth(
+                o,
+                url.as_ref(),
+                &format!("{at}.http.oauth"),
+                base,
+                env,
+                issues,
+            )
+            .map(|o| Some(Box::new(o))),
+        };
+        if oauth.as_ref().is_some_and(Option::is_some)
+            && headers
+                .iter()
+                .any(|(n, _)| n == http::header::AUTHORIZATION)
+        {
+            issues.push(
+                format!("{at}.http"),
+                "`headers.Authorization` and `oauth` both set the Authorization header; keep one",
+            );
+        }
         let url = url?;
         return Some(if up.http.is_some() {
-            UpstreamTransport::Http { url, headers }
+            UpstreamTransport::Http {
+                url,
+                headers,
+                oauth: oauth?,
+            }
         } else {
             UpstreamTransport::Sse { url, headers }
         });

@@ -20,8 +20,8 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, negotiate_legacy};
-use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
+use crate::upstream::{CallContext, OnBehalfOf};
 
 /// Handles one legacy message.
 ///
@@ -44,7 +44,7 @@ pub async fn handle(
         _ => None,
     };
     let claims = session(gw, principal, headers).map_err(|e| Failure::new(e, Era::Legacy, id))?;
-    handle_in_session(gw, claims, message).await
+    handle_in_session(gw, principal, claims, message).await
 }
 
 /// Handles one message of an open legacy session, whichever transport carried it.
@@ -53,6 +53,7 @@ pub async fn handle(
 /// A [`Failure`] for every rejected request.
 pub async fn handle_in_session(
     gw: &Gateway,
+    principal: &Principal,
     claims: SessionClaims,
     message: Message,
 ) -> Result<Response, Failure> {
@@ -121,6 +122,7 @@ pub async fn handle_in_session(
         client_capabilities: claims.capabilities.clone(),
         client_info: claims.client_info.clone(),
         log_level: state.log_level(),
+        on_behalf_of: OnBehalfOf::Client(principal.token.clone()),
     };
     let in_flight = state.track(&id);
     let routed = gw

@@ -143,23 +143,23 @@ pub async fn message(
         return Failure::new(e, Era::Legacy, None).into_response();
     }
     tokio::spawn(async move {
-        let response = process(&gw, &connection, message).await;
+        let response = process(&gw, &principal, &connection, message).await;
         forward(response, &connection.events).await;
     });
     StatusCode::ACCEPTED.into_response()
 }
 
 /// Handles one message as the legacy Streamable HTTP endpoint would.
-async fn process(gw: &Gateway, connection: &Connection, message: Message) -> Response {
+async fn process(
+    gw: &Gateway,
+    principal: &Principal,
+    connection: &Connection,
+    message: Message,
+) -> Response {
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return match super::legacy::open_session(
-            gw,
-            &connection.principal,
-            params.as_ref(),
-            negotiate,
-        ) {
+        return match super::legacy::open_session(gw, principal, params.as_ref(), negotiate) {
             Ok((claims, result)) => {
                 *connection.claims.lock().unwrap_or_else(|p| p.into_inner()) = Some(claims);
                 super::wire::json(
@@ -182,7 +182,7 @@ async fn process(gw: &Gateway, connection: &Connection, message: Message) -> Res
         };
         return Failure::new(GatewayError::SessionRequired, Era::Legacy, id).into_response();
     };
-    match super::legacy::handle_in_session(gw, claims, message).await {
+    match super::legacy::handle_in_session(gw, principal, claims, message).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     }

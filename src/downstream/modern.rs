@@ -25,8 +25,8 @@ use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
     META_SERVER_INFO, MODERN_VERSIONS, decode_header_value, is_modern_method, is_task_method,
 };
-use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
+use crate::upstream::{CallContext, OnBehalfOf};
 
 /// Handles one modern message.
 ///
@@ -51,7 +51,8 @@ pub async fn handle(
         }
     };
     let fail = |e| Failure::new(e, Era::Modern, Some(id.clone()));
-    let ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
+    let mut ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
+    ctx.on_behalf_of = OnBehalfOf::Client(principal.token.clone());
     if method == "tools/call" {
         check_param_headers(gw, headers, params.as_ref()).map_err(fail)?;
     }
@@ -219,6 +220,7 @@ fn validate(
             .get(META_LOG_LEVEL)
             .and_then(Value::as_str)
             .map(str::to_string),
+        on_behalf_of: OnBehalfOf::Gateway,
     })
 }
 

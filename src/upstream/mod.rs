@@ -8,6 +8,7 @@
 //! here: this module speaks the upstream's own names; the router translates.
 
 pub mod call;
+pub mod credentials;
 mod http;
 pub mod mcp;
 mod mux;
@@ -57,6 +58,13 @@ pub enum UpstreamError {
         /// What was wrong, for logs.
         detail: String,
     },
+    /// No token could be obtained for the upstream (token endpoint failed, or a token exchange
+    /// without a caller token).
+    #[error("credentials: {detail}")]
+    Credentials {
+        /// What went wrong, for logs.
+        detail: String,
+    },
     /// `server/discover` / `initialize` failed or named no common revision.
     #[error("handshake failed: {detail}")]
     Handshake {
@@ -75,6 +83,7 @@ impl UpstreamError {
             Self::HttpStatus { .. } => "http_status",
             Self::Protocol { .. } => "protocol_error",
             Self::Handshake { .. } => "handshake_failed",
+            Self::Credentials { .. } => "upstream_credentials",
         }
     }
 
@@ -87,6 +96,7 @@ impl UpstreamError {
             Self::HttpStatus { status } => format!("answered with HTTP status {status}"),
             Self::Protocol { .. } => "sent an invalid MCP response".into(),
             Self::Handshake { .. } => "could not negotiate a protocol version".into(),
+            Self::Credentials { .. } => "could not be authenticated to".into(),
         }
     }
 }
@@ -107,6 +117,19 @@ pub struct CallContext {
     pub client_info: Option<Value>,
     /// The log level the client asked for, passed to a modern upstream as `_meta` `logLevel`.
     pub log_level: Option<String>,
+    /// Whether the call is made for a client (and with which bearer token) or by the gateway
+    /// itself; decides the upstream credentials of token-exchange upstreams.
+    pub on_behalf_of: OnBehalfOf,
+}
+
+/// Who an upstream call is made for.
+#[derive(Debug, Clone, Default)]
+pub enum OnBehalfOf {
+    /// The gateway itself (catalogue plane, shared connections).
+    #[default]
+    Gateway,
+    /// A client; its bearer token when it presented one (for RFC 8693 token exchange).
+    Client(Option<crate::config::Secret>),
 }
 
 impl CallContext {
@@ -117,6 +140,7 @@ impl CallContext {
             client_capabilities: json!({}),
             client_info: None,
             log_level: None,
+            on_behalf_of: OnBehalfOf::Gateway,
         }
     }
 }
@@ -169,11 +193,24 @@ impl Upstream {
         events: broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let link = match &cfg.transport {
-            UpstreamTransport::Http { url, headers } => {
+            UpstreamTransport::Http {
+                url,
+                headers,
+                oauth,
+            } => {
+                let credentials = oauth.as_deref().map(|o| {
+                    Arc::new(credentials::UpstreamCredentials::new(
+                        o.clone(),
+                        http_client.clone(),
+                    ))
+                });
                 Link::Http(Box::new(http::HttpUpstream::new(
                     cfg.id.clone(),
-                    url.clone(),
-                    headers.clone(),
+                    http::Target {
+                        url: url.clone(),
+                        headers: headers.clone(),
+                        credentials,
+                    },
                     cfg.era,
                     http_client,
                     session_idle,

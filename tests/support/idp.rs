@@ -137,11 +137,7 @@ impl Jwks {
                 async move { axum::Json(body) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (addr, task) = super::serve(app).await;
         Self {
             addr,
             keys,

@@ -37,6 +37,9 @@ pub struct MockSpec {
     /// Modern: advertise the tasks extension (and an extension the gateway does not know);
     /// tool `job` creates task `t1`, which `tasks/get` shows completed.
     pub tasks: bool,
+    /// `Authorization` values answered with 401 and a `WWW-Authenticate` challenge; `"*"`
+    /// refuses everything.
+    pub reject_authorization: Vec<String>,
 }
 
 impl MockSpec {
@@ -54,6 +57,7 @@ impl MockSpec {
             sse: false,
             list_changed: false,
             tasks: false,
+            reject_authorization: Vec::new(),
         }
     }
 }
@@ -110,11 +114,7 @@ pub async fn start(spec: MockSpec) -> (SocketAddr, Arc<Mock>, tokio::task::JoinH
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(post).delete(delete))
         .with_state(Arc::clone(&mock));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (addr, task) = super::serve(app).await;
     (addr, mock, task)
 }
 
@@ -154,6 +154,21 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
         .lock()
         .unwrap()
         .push((headers.clone(), msg.clone()));
+    let refused = {
+        let spec = mock.spec.lock().unwrap();
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        spec.reject_authorization
+            .iter()
+            .any(|r| r == "*" || Some(r.as_str()) == auth)
+    };
+    if refused {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer error=\"invalid_token\", resource_metadata=\"http://upstream.test/.well-known/oauth-protected-resource\"")],
+            "",
+        )
+            .into_response();
+    }
     let id = msg.get("id").cloned();
     let method = msg["method"].as_str().unwrap_or_default().to_string();
     let params = msg.get("params").cloned().unwrap_or(json!({}));

@@ -6,12 +6,32 @@
 pub mod idp;
 pub mod mock_http;
 pub mod pki;
+pub mod token_endpoint;
 
 use std::path::Path;
 
 use mcpgate::app::Running;
 use mcpgate::config::Config;
 use serde_json::{Value, json};
+
+/// Serves `app` on 127.0.0.1:0 until the returned task is aborted or the runtime ends.
+pub async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+/// Hex SHA-256 of `text` (how API keys are configured).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Starts a gateway from YAML (paths relative to the crate root).
 pub async fn gateway(yaml: &str) -> Running {

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use url::Url;
 
+use super::super::credentials::Credentials;
 use super::super::{Reply, UpstreamError, UpstreamEvent};
 use crate::config::UpstreamId;
 use crate::jsonrpc::{self, Message};
@@ -25,6 +26,9 @@ pub(super) struct Endpoint {
     pub(super) next_id: AtomicU64,
     /// Where list changes and resource updates are announced.
     pub(super) events: tokio::sync::broadcast::Sender<UpstreamEvent>,
+    /// OAuth tokens for the upstream: the gateway's own token goes on every request that does
+    /// not already carry a caller's exchanged token.
+    pub(super) credentials: Option<Credentials>,
 }
 
 /// What one POST produced, its body read to the answer.
@@ -163,32 +167,59 @@ impl Endpoint {
         }
     }
 
+    /// Sends one HTTP request with the configured headers, the request's own, and — unless the
+    /// request carries a caller's token — the gateway's own token. A 401 to the gateway's own
+    /// token drops it and the request is sent once more with a fresh one. The upstream's
+    /// `WWW-Authenticate` is never passed on: a 401/403 becomes [`UpstreamError::HttpStatus`].
     pub(super) async fn send(
         &self,
         method: http::Method,
         headers: &HeaderMap,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = self
-            .client
-            .request(method, self.url.clone())
-            .headers(self.headers.clone())
-            .headers(headers.clone())
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
-                detail: e.to_string(),
-            })?;
-            request = request
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+        let bytes = match body {
+            Some(body) => Some(
+                serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
+                    detail: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        let own = self
+            .credentials
+            .as_ref()
+            .filter(|_| !headers.contains_key(http::header::AUTHORIZATION));
+        let mut retried = false;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), self.url.clone())
+                .headers(self.headers.clone())
+                .headers(headers.clone())
+                .header(http::header::ACCEPT, "application/json, text/event-stream");
+            if let Some(credentials) = own {
+                request = request.header(http::header::AUTHORIZATION, credentials.own().await?);
+            }
+            if let Some(bytes) = &bytes {
+                request = request
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(bytes.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| UpstreamError::Unavailable {
+                    detail: error_chain(&e),
+                })?;
+            match own {
+                Some(credentials) if response.status() == StatusCode::UNAUTHORIZED && !retried => {
+                    tracing::warn!(upstream = %self.id, "upstream refused the gateway's token; fetching a new one");
+                    credentials.invalidate().await;
+                    retried = true;
+                }
+                _ => return Ok(response),
+            }
         }
-        request
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Unavailable {
-                detail: error_chain(&e),
-            })
     }
 }
 
@@ -261,7 +292,7 @@ async fn read_sse_answer(
 }
 
 /// An error with its sources, for logs.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

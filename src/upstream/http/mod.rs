@@ -25,13 +25,15 @@ use url::Url;
 use uuid::Uuid;
 
 use super::call::{CALL_CHANNEL, Call, CallItem, Respond};
+use super::credentials::Credentials;
 use super::mcp::{self, UpstreamInfo};
-use super::{CallContext, UpstreamError, UpstreamEvent};
+use super::{CallContext, OnBehalfOf, UpstreamError, UpstreamEvent};
 use crate::config::{EraPreference, Secret, UpstreamId};
 use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
     encode_header_value,
 };
+pub(crate) use endpoint::error_chain;
 use endpoint::{Endpoint, Opened, Posted, read_json_answer};
 use stream::{HttpResponder, listen_get, relay_sse};
 
@@ -70,24 +72,33 @@ impl Drop for HttpUpstream {
     }
 }
 
+/// Where an HTTP upstream is and how the gateway authenticates to it.
+pub(super) struct Target {
+    /// The MCP endpoint.
+    pub(super) url: Url,
+    /// Static headers.
+    pub(super) headers: Vec<(HeaderName, Secret)>,
+    /// OAuth tokens, if configured.
+    pub(super) credentials: Option<Credentials>,
+}
+
 impl HttpUpstream {
     pub(super) fn new(
         id: UpstreamId,
-        url: Url,
-        headers: Vec<(HeaderName, Secret)>,
+        target: Target,
         era_pref: EraPreference,
         client: reqwest::Client,
         session_idle: Duration,
         events: tokio::sync::broadcast::Sender<UpstreamEvent>,
     ) -> Self {
-        let map = super::header_map(&headers);
         let endpoint = Arc::new(Endpoint {
             id: id.clone(),
-            url,
-            headers: map,
+            url: target.url,
+            headers: super::header_map(&target.headers),
             client,
             next_id: AtomicU64::new(1),
             events,
+            credentials: target.credentials,
         });
         let closer = Arc::clone(&endpoint);
         let sessions = moka::future::Cache::builder()
@@ -119,7 +130,7 @@ impl HttpUpstream {
     pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
         match self.era().await? {
             (Era::Modern, Some(info)) => Ok(info.clone()),
-            _ => Ok(self.session(None, &Value::Null).await?.info.clone()),
+            _ => Ok(self.session(None, &Value::Null, None).await?.info.clone()),
         }
     }
 
@@ -133,12 +144,14 @@ impl HttpUpstream {
         deadline: tokio::time::Instant,
     ) -> Result<Call, UpstreamError> {
         let (era, _) = self.era().await?;
+        let caller = self.caller_authorization(ctx).await?;
         match era {
             Era::Modern => {
                 let params = mcp::shape_params(Era::Modern, params, ctx);
                 let name = params.as_ref().and_then(mirrored_name(method));
                 let mut headers = modern_headers(method, name.as_deref());
                 add_param_headers(&mut headers, param_headers);
+                headers.extend(caller);
                 let opened = self.endpoint.open(method, params, &headers).await?;
                 Ok(self.stream(opened, headers, deadline, false))
             }
@@ -147,11 +160,14 @@ impl HttpUpstream {
                 let key = ctx.downstream_session;
                 let mut retried = false;
                 loop {
-                    let session = self.session(key, &ctx.client_capabilities).await?;
+                    let session = self
+                        .session(key, &ctx.client_capabilities, caller.clone())
+                        .await?;
                     if method == "resources/subscribe" {
                         self.ensure_listening(key, &session);
                     }
-                    let headers = legacy_headers(&session);
+                    let mut headers = legacy_headers(&session);
+                    headers.extend(caller.clone());
                     let opened = self.endpoint.open(method, params.clone(), &headers).await?;
                     if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
                         tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
@@ -287,10 +303,35 @@ impl HttpUpstream {
     /// The legacy session for `key`, opened on first use.
     /// `capabilities` are declared in `initialize`: the downstream client's own for its
     /// session, what the gateway can relay for the shared one.
+    /// The `Authorization` header of a call made for a client of a token-exchange upstream:
+    /// the client's token exchanged for this upstream. `None` otherwise (the endpoint then
+    /// adds the gateway's own token, if any).
+    async fn caller_authorization(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
+        let (Some(credentials), OnBehalfOf::Client(token)) =
+            (&self.endpoint.credentials, &ctx.on_behalf_of)
+        else {
+            return Ok(None);
+        };
+        if !credentials.exchanges_tokens() {
+            return Ok(None);
+        }
+        let value = credentials.for_caller(token.as_ref()).await?;
+        let value = HeaderValue::from_str(&value).map_err(|_| UpstreamError::Credentials {
+            detail: "the exchanged token is not a valid header value".into(),
+        })?;
+        Ok(Some((http::header::AUTHORIZATION, value)))
+    }
+
+    /// The upstream session held for `key`, opened (with `caller`'s authorization, if any)
+    /// on first use.
     async fn session(
         &self,
         key: Option<Uuid>,
         capabilities: &Value,
+        caller: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Arc<LegacySession>, UpstreamError> {
         let cell = self
             .sessions
@@ -302,7 +343,9 @@ impl HttpUpstream {
             mcp::relayed_client_capabilities()
         };
         cell.get_or_try_init(|| async {
-            let session = Arc::new(self.initialize(&capabilities).await?);
+            let mut headers = HeaderMap::new();
+            headers.extend(caller);
+            let session = Arc::new(self.initialize(&capabilities, headers).await?);
             if key.is_none() {
                 self.listen(key, &session);
             }
@@ -342,13 +385,17 @@ impl HttpUpstream {
         }
     }
 
-    async fn initialize(&self, capabilities: &Value) -> Result<LegacySession, UpstreamError> {
+    async fn initialize(
+        &self,
+        capabilities: &Value,
+        auth: HeaderMap,
+    ) -> Result<LegacySession, UpstreamError> {
         let posted = self
             .endpoint
             .post(
                 "initialize",
                 Some(mcp::initialize_params(capabilities)),
-                &HeaderMap::new(),
+                &auth,
             )
             .await?;
         let session_id = posted.session_id.clone();
