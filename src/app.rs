@@ -56,8 +56,10 @@ pub enum StartError {
 
 /// A running gateway. Dropping it without [`Running::shutdown`] stops nothing gracefully.
 pub struct Running {
-    /// Where the MCP endpoint listens (`http://{mcp_addr}/mcp`).
+    /// Where the MCP endpoint listens.
     pub mcp_addr: SocketAddr,
+    /// The endpoint's URL on this machine: `http://` or, with TLS, `https://{mcp_addr}/mcp`.
+    pub mcp_url: String,
     /// Where the operations endpoint listens, if configured.
     pub admin_addr: Option<SocketAddr>,
     /// The catalogue, for inspection.
@@ -157,7 +159,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown.subscribe(),
     )
     .await?;
-    tracing::info!(%mcp_addr, "MCP endpoint listening on {scheme}://{mcp_addr}/mcp");
+    let mcp_url = format!("{scheme}://{mcp_addr}/mcp");
+    tracing::info!(%mcp_addr, "MCP endpoint listening on {mcp_url}");
     let admin_addr = match &config.admin {
         Some(admin) => {
             let router = admin_routes(Arc::clone(&catalogue), metrics);
@@ -169,6 +172,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     Ok(Running {
         mcp_addr,
+        mcp_url,
         admin_addr,
         catalogue,
         shutdown,

@@ -85,7 +85,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
             let running = mcpgate::app::start(cfg).await.context("cannot start")?;
-            println!("mcpgate listening on http://{}/mcp", running.mcp_addr);
+            println!("mcpgate listening on {}", running.mcp_url);
             if let Some(admin) = running.admin_addr {
                 println!("mcpgate operations on http://{admin}/metrics");
             }

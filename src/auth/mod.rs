@@ -159,8 +159,8 @@ impl Authenticator {
         }
     }
 
-    /// An authenticator for `config`; JWKS requests go through `http`. Keys are not fetched
-    /// yet: call [`Authenticator::refresh_keys`].
+    /// An authenticator for `config`; JWKS requests go through `http`. The JWKS is not fetched
+    /// yet: refresh the [`Authenticator::key_store`].
     ///
     /// # Errors
     /// [`AuthSetupError`] when a static key file cannot be loaded.

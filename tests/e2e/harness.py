@@ -93,7 +93,7 @@ def start_gateway(config_text: str, workdir: Path) -> Gateway:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"mcpgate exited ({proc.wait()}); see {workdir / 'mcpgate.log'}")
-        if m := re.search(r"listening on (http://\S+)", line):
+        if m := re.search(r"listening on (https?://\S+)", line):
             url = m.group(1)
     if url is None:
         stop(proc)
@@ -101,7 +101,7 @@ def start_gateway(config_text: str, workdir: Path) -> Gateway:
     if "admin:" in config_text:
         m = re.search(r"operations on (http://\S+)/metrics", proc.stdout.readline())
         admin = m.group(1) if m else None
-    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    host, port = re.match(r"https?://([^:/]+):(\d+)/", url).groups()
     return Gateway(proc, url, host, int(port), admin)
 
 
