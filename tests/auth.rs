@@ -352,3 +352,55 @@ async fn a_session_is_bound_to_its_principal() {
     );
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn static_key_files_verify_tokens_without_a_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::rsa("any-kid");
+    let pem = dir.path().join("issuer.pem");
+    std::fs::write(&pem, &key.public_pem).unwrap();
+    let ec = TestKey::ec("ec-file");
+    let jwk = dir.path().join("issuer.jwk.json");
+    std::fs::write(&jwk, ec.jwk.to_string()).unwrap();
+    let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
+upstreams:
+  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}
+admin: {{ addr: 127.0.0.1:0 }}
+auth:
+  jwt: {{ issuer: '{ISSUER}', key_files: ['{}', '{}'], algorithms: [RS256, ES256] }}
+",
+        pem.display(),
+        jwk.display()
+    ))
+    .await;
+    let client = Client::new(&gw);
+    for k in [&key, &ec] {
+        let reply = call(&client.bearer(&k.sign(&claims("alice")))).await;
+        assert_eq!(reply.status, 200, "{:?}: {}", k.alg, reply.body);
+    }
+    // The client's cookies are not forwarded either.
+    let with_cookie = client
+        .bearer(&key.sign(&claims("alice")))
+        .with_header("cookie", "session=client-secret");
+    assert_eq!(call(&with_cookie).await.status, 200);
+    assert!(
+        mock.requests_for("tools/call")
+            .iter()
+            .all(|(h, _)| h.get("cookie").is_none() && h.get("authorization").is_none())
+    );
+    let forged = TestKey::other_rsa("any-kid").sign(&claims("mallory"));
+    assert_eq!(call(&client.bearer(&forged)).await.status, 401);
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcpgate_auth_rejections_total{reason=\"invalid_token\"} 1"),
+        "{metrics}"
+    );
+    gw.shutdown().await;
+}

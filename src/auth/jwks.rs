@@ -59,20 +59,26 @@ impl KeyStore {
         }
     }
 
-    /// The keys that may verify a token signed with `alg` naming `kid`. When `kid` is given and
-    /// no key has it, the JWKS is refetched first (rate-limited) — the issuer may have rotated.
+    /// The keys that may verify a token signed with `alg` naming `kid`: those with that `kid`
+    /// (when no key has it, the JWKS is refetched first, rate-limited — the issuer may have
+    /// rotated), else keys without a `kid` (static PEM keys) of the right family.
     pub async fn candidates(&self, alg: Algorithm, kid: Option<&str>) -> Vec<VerifyingKey> {
         let found = self.matching(alg, kid);
         if !found.is_empty() || kid.is_none() {
             return found;
         }
-        match &self.jwks {
-            Some(fetcher) => {
-                self.refetch(fetcher).await;
-                self.matching(alg, kid)
+        if let Some(fetcher) = &self.jwks {
+            self.refetch(fetcher).await;
+            let found = self.matching(alg, kid);
+            if !found.is_empty() {
+                return found;
             }
-            None => found,
         }
+        self.static_keys
+            .iter()
+            .filter(|k| k.kid.is_none() && k.accepts(alg, None))
+            .cloned()
+            .collect()
     }
 
     fn matching(&self, alg: Algorithm, kid: Option<&str>) -> Vec<VerifyingKey> {

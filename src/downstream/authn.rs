@@ -29,6 +29,10 @@ pub async fn authenticate(
             next.run(request).await
         }
         Err(rejection) => {
+            gw.metrics
+                .auth_rejections
+                .with_label_values(&[rejection.code().unwrap_or("missing_credentials")])
+                .inc();
             let era = super::streamable_http::header_era(request.headers());
             Failure::new(GatewayError::Unauthorized(rejection), era, None).into_response()
         }
@@ -44,13 +48,18 @@ pub fn authorize(
     principal: &Principal,
     message: &Message,
 ) -> Result<(), GatewayError> {
-    match message {
-        Message::Request { method, .. } | Message::Notification { method, .. } => gw
-            .auth
-            .authorize_method(principal, method)
-            .map_err(GatewayError::Unauthorized),
-        Message::Response { .. } => Ok(()),
-    }
+    let (Message::Request { method, .. } | Message::Notification { method, .. }) = message else {
+        return Ok(());
+    };
+    gw.auth
+        .authorize_method(principal, method)
+        .map_err(|rejection| {
+            gw.metrics
+                .auth_rejections
+                .with_label_values(&["insufficient_scope"])
+                .inc();
+            GatewayError::Unauthorized(rejection)
+        })
 }
 
 /// `GET` of the protected resource metadata (RFC 9728 §3.2), or 404 without authentication.

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub upstream_up: IntGaugeVec,
     /// `mcpgate_catalogue_refresh_failures_total{upstream}`: failed catalogue refreshes.
     pub catalogue_refresh_failures: IntCounterVec,
+    /// `mcpgate_auth_rejections_total{reason}`: requests refused at the front door, by reason
+    /// (`missing_credentials`, `invalid_token`, `insufficient_scope`).
+    pub auth_rejections: IntCounterVec,
 }
 
 impl Metrics {
@@ -68,11 +71,20 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let auth_rejections = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_auth_rejections_total",
+                "Requests refused at the front door, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_up.clone()),
             Box::new(catalogue_refresh_failures.clone()),
+            Box::new(auth_rejections.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -82,6 +94,7 @@ impl Metrics {
             request_duration,
             upstream_up,
             catalogue_refresh_failures,
+            auth_rejections,
         }
     }
 
