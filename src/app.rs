@@ -20,6 +20,7 @@ use crate::downstream::origin::OriginPolicy;
 use crate::downstream::seal::Sealer;
 use crate::downstream::session::SessionSealer;
 use crate::downstream::{self, Gateway};
+use crate::policy::Access;
 use crate::router::Router;
 use crate::telemetry::Metrics;
 use crate::tls::TlsSetup;
@@ -49,6 +50,12 @@ pub enum StartError {
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The policy set is invalid.
+    #[error("invalid policy set:\n{}", issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Policy {
+        /// Every problem, with file and line.
+        issues: Vec<crate::policy::PolicyIssue>,
+    },
     /// Authentication could not be set up.
     #[error("cannot set up authentication: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
@@ -114,12 +121,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut background = catalogue::refresh::spawn(Arc::clone(&catalogue));
     // Front door: the issuer's keys are fetched before the first request is served.
     let auth = Arc::new(authenticator(&config, &mut background).await?);
+    let access = access(&config, &metrics, &mut background)?;
     catalogue.wait_ready().await;
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
-        router: Router::new(Arc::clone(&catalogue), metrics.clone()),
+        router: Router::new(Arc::clone(&catalogue), metrics.clone(), access),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: moka::sync::Cache::builder()
             .time_to_live(config.session.max_lifetime)
@@ -286,10 +294,43 @@ async fn authenticator(
     Ok(authenticator)
 }
 
+/// The policies of `config`, loaded (an invalid set stops the start), and their directory
+/// watched in `background`.
+fn access(
+    config: &Config,
+    metrics: &Metrics,
+    background: &mut JoinSet<()>,
+) -> Result<Arc<Access>, StartError> {
+    let Some(policies) = &config.policies else {
+        return Ok(Arc::new(Access::open()));
+    };
+    let upstreams = config.upstreams.iter().map(|u| u.id.to_string()).collect();
+    let access = Arc::new(
+        Access::load(policies.clone(), upstreams)
+            .map_err(|issues| StartError::Policy { issues })?,
+    );
+    let reloads = metrics.policy_reloads.clone();
+    let watched = Arc::clone(&access);
+    background.spawn(async move {
+        let report = move |o: crate::policy::reload::Outcome| {
+            reloads.with_label_values(&[o.as_str()]).inc();
+        };
+        if let Err(e) = crate::policy::reload::watch(watched, report).await {
+            tracing::error!(error = %e, "cannot watch the policy directory; changes need a restart");
+        }
+    });
+    Ok(access)
+}
+
 fn warn_about_exposure(config: &Config) {
     if config.auth.is_none() {
         tracing::warn!(
             "no `auth` section: every caller is the anonymous principal and may call every tool"
+        );
+    }
+    if config.policies.is_none() {
+        tracing::warn!(
+            "NO POLICIES: no `policies` section, so every caller may list and call every tool, prompt and resource of every upstream"
         );
     }
     if config.listen.tls.is_none() && !config.listen.addr.ip().is_loopback() {

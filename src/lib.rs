@@ -52,6 +52,7 @@ pub mod downstream;
 pub mod error;
 pub mod jsonrpc;
 pub mod param_headers;
+pub mod policy;
 pub mod protocol;
 pub mod router;
 pub mod telemetry;

@@ -392,12 +392,7 @@ auth:
     );
     let forged = TestKey::other_rsa("any-kid").sign(&claims("mallory"));
     assert_eq!(call(&client.bearer(&forged)).await.status, 401);
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin_addr.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(&gw).await;
     assert!(
         metrics.contains("mcpgate_auth_rejections_total{reason=\"invalid_token\"} 1"),
         "{metrics}"

@@ -213,7 +213,9 @@ impl Snapshot {
         self.namespacer.uri(upstream, uri)
     }
 
-    /// One page of a merged list: `{"<member>": [...], "nextCursor"?: "..."}`.
+    /// One page of a merged list, of the entries `visible` keeps: `{"<member>": [...],
+    /// "nextCursor"?: "..."}`. Cursors name the last key served, so filtering per caller keeps
+    /// them stable.
     ///
     /// # Errors
     /// [`GatewayError::InvalidCursor`] for a cursor this gateway did not issue for `kind`.
@@ -222,6 +224,7 @@ impl Snapshot {
         kind: ListKind,
         cursor: Option<&str>,
         page_size: usize,
+        visible: &dyn Fn(&Entry) -> bool,
     ) -> Result<Value, GatewayError> {
         let entries = self.entries(kind);
         let start = match cursor {
@@ -231,15 +234,15 @@ impl Snapshot {
                 entries.partition_point(|e| e.key.as_str() <= after.as_str())
             }
         };
-        let page = &entries[start..entries.len().min(start.saturating_add(page_size))];
+        let mut shown = entries[start..].iter().filter(|e| visible(e));
+        let page: Vec<&Arc<Entry>> = shown.by_ref().take(page_size).collect();
+        let more = shown.next().is_some();
         let mut result = Map::new();
         result.insert(
             kind.result_member().into(),
             Value::Array(page.iter().map(|e| e.value.clone()).collect()),
         );
-        if start + page.len() < entries.len()
-            && let Some(last) = page.last()
-        {
+        if more && let Some(last) = page.last() {
             result.insert(
                 "nextCursor".into(),
                 Value::from(cursor::encode(kind, &last.key)),
@@ -495,7 +498,7 @@ mod tests {
             let mut seen = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let page = snap.page(ListKind::Tools, cursor.as_deref(), size).unwrap();
+                let page = snap.page(ListKind::Tools, cursor.as_deref(), size, &|_| true).unwrap();
                 let got = page_names(&page);
                 prop_assert!(got.len() <= size);
                 seen.extend(got);
@@ -515,13 +518,13 @@ mod tests {
             added in proptest::collection::btree_set("[a-z]{1,4}", 0..20),
             size in 1usize..8,
         ) {
-            let first = snapshot(&before).page(ListKind::Tools, None, size).unwrap();
+            let first = snapshot(&before).page(ListKind::Tools, None, size, &|_| true).unwrap();
             let Some(cursor) = first.get("nextCursor").and_then(Value::as_str) else {
                 return Ok(());
             };
             let last = page_names(&first).pop().unwrap();
             let after: BTreeSet<String> = before.union(&added).cloned().collect();
-            let next = snapshot(&after).page(ListKind::Tools, Some(cursor), usize::MAX).unwrap();
+            let next = snapshot(&after).page(ListKind::Tools, Some(cursor), usize::MAX, &|_| true).unwrap();
             let expected: Vec<String> = after.into_iter().filter(|n| *n > last).collect();
             prop_assert_eq!(page_names(&next), expected);
         }
@@ -530,7 +533,9 @@ mod tests {
     #[test]
     fn a_foreign_cursor_is_rejected() {
         let snap = snapshot(&["a".to_string()].into());
-        let err = snap.page(ListKind::Tools, Some("bogus"), 10).unwrap_err();
+        let err = snap
+            .page(ListKind::Tools, Some("bogus"), 10, &|_| true)
+            .unwrap_err();
         assert!(matches!(err, GatewayError::InvalidCursor));
     }
 }

@@ -80,6 +80,8 @@ pub struct Config {
     pub catalogue: CatalogueConfig,
     /// Client authentication; `None`: every caller is anonymous.
     pub auth: Option<AuthConfig>,
+    /// RBAC policies; `None`: every authenticated caller may use everything.
+    pub policies: Option<PolicyConfig>,
 }
 
 /// `listen:` after validation.
@@ -214,6 +216,25 @@ pub struct CatalogueConfig {
     pub page_size: usize,
     /// `ttlMs` on modern list results (default 60 s).
     pub client_ttl: Duration,
+}
+
+/// `policies:` after validation.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The policy directory (every `*.yaml` in it).
+    pub dir: PathBuf,
+    /// Enforce or audit.
+    pub mode: PolicyMode,
+}
+
+/// How policy decisions are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Decisions are applied (default).
+    Enforce,
+    /// Decisions are made and logged; everything is allowed (for rollout).
+    Audit,
 }
 
 /// A problem found in a configuration file, with the key path it concerns.

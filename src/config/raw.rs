@@ -34,6 +34,20 @@ pub struct RawConfig {
     /// Client authentication (OAuth 2.1 resource server, API keys).
     #[serde(default)]
     pub auth: Option<RawAuth>,
+    /// RBAC policy files.
+    #[serde(default)]
+    pub policies: Option<RawPolicies>,
+}
+
+/// `policies:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// Directory of policy files, relative to the configuration file.
+    pub dir: String,
+    /// `enforce` (default) or `audit`.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 /// `listen:`

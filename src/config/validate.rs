@@ -10,8 +10,8 @@ use url::Url;
 use super::raw::{RawCatalogue, RawListen, RawSession, RawSize, RawUpstream};
 use super::{
     AdminConfig, CatalogueConfig, Config, ConfigIssue, EraPreference, ListenConfig,
-    NamespacingConfig, PrefixMode, Secret, SessionConfig, UpstreamConfig, UpstreamId,
-    UpstreamTransport, expand_env,
+    NamespacingConfig, PolicyConfig, PolicyMode, PrefixMode, Secret, SessionConfig, UpstreamConfig,
+    UpstreamId, UpstreamTransport, expand_env,
 };
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -55,6 +55,24 @@ pub(super) fn validate(
     let session = session(&raw.session, base, &mut issues);
     let upstreams = upstreams(&raw.upstreams, base, env, &mut issues);
     let namespacing = namespacing(&raw.namespacing, &mut issues);
+    let policies = raw.policies.as_ref().and_then(|p| {
+        let dir = base.join(&p.dir);
+        if !dir.is_dir() {
+            issues.push(
+                "policies.dir",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
+        let mode = issues.check(
+            "policies.mode",
+            match p.mode.as_deref() {
+                None | Some("enforce") => Ok(PolicyMode::Enforce),
+                Some("audit") => Ok(PolicyMode::Audit),
+                Some(other) => Err(format!("{other:?} is not one of enforce, audit")),
+            },
+        )?;
+        Some(PolicyConfig { dir, mode })
+    });
     let catalogue = catalogue(&raw.catalogue, &mut issues);
     match (listen, session, namespacing, catalogue, auth) {
         (Some(listen), Some(session), Some(namespacing), Some(catalogue), Some(auth))
@@ -68,6 +86,7 @@ pub(super) fn validate(
                 namespacing,
                 catalogue,
                 auth,
+                policies,
             })
         }
         _ => Err(issues.0),

@@ -8,8 +8,8 @@
 //!   requested notifications the gateway honours, then only those, each tagged with the
 //!   subscription id; on shutdown the stream ends with a `SubscriptionsListenResult`.
 //!
-//! `list_changed` is sent when the merged catalogue's entries change; resource URIs are in
-//! client-facing form.
+//! `list_changed` is sent when the merged catalogue's entries change, and when a new policy set
+//! changes what the stream's principal may see; resource URIs are in client-facing form.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,8 +22,10 @@ use tokio::sync::{broadcast, mpsc};
 use super::Gateway;
 use super::session::SessionClaims;
 use super::session_state::SessionState;
+use crate::auth::Principal;
 use crate::catalogue::{Catalogue, ListKind};
 use crate::jsonrpc;
+use crate::policy::{Access, Grant, Kind};
 use crate::protocol::Era;
 use crate::upstream::{CallContext, UpstreamEvent};
 
@@ -92,7 +94,11 @@ impl Listener {
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Opens the standalone stream of a legacy session.
-pub fn open_session_stream(gw: &Gateway, claims: &SessionClaims) -> Response {
+pub fn open_session_stream(
+    gw: &Gateway,
+    claims: &SessionClaims,
+    principal: Arc<Principal>,
+) -> Response {
     let state = gw.sessions.get(claims.id);
     let generation = state.next_stream();
     let listener = Listener::Session {
@@ -100,12 +106,18 @@ pub fn open_session_stream(gw: &Gateway, claims: &SessionClaims) -> Response {
         state,
         generation,
     };
-    start(gw, listener, None)
+    start(gw, listener, principal, None)
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
-pub async fn listen(gw: &Gateway, id: Value, filter: &Map<String, Value>) -> Response {
+pub async fn listen(
+    gw: &Gateway,
+    id: Value,
+    filter: &Map<String, Value>,
+    principal: Arc<Principal>,
+) -> Response {
     let catalogue = gw.router.catalogue();
+    let grant = gw.router.access().grant(&principal);
     let caps = super::identity::capabilities(&catalogue.snapshot(), Era::Modern);
     let mut honoured = Map::new();
     let mut kinds = HashSet::new();
@@ -129,7 +141,9 @@ pub async fn listen(gw: &Gateway, id: Value, filter: &Map<String, Value>) -> Res
     {
         let snapshot = catalogue.snapshot();
         for uri in uris.iter().filter_map(Value::as_str) {
-            if let Some((upstream, original)) = snapshot.resolve_uri(uri) {
+            if let Some((upstream, original)) = snapshot.resolve_uri(uri)
+                && grant.allows(Kind::Resource, &format!("{upstream}/{original}"), None)
+            {
                 subscribe_upstream(gw, &upstream, &original).await;
                 resources.insert(uri.to_string());
             }
@@ -148,7 +162,7 @@ pub async fn listen(gw: &Gateway, id: Value, filter: &Map<String, Value>) -> Res
         kinds,
         resources,
     };
-    start(gw, listener, Some(ack))
+    start(gw, listener, principal, Some(ack))
 }
 
 /// Asks a legacy upstream that supports subscriptions to report updates of `uri` on the
@@ -170,10 +184,16 @@ async fn subscribe_upstream(gw: &Gateway, upstream: &crate::config::UpstreamId, 
     }
 }
 
-fn start(gw: &Gateway, listener: Listener, first: Option<Value>) -> Response {
+fn start(
+    gw: &Gateway,
+    listener: Listener,
+    principal: Arc<Principal>,
+    first: Option<Value>,
+) -> Response {
     let catalogue = Arc::clone(gw.router.catalogue());
     let changes = catalogue.subscribe();
     let upstream_events = catalogue.upstreams().subscribe();
+    let policy = PolicyWatch::new(Arc::clone(gw.router.access()), principal);
     let (tx, rx) = mpsc::channel::<Event>(64);
     let shutdown = gw.shutdown.clone();
     tokio::spawn(async move {
@@ -183,7 +203,7 @@ fn start(gw: &Gateway, listener: Listener, first: Option<Value>) -> Response {
             return;
         }
         tokio::select! {
-            () = pump(&listener, catalogue, changes, upstream_events, &tx) => {}
+            () = pump(&listener, catalogue, changes, upstream_events, policy, &tx) => {}
             () = shutdown.cancelled() => {
                 if let Listener::Subscription { id, .. } = &listener {
                     let result = json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID: id}});
@@ -206,6 +226,7 @@ async fn pump(
     catalogue: Arc<Catalogue>,
     mut changes: broadcast::Receiver<Vec<ListKind>>,
     mut upstream_events: broadcast::Receiver<UpstreamEvent>,
+    mut policy: PolicyWatch,
     tx: &mpsc::Sender<Event>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -222,6 +243,11 @@ async fn pump(
                 Ok(kinds) => list_changed(listener, &kinds),
                 Err(broadcast::error::RecvError::Lagged(_)) => list_changed(listener, &ListKind::ALL),
                 Err(broadcast::error::RecvError::Closed) => return,
+            },
+            kinds = policy.changed(&catalogue) => match kinds {
+                Some(kinds) if kinds.is_empty() => continue,
+                Some(kinds) => list_changed(listener, &kinds),
+                None => return,
             },
             event = upstream_events.recv() => match event {
                 Ok(UpstreamEvent::ResourceUpdated { upstream, uri, downstream }) => {
@@ -243,6 +269,53 @@ async fn pump(
                 return;
             }
         }
+    }
+}
+
+/// What a stream's principal may see, followed across policy reloads.
+struct PolicyWatch {
+    access: Arc<Access>,
+    principal: Arc<Principal>,
+    grant: Grant,
+    updates: Option<broadcast::Receiver<Arc<crate::policy::PolicySet>>>,
+}
+
+impl PolicyWatch {
+    fn new(access: Arc<Access>, principal: Arc<Principal>) -> Self {
+        Self {
+            grant: access.grant(&principal),
+            updates: access.subscribe(),
+            access,
+            principal,
+        }
+    }
+
+    /// Waits for a new policy set; the lists whose visible entries it changed for this
+    /// principal. Pending forever without policies; `None` when the gateway is going away.
+    async fn changed(&mut self, catalogue: &Catalogue) -> Option<Vec<ListKind>> {
+        let Some(updates) = self.updates.as_mut() else {
+            return std::future::pending().await;
+        };
+        match updates.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+        let next = self.access.grant(&self.principal);
+        let snapshot = catalogue.snapshot();
+        let visible = |grant: &Grant, kind: ListKind| -> Vec<String> {
+            snapshot
+                .entries(kind)
+                .iter()
+                .filter(|e| grant.lists(kind, e))
+                .map(|e| e.key.clone())
+                .collect()
+        };
+        let kinds = ListKind::ALL
+            .into_iter()
+            .filter(|k| visible(&self.grant, *k) != visible(&next, *k))
+            .collect();
+        self.grant = next;
+        Some(kinds)
     }
 }
 

@@ -7,6 +7,8 @@
 //! must equal the negotiated version (400 otherwise); when absent, it is assumed as the spec
 //! allows for 2025-03-26 clients.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -20,8 +22,8 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, negotiate_legacy};
+use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
-use crate::upstream::{CallContext, OnBehalfOf};
 
 /// Handles one legacy message.
 ///
@@ -29,7 +31,7 @@ use crate::upstream::{CallContext, OnBehalfOf};
 /// A [`Failure`] for every rejected request; see the module docs.
 pub async fn handle(
     gw: &Gateway,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     headers: &HeaderMap,
     message: Message,
 ) -> Result<Response, Failure> {
@@ -53,7 +55,7 @@ pub async fn handle(
 /// A [`Failure`] for every rejected request.
 pub async fn handle_in_session(
     gw: &Gateway,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     claims: SessionClaims,
     message: Message,
 ) -> Result<Response, Failure> {
@@ -122,7 +124,7 @@ pub async fn handle_in_session(
         client_capabilities: claims.capabilities.clone(),
         client_info: claims.client_info.clone(),
         log_level: state.log_level(),
-        on_behalf_of: OnBehalfOf::Client(principal.token.clone()),
+        principal: Some(Arc::clone(principal)),
     };
     let in_flight = state.track(&id);
     let routed = gw

@@ -152,7 +152,7 @@ pub async fn message(
 /// Handles one message as the legacy Streamable HTTP endpoint would.
 async fn process(
     gw: &Gateway,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     connection: &Connection,
     message: Message,
 ) -> Response {

@@ -8,6 +8,8 @@
 //! capabilities (400, -32021).
 //! Results get `resultType`, and list results `ttlMs` and `cacheScope` (SEP-2549 caching hints).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -25,8 +27,8 @@ use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
     META_SERVER_INFO, MODERN_VERSIONS, decode_header_value, is_modern_method, is_task_method,
 };
+use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
-use crate::upstream::{CallContext, OnBehalfOf};
 
 /// Handles one modern message.
 ///
@@ -34,7 +36,7 @@ use crate::upstream::{CallContext, OnBehalfOf};
 /// A [`Failure`] for every rejected request; see the module docs.
 pub async fn handle(
     gw: &Gateway,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     headers: &HeaderMap,
     message: Message,
 ) -> Result<Response, Failure> {
@@ -52,7 +54,7 @@ pub async fn handle(
     };
     let fail = |e| Failure::new(e, Era::Modern, Some(id.clone()));
     let mut ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
-    ctx.on_behalf_of = OnBehalfOf::Client(principal.token.clone());
+    ctx.principal = Some(Arc::clone(principal));
     if method == "tools/call" {
         check_param_headers(gw, headers, params.as_ref()).map_err(fail)?;
     }
@@ -77,7 +79,7 @@ pub async fn handle(
                     transport: false,
                 })
             })?;
-        return Ok(super::events::listen(gw, id.clone(), filter).await);
+        return Ok(super::events::listen(gw, id.clone(), filter, Arc::clone(principal)).await);
     }
     if method == "server/discover" {
         let mut result = discover(gw);
@@ -220,7 +222,7 @@ fn validate(
             .get(META_LOG_LEVEL)
             .and_then(Value::as_str)
             .map(str::to_string),
-        on_behalf_of: OnBehalfOf::Gateway,
+        principal: None,
     })
 }
 

@@ -33,7 +33,7 @@ pub async fn post(
 
 async fn handle_post(
     gw: &Gateway,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Failure> {
@@ -84,7 +84,7 @@ pub async fn get(
             return super::relay::sse(rx);
         }
     }
-    super::events::open_session_stream(&gw, &claims)
+    super::events::open_session_stream(&gw, &claims, principal)
 }
 
 /// `DELETE /mcp`: ends a legacy session; without a session id there is nothing to end (405,

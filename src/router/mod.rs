@@ -13,23 +13,37 @@ use serde_json::{Value, json};
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
+use crate::policy::{Access, Kind};
 use crate::telemetry::Metrics;
 use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstream, UpstreamError};
 
+mod guard;
 mod rewrite;
 pub mod tasks;
+pub use guard::Decision;
+use guard::Guard;
 use rewrite::Rewrite;
 
 /// Routes decoded requests.
 pub struct Router {
     catalogue: Arc<Catalogue>,
     metrics: Metrics,
+    access: Arc<Access>,
 }
 
 impl Router {
-    /// A router over `catalogue`.
-    pub fn new(catalogue: Arc<Catalogue>, metrics: Metrics) -> Self {
-        Self { catalogue, metrics }
+    /// A router over `catalogue`, deciding with the policies of `access`.
+    pub fn new(catalogue: Arc<Catalogue>, metrics: Metrics, access: Arc<Access>) -> Self {
+        Self {
+            catalogue,
+            metrics,
+            access,
+        }
+    }
+
+    /// The policies in force.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
     }
 
     /// The catalogue.
@@ -50,24 +64,45 @@ impl Router {
         method: &str,
         params: Option<Value>,
     ) -> Result<Routed, GatewayError> {
+        let guard = Guard::new(&self.access, ctx.principal.as_deref(), &self.metrics);
         if let Some(kind) = ListKind::from_method(method) {
             let cursor = match params.as_ref().and_then(|p| p.get("cursor")) {
                 None | Some(Value::Null) => None,
                 Some(Value::String(c)) => Some(c.as_str()),
                 Some(_) => return Err(invalid("`cursor` must be a string")),
             };
-            let page =
-                self.catalogue
-                    .snapshot()
-                    .page(kind, cursor, self.catalogue.config.page_size)?;
+            let page = self.catalogue.snapshot().page(
+                kind,
+                cursor,
+                self.catalogue.config.page_size,
+                &|e| guard.lists(kind, e),
+            )?;
             return Ok(Routed::Reply(Ok(page)));
         }
         let snapshot = self.catalogue.snapshot();
         let mut params = params.unwrap_or_else(|| json!({}));
+        // The client-facing name, for the "unknown" answer to a denied call.
+        let wire_name = ["name", "uri", "taskId"]
+            .iter()
+            .find_map(|k| params.get(*k).and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        let unknown = |kind| {
+            let name = wire_name.clone();
+            move || GatewayError::UnknownTarget { kind, name }
+        };
         let mut param_headers = Vec::new();
+        let decision;
         let (upstream, rewrite) = match method {
             "tools/call" => {
                 let tool = resolve_named(&snapshot, &mut params, TargetKind::Tool)?;
+                decision = guard.check(
+                    Kind::Tool,
+                    &tool.upstream,
+                    &tool.original,
+                    Some(&tool.value),
+                    unknown(TargetKind::Tool),
+                )?;
                 let arguments = params.get("arguments").unwrap_or(&Value::Null);
                 param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
                 (tool.upstream.clone(), Rewrite::ToolResult)
@@ -78,30 +113,66 @@ impl Router {
                 } else {
                     Rewrite::Task
                 };
-                (tasks::resolve(&snapshot, &mut params)?, rewrite)
+                let upstream = tasks::resolve(&snapshot, &mut params)?;
+                let task_id = params["taskId"].as_str().unwrap_or_default();
+                decision = guard.check(
+                    Kind::Task,
+                    &upstream,
+                    task_id,
+                    None,
+                    unknown(TargetKind::Task),
+                )?;
+                (upstream, rewrite)
             }
             "tasks/list" => {
-                let merged = tasks::list(&snapshot, self.catalogue.upstreams(), ctx).await;
+                let merged = tasks::list(&snapshot, self.catalogue.upstreams(), ctx, &|up, id| {
+                    guard.sees_task(up, id)
+                })
+                .await;
                 return Ok(Routed::Reply(Ok(merged)));
             }
-            "prompts/get" => (
-                resolve_named(&snapshot, &mut params, TargetKind::Prompt)?
-                    .upstream
-                    .clone(),
-                Rewrite::PromptResult,
-            ),
-            "resources/read" => (
-                resolve_uri_param(&snapshot, &mut params)?,
-                Rewrite::ReadResult,
-            ),
-            "completion/complete" => (resolve_completion(&snapshot, &mut params)?, Rewrite::None),
-            // Legacy only (the modern era subscribes with subscriptions/listen). Unsubscribing is
-            // answered here: the upstream connection may be shared with other subscribers, and the
-            // gateway delivers updates only to sessions that are subscribed.
-            "resources/subscribe" => (resolve_uri_param(&snapshot, &mut params)?, Rewrite::None),
-            "resources/unsubscribe" => {
-                resolve_uri_param(&snapshot, &mut params)?;
-                return Ok(Routed::Reply(Ok(json!({}))));
+            "prompts/get" => {
+                let prompt = resolve_named(&snapshot, &mut params, TargetKind::Prompt)?;
+                decision = guard.check(
+                    Kind::Prompt,
+                    &prompt.upstream,
+                    &prompt.original,
+                    None,
+                    unknown(TargetKind::Prompt),
+                )?;
+                (prompt.upstream.clone(), Rewrite::PromptResult)
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let upstream = resolve_uri_param(&snapshot, &mut params)?;
+                let uri = params["uri"].as_str().unwrap_or_default();
+                decision = guard.check(
+                    Kind::Resource,
+                    &upstream,
+                    uri,
+                    None,
+                    unknown(TargetKind::Resource),
+                )?;
+                match method {
+                    "resources/read" => (upstream, Rewrite::ReadResult),
+                    // Legacy only (the modern era subscribes with subscriptions/listen).
+                    "resources/subscribe" => (upstream, Rewrite::None),
+                    // Answered here: the upstream connection may be shared with other
+                    // subscribers, and the gateway delivers updates only to subscribed sessions.
+                    _ => return Ok(Routed::Reply(Ok(json!({})))),
+                }
+            }
+            "completion/complete" => {
+                let upstream = resolve_completion(&snapshot, &mut params)?;
+                let reference = &params["ref"];
+                let name = reference
+                    .get("name")
+                    .or_else(|| reference.get("uri"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                decision = guard.check(Kind::Completion, &upstream, name, None, || {
+                    invalid("unknown completion reference")
+                })?;
+                (upstream, Rewrite::None)
             }
             "ping" => return Ok(Routed::Reply(Ok(json!({})))),
             _ => {
@@ -117,7 +188,11 @@ impl Router {
             param_headers: &param_headers,
             rewrite,
         };
-        self.forward(ctx, snapshot, call).await
+        let mut routed = self.forward(ctx, snapshot, call).await?;
+        if let Routed::Call(call) = &mut routed {
+            call.decision = decision;
+        }
+        Ok(routed)
     }
 
     async fn forward(
@@ -166,6 +241,7 @@ impl Router {
                 metrics: self.metrics.clone(),
                 timer: Some(timer),
                 retry,
+                decision: None,
             }))),
             Err(source) => {
                 self.metrics
@@ -210,6 +286,8 @@ pub struct RoutedCall {
     metrics: Metrics,
     timer: Option<prometheus::HistogramTimer>,
     retry: Retry,
+    /// The policy decision that let the call through, if policies are configured.
+    decision: Option<Decision>,
 }
 
 /// What it takes to send a call again (MRTR retries).
@@ -234,6 +312,11 @@ impl RoutedCall {
     /// The owning upstream.
     pub fn upstream(&self) -> &UpstreamId {
         &self.upstream
+    }
+
+    /// The policy decision that let the call through (for the audit record).
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
     }
 
     /// The next step; `None` after [`Step::Done`].

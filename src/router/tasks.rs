@@ -84,12 +84,14 @@ pub fn announced(snapshot: &Snapshot) -> bool {
     })
 }
 
-/// `tasks/list` merged across the upstreams that support it, in the caller's context. An
-/// upstream that fails is left out (and logged): the others' tasks are still listed.
+/// `tasks/list` merged across the upstreams that support it, in the caller's context, keeping
+/// the tasks `visible(upstream, task_id)` allows. An upstream that fails is left out (and
+/// logged): the others' tasks are still listed.
 pub async fn list(
     snapshot: &Snapshot,
     upstreams: &crate::upstream::UpstreamSet,
     ctx: &CallContext,
+    visible: &(dyn Fn(&UpstreamId, &str) -> bool + Sync),
 ) -> Value {
     let mut tasks = Vec::new();
     for (id, listing) in &snapshot.upstreams {
@@ -101,10 +103,15 @@ pub async fn list(
             continue;
         };
         match list_one(upstream, ctx).await {
-            Ok(found) => tasks.extend(found.into_iter().map(|mut t| {
-                rewrite_ids(&mut t, id);
-                t
-            })),
+            Ok(found) => tasks.extend(
+                found
+                    .into_iter()
+                    .filter(|t| visible(id, t["taskId"].as_str().unwrap_or_default()))
+                    .map(|mut t| {
+                        rewrite_ids(&mut t, id);
+                        t
+                    }),
+            ),
             Err(e) => {
                 tracing::warn!(upstream = %id, error = %e, "tasks/list failed; leaving its tasks out")
             }

@@ -25,6 +25,12 @@ pub struct Metrics {
     /// `mcpgate_auth_rejections_total{reason}`: requests refused at the front door, by reason
     /// (`missing_credentials`, `invalid_token`, `insufficient_scope`).
     pub auth_rejections: IntCounterVec,
+    /// `mcpgate_policy_decisions_total{effect}`: call decisions by the rules' effect (`allow`,
+    /// `deny`; in audit mode a deny is counted though the call goes ahead).
+    pub policy_decisions: IntCounterVec,
+    /// `mcpgate_policy_reloads_total{outcome}`: policy reloads (`applied`, `unchanged`,
+    /// `rejected`).
+    pub policy_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,8 +85,26 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let policy_decisions = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_policy_decisions_total",
+                "Policy decisions on calls, by effect",
+            ),
+            &["effect"],
+        )
+        .expect("valid metric");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_policy_reloads_total",
+                "Policy set reloads, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_reloads.clone()),
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_up.clone()),
             Box::new(catalogue_refresh_failures.clone()),
@@ -95,6 +119,8 @@ impl Metrics {
             upstream_up,
             catalogue_refresh_failures,
             auth_rejections,
+            policy_decisions,
+            policy_reloads,
         }
     }
 

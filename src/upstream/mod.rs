@@ -117,19 +117,9 @@ pub struct CallContext {
     pub client_info: Option<Value>,
     /// The log level the client asked for, passed to a modern upstream as `_meta` `logLevel`.
     pub log_level: Option<String>,
-    /// Whether the call is made for a client (and with which bearer token) or by the gateway
-    /// itself; decides the upstream credentials of token-exchange upstreams.
-    pub on_behalf_of: OnBehalfOf,
-}
-
-/// Who an upstream call is made for.
-#[derive(Debug, Clone, Default)]
-pub enum OnBehalfOf {
-    /// The gateway itself (catalogue plane, shared connections).
-    #[default]
-    Gateway,
-    /// A client; its bearer token when it presented one (for RFC 8693 token exchange).
-    Client(Option<crate::config::Secret>),
+    /// The client the call is made for; `None` for the gateway's own calls (catalogue plane).
+    /// Decides policy and the upstream credentials of token-exchange upstreams.
+    pub principal: Option<Arc<crate::auth::Principal>>,
 }
 
 impl CallContext {
@@ -140,7 +130,7 @@ impl CallContext {
             client_capabilities: json!({}),
             client_info: None,
             log_level: None,
-            on_behalf_of: OnBehalfOf::Gateway,
+            principal: None,
         }
     }
 }

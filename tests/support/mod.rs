@@ -24,6 +24,17 @@ pub async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::Joi
     (addr, task)
 }
 
+/// The Prometheus text of the gateway's operations endpoint.
+pub async fn metrics(running: &Running) -> String {
+    let addr = running.admin_addr.expect("an admin listener");
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("admin reachable")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// Hex SHA-256 of `text` (how API keys are configured).
 pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
@@ -338,6 +349,9 @@ impl Client {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string());
+        for (k, v) in &self.extra {
+            req = req.header(k, v);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -399,9 +413,11 @@ impl Client {
 impl Client {
     /// Opens the legacy standalone event stream (`GET /mcp`) of a session.
     pub async fn open_get_stream(&self, sid: &str) -> Stream {
-        let resp = self
-            .http
-            .get(&self.url)
+        let mut req = self.http.get(&self.url);
+        for (k, v) in &self.extra {
+            req = req.header(k, v);
+        }
+        let resp = req
             .header("accept", "text/event-stream")
             .header("mcp-session-id", sid)
             .send()

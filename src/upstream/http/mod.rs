@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::call::{CALL_CHANNEL, Call, CallItem, Respond};
 use super::credentials::Credentials;
 use super::mcp::{self, UpstreamInfo};
-use super::{CallContext, OnBehalfOf, UpstreamError, UpstreamEvent};
+use super::{CallContext, UpstreamError, UpstreamEvent};
 use crate::config::{EraPreference, Secret, UpstreamId};
 use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
@@ -310,15 +310,14 @@ impl HttpUpstream {
         &self,
         ctx: &CallContext,
     ) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
-        let (Some(credentials), OnBehalfOf::Client(token)) =
-            (&self.endpoint.credentials, &ctx.on_behalf_of)
+        let (Some(credentials), Some(principal)) = (&self.endpoint.credentials, &ctx.principal)
         else {
             return Ok(None);
         };
         if !credentials.exchanges_tokens() {
             return Ok(None);
         }
-        let value = credentials.for_caller(token.as_ref()).await?;
+        let value = credentials.for_caller(principal.token.as_ref()).await?;
         let value = HeaderValue::from_str(&value).map_err(|_| UpstreamError::Credentials {
             detail: "the exchanged token is not a valid header value".into(),
         })?;

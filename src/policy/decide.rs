@@ -1,0 +1,175 @@
+//! The one decision function, used for lists and calls alike: a principal holds every role whose
+//! subjects match; a deny in any held role beats every allow; no allow means deny.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Kind;
+use super::compile::{PolicySet, Role, Rules, Subject, ValueMatcher};
+use crate::auth::Principal;
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// The target may be used.
+    Allow,
+    /// The target is hidden and refused.
+    Deny,
+}
+
+impl Effect {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// The rule that decided, for explanations and audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecidingRule {
+    /// Policy file.
+    pub file: String,
+    /// Line of the pattern (or of `tool_annotations`) in it.
+    pub line: usize,
+    /// Role.
+    pub role: String,
+    /// The pattern, or the annotation condition as JSON.
+    pub rule: String,
+}
+
+/// What the policy set says about one target for one principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The effect the rules give.
+    pub effect: Effect,
+    /// The rule that decided; `None` when no role allowed the target (default deny).
+    pub rule: Option<DecidingRule>,
+}
+
+/// The roles a principal holds, by index into the set's roles.
+pub fn held_roles(set: &PolicySet, principal: &Principal) -> Vec<usize> {
+    set.roles
+        .iter()
+        .enumerate()
+        .filter(|(_, role)| role.subjects.iter().any(|s| subject_matches(s, principal)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The verdict on `target` (`upstream/name`) of `kind` for a principal holding `held`; `tool`
+/// is the tool's definition (for annotation conditions) when `kind` is [`Kind::Tool`].
+pub fn decide(
+    set: &PolicySet,
+    held: &[usize],
+    kind: Kind,
+    target: &str,
+    tool: Option<&Value>,
+) -> Verdict {
+    let roles = || held.iter().map(|&i| &set.roles[i]);
+    for role in roles() {
+        if let Some(rule) = matching_rule(role, &role.deny, kind, target, tool) {
+            return Verdict {
+                effect: Effect::Deny,
+                rule: Some(rule),
+            };
+        }
+    }
+    for role in roles() {
+        if let Some(rule) = matching_rule(role, &role.allow, kind, target, tool) {
+            return Verdict {
+                effect: Effect::Allow,
+                rule: Some(rule),
+            };
+        }
+    }
+    Verdict {
+        effect: Effect::Deny,
+        rule: None,
+    }
+}
+
+fn matching_rule(
+    role: &Role,
+    rules: &Rules,
+    kind: Kind,
+    target: &str,
+    tool: Option<&Value>,
+) -> Option<DecidingRule> {
+    let found = |rule: String, line: usize| DecidingRule {
+        file: role.file.clone(),
+        line,
+        role: role.name.clone(),
+        rule,
+    };
+    let kind_rules = &rules.kinds[kind as usize];
+    if let Some(&first) = kind_rules.set.matches(target).first() {
+        let (pattern, line) = &kind_rules.patterns[first];
+        return Some(found(pattern.clone(), *line));
+    }
+    if kind == Kind::Tool
+        && let (Some((wanted, line)), Some(tool)) = (&rules.tool_annotations, tool)
+        && wanted
+            .iter()
+            .all(|(k, v)| tool.pointer(&format!("/annotations/{k}")) == Some(v))
+    {
+        let rule = format!(
+            "tool_annotations {}",
+            serde_json::to_string(wanted).unwrap_or_default()
+        );
+        return Some(found(rule, *line));
+    }
+    None
+}
+
+fn subject_matches(subject: &Subject, principal: &Principal) -> bool {
+    match subject {
+        Subject::Authenticated => principal.issuer.is_some(),
+        Subject::ApiKey(name) => principal.api_key.as_deref() == Some(name.as_str()),
+        Subject::Mtls(glob) => principal
+            .mtls_identity
+            .as_deref()
+            .is_some_and(|id| glob.is_match(id)),
+        Subject::Claim { name, matcher } => claim_values(principal, name)
+            .iter()
+            .any(|v| value_matches(matcher, v)),
+    }
+}
+
+/// The values of claim `name` for a principal: its fields for the well-known names (so the
+/// configured claim names and API key principals work), else the token claim itself.
+fn claim_values(principal: &Principal, name: &str) -> Vec<String> {
+    let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
+    match name {
+        "sub" => vec![principal.subject.clone()],
+        "iss" => one(&principal.issuer),
+        "client_id" => one(&principal.client_id),
+        "scope" | "scopes" => principal.scopes.clone(),
+        "groups" => principal.groups.clone(),
+        "roles" => principal.roles.clone(),
+        other => match principal.claims.get(other) {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|i| match i {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(i.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => vec![v.to_string()],
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn value_matches(matcher: &ValueMatcher, value: &str) -> bool {
+    match matcher {
+        ValueMatcher::Equals(v) => v == value,
+        ValueMatcher::AnyOf(vs) => vs.iter().any(|v| v == value),
+        ValueMatcher::Glob(g) => g.is_match(value),
+    }
+}
