@@ -47,6 +47,7 @@
 pub mod app;
 pub mod auth;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
 pub mod downstream;
 pub mod error;

@@ -42,6 +42,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check, explain and compare RBAC policy sets.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy set and warn about patterns that match nothing in the catalogue.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Do not connect to the upstreams (no catalogue warnings).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the decision on one target for the principal of a claims file, and why.
+    Explain {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON object of token claims, e.g. {"sub": "alice", "groups": ["sre"]}.
+        #[arg(long)]
+        claims: PathBuf,
+        /// Canonical target: `upstream/name` (the upstream's own tool, prompt or URI).
+        #[arg(long)]
+        target: String,
+        /// Kind of target: tool, prompt, resource, resource_template, completion, task.
+        #[arg(long, default_value = "tool")]
+        kind: String,
+        /// The API key name the principal used.
+        #[arg(long)]
+        api_key: Option<String>,
+        /// The principal's TLS client certificate identity.
+        #[arg(long)]
+        mtls: Option<String>,
+        /// Do not connect to the upstreams (tool annotations unknown).
+        #[arg(long)]
+        offline: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print which catalogue targets a principal gains and loses between two policy sets.
+    Diff {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The policy directory in force.
+        #[arg(long)]
+        old: PathBuf,
+        /// The proposed policy directory.
+        #[arg(long)]
+        new: PathBuf,
+        /// JSON object of token claims.
+        #[arg(long)]
+        claims: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +131,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => {
             let cfg = Config::load(&config)?;
+            if cfg.policies.is_some() {
+                let (set, mode) = mcpgate::cli::policy::load(&cfg)?;
+                println!(
+                    "policies: {} role(s), {:?} mode, hash {}",
+                    set.roles.len(),
+                    mode,
+                    set.hash
+                );
+            }
             println!(
                 "{}: valid ({} upstream(s): {})",
                 config.display(),
@@ -95,22 +165,84 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalogue { config, json } => catalogue(&Config::load(&config)?, json).await,
+        Command::Policy(command) => policy(command).await,
+    }
+}
+
+async fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use mcpgate::cli::{live_snapshot, policy};
+    match command {
+        PolicyCommand::Check { config, offline } => {
+            let cfg = Config::load(&config)?;
+            let (set, _) = policy::load(&cfg)?;
+            let snapshot = if offline {
+                None
+            } else {
+                Some(live_snapshot(&cfg).await?)
+            };
+            let (report, warned) = policy::check(&set, snapshot.as_deref());
+            print!("{report}");
+            Ok(if warned {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        PolicyCommand::Explain {
+            config,
+            claims,
+            target,
+            kind,
+            api_key,
+            mtls,
+            offline,
+            json,
+        } => {
+            let cfg = Config::load(&config)?;
+            let (set, mode) = policy::load(&cfg)?;
+            let principal = policy::principal(&cfg, &claims, api_key, mtls)?;
+            let snapshot = if offline {
+                None
+            } else {
+                Some(live_snapshot(&cfg).await?)
+            };
+            let explanation =
+                policy::explain(&set, mode, &principal, &kind, &target, snapshot.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&explanation)?);
+            } else {
+                println!("{explanation}");
+            }
+            Ok(if explanation.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        PolicyCommand::Diff {
+            config,
+            old,
+            new,
+            claims,
+            json,
+        } => {
+            let cfg = Config::load(&config)?;
+            let (old, new) = (policy::load_dir(&old, &cfg)?, policy::load_dir(&new, &cfg)?);
+            let principal = policy::principal(&cfg, &claims, None, None)?;
+            let snapshot = live_snapshot(&cfg).await?;
+            let diff = mcpgate::policy::explain::diff(&old, &new, &principal, &snapshot);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+            } else {
+                println!("{diff}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 async fn catalogue(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let upstreams = std::sync::Arc::new(mcpgate::upstream::UpstreamSet::new(
-        &cfg.upstreams,
-        cfg.session.idle_timeout,
-    )?);
-    let catalogue = mcpgate::catalogue::Catalogue::new(
-        upstreams,
-        &cfg.namespacing,
-        cfg.catalogue.clone(),
-        mcpgate::telemetry::Metrics::new(),
-    );
-    catalogue.refresh_all().await;
-    let snapshot = catalogue.snapshot();
+    let snapshot = mcpgate::cli::live_snapshot(cfg).await?;
     let mut rows = Vec::new();
     for kind in ListKind::ALL {
         for e in snapshot.entries(kind) {

@@ -119,3 +119,95 @@ upstreams:
         "{table}"
     );
 }
+
+#[test]
+fn policy_check_explain_and_diff_for_security_teams() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["old", "new"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let role = |tools: &str| {
+        format!(
+            "roles:\n  - name: ops\n    subjects: [{{ claim: groups, equals: ops }}]\n    allow: {{ tools: [{tools}] }}\n"
+        )
+    };
+    write(
+        &dir.path().join("old"),
+        "ops.yaml",
+        &role("\"pipe/echo\", \"pipe/gone\""),
+    );
+    write(
+        &dir.path().join("new"),
+        "ops.yaml",
+        &role("\"pipe/echo\", \"pipe/slow\", \"pipe/ask\""),
+    );
+    let config = write(
+        dir.path(),
+        "mcpgate.yaml",
+        &format!(
+            "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\npolicies: {{ dir: old }}\n",
+            support::stdio_mock("legacy")
+        ),
+    );
+    let claims = write(
+        dir.path(),
+        "ops.json",
+        r#"{"sub": "olga", "groups": ["ops"]}"#,
+    );
+
+    let (code, stdout, stderr) = mcpgate(&["policy", "check", "--config", &config]);
+    assert_eq!(
+        code, 2,
+        "a pattern matching nothing is a warning: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains(
+            "warning: ops.yaml:4: role \"ops\", allow.tools: \"pipe/gone\" matches nothing"
+        ),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = mcpgate(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--claims",
+        &claims,
+        "--target",
+        "pipe/echo",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("ALLOW  tools pipe/echo"), "{stdout}");
+    assert!(
+        stdout.contains("decided by ops.yaml:4  role \"ops\"  allow \"pipe/echo\""),
+        "{stdout}"
+    );
+    let (code, stdout, _) = mcpgate(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--claims",
+        &claims,
+        "--target",
+        "pipe/slow",
+        "--json",
+    ]);
+    assert_eq!(code, 3, "denied");
+    let explained: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(explained["verdict"]["effect"], "deny");
+    assert_eq!(explained["roles"], json!(["ops"]));
+
+    let old = dir.path().join("old").display().to_string();
+    let new = dir.path().join("new").display().to_string();
+    let (code, stdout, stderr) = mcpgate(&[
+        "policy", "diff", "--config", &config, "--old", &old, "--new", &new, "--claims", &claims,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "+ tools pipe/ask\n+ tools pipe/slow\n2 gained, 0 lost",
+        "{stdout}"
+    );
+}

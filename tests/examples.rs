@@ -22,11 +22,17 @@ fn every_example_config_is_valid() {
                 format!("{name}-value")
             })
         };
-        let loaded = Config::from_yaml(&text, &path, &dir, &env);
-        if let Err(e) = loaded {
-            panic!("{} is invalid: {e}", path.display());
+        let loaded = match Config::from_yaml(&text, &path, &dir, &env) {
+            Ok(config) => config,
+            Err(e) => panic!("{} is invalid: {e}", path.display()),
+        };
+        if loaded.policies.is_some() {
+            // The policy set it names compiles against its upstreams.
+            if let Err(e) = mcpgate::cli::policy::load(&loaded) {
+                panic!("{}: {e}", path.display());
+            }
         }
         checked += 1;
     }
-    assert!(checked >= 2, "expected example configs, found {checked}");
+    assert!(checked >= 3, "expected example configs, found {checked}");
 }

@@ -174,8 +174,9 @@ fn describe(kind: &ErrorKind) -> TokenError {
     })
 }
 
-/// Reads a principal out of verified claims.
-fn principal_from_claims(claims: Map<String, Value>, names: &ClaimNames) -> Principal {
+/// Reads a principal out of verified claims (also used by `mcpgate policy explain` for the
+/// claims a security engineer supplies).
+pub fn principal_from_claims(claims: Map<String, Value>, names: &ClaimNames) -> Principal {
     let text = |key: &str| claims.get(key).and_then(Value::as_str).map(str::to_string);
     let list = |key: &str| -> Vec<String> {
         match claims.get(key) {

@@ -9,7 +9,7 @@
 //! ([`refresh`]).
 
 pub mod cursor;
-mod merge;
+pub(crate) mod merge;
 pub mod namespace;
 pub mod refresh;
 

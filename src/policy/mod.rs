@@ -10,8 +10,11 @@
 
 pub mod compile;
 pub mod decide;
+pub mod explain;
 pub mod lint;
 pub mod model;
+#[cfg(test)]
+mod prop_tests;
 pub mod reload;
 #[cfg(test)]
 mod tests;
@@ -233,10 +236,14 @@ impl Grant {
     /// Whether the target may be used: allowed by the rules, or any target without policies
     /// or in audit mode.
     pub fn allows(&self, kind: Kind, target: &str, tool: Option<&Value>) -> bool {
-        self.mode == Mode::Audit
-            || self
-                .verdict(kind, target, tool)
-                .is_none_or(|v| v.effect == Effect::Allow)
+        self.verdict(kind, target, tool)
+            .is_none_or(|v| self.permits(&v))
+    }
+
+    /// Whether a verdict lets the request through: an allow, or anything in audit mode. The
+    /// one place this is decided, for lists and calls.
+    pub fn permits(&self, verdict: &Verdict) -> bool {
+        self.mode == Mode::Audit || verdict.effect == Effect::Allow
     }
 
     /// Whether a merged list entry is shown: the same decision a call to it would get.

@@ -281,3 +281,45 @@ fn the_hash_names_the_content() {
     let c = set(&ORG.replace("grafana/query_*", "grafana/*"));
     assert_ne!(a.hash, c.hash);
 }
+
+fn claims_principal(claims: Value) -> Principal {
+    let Value::Object(map) = claims else {
+        unreachable!()
+    };
+    crate::auth::jwt::principal_from_claims(map, &crate::config::ClaimNames::default())
+}
+
+#[test]
+fn explain_output() {
+    let s = set(ORG);
+    let alice = claims_principal(json!({"sub": "alice", "iss": "https://idp/", "groups": ["sre"]}));
+    let denied = super::explain::explain(
+        &s,
+        Mode::Enforce,
+        &alice,
+        Kind::Tool,
+        "k8s/delete_pod",
+        None,
+    );
+    insta::assert_snapshot!("explain_denied_by_rule", denied.to_string());
+    let allowed = super::explain::explain(
+        &s,
+        Mode::Enforce,
+        &alice,
+        Kind::Tool,
+        "time/now",
+        Some(&json!({})),
+    );
+    insta::assert_snapshot!("explain_allowed", allowed.to_string());
+    let nobody = claims_principal(json!({"sub": "eve"}));
+    let default = super::explain::explain(
+        &s,
+        Mode::Audit,
+        &nobody,
+        Kind::Prompt,
+        "github/triage",
+        None,
+    );
+    insta::assert_snapshot!("explain_default_deny_audit", default.to_string());
+    insta::assert_json_snapshot!("explain_json", denied);
+}

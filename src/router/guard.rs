@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::catalogue::{Entry, ListKind};
 use crate::config::UpstreamId;
 use crate::error::GatewayError;
-use crate::policy::{Access, Effect, Grant, Kind, Mode, Verdict};
+use crate::policy::{Access, Grant, Kind, Mode, Verdict};
 use crate::telemetry::Metrics;
 
 /// A call decision: what was decided and whether it was applied.
@@ -109,7 +109,7 @@ impl<'a> Guard<'a> {
             policy_hash = %decision.policy_hash,
             "policy decision"
         );
-        if decision.verdict.effect == Effect::Deny && decision.mode == Mode::Enforce {
+        if !grant.permits(&decision.verdict) {
             return Err(denied());
         }
         Ok(Some(decision))
