@@ -9,7 +9,7 @@
 //! ([`refresh`]).
 
 pub mod cursor;
-pub(crate) mod merge;
+pub mod merge;
 pub mod namespace;
 pub mod refresh;
 

@@ -69,60 +69,103 @@ pub fn decide(
     target: &str,
     tool: Option<&Value>,
 ) -> Verdict {
-    let roles = || held.iter().map(|&i| &set.roles[i]);
-    for role in roles() {
-        if let Some(rule) = matching_rule(role, &role.deny, kind, target, tool) {
-            return Verdict {
-                effect: Effect::Deny,
-                rule: Some(rule),
-            };
-        }
-    }
-    for role in roles() {
-        if let Some(rule) = matching_rule(role, &role.allow, kind, target, tool) {
-            return Verdict {
-                effect: Effect::Allow,
-                rule: Some(rule),
-            };
-        }
-    }
-    Verdict {
-        effect: Effect::Deny,
-        rule: None,
+    match deciding(set, held, kind, target, tool) {
+        Some((effect, role, matched)) => Verdict {
+            effect,
+            rule: Some(describe(role, role_rules(role, effect), matched, kind)),
+        },
+        None => Verdict {
+            effect: Effect::Deny,
+            rule: None,
+        },
     }
 }
 
-fn matching_rule(
-    role: &Role,
-    rules: &Rules,
+/// Only the effect of [`decide`], without describing the rule: the per-entry cost of
+/// filtering a list.
+pub fn effect(
+    set: &PolicySet,
+    held: &[usize],
     kind: Kind,
     target: &str,
     tool: Option<&Value>,
-) -> Option<DecidingRule> {
-    let found = |rule: String, line: usize| DecidingRule {
+) -> Effect {
+    deciding(set, held, kind, target, tool).map_or(Effect::Deny, |(effect, _, _)| effect)
+}
+
+/// Which rule of a role matched.
+#[derive(Debug, Clone, Copy)]
+enum Matched {
+    /// The pattern at this index of the kind's patterns.
+    Pattern(usize),
+    /// The tool annotation condition.
+    Annotations,
+}
+
+/// The deciding effect, role and rule: the first deny of any held role, else the first allow.
+fn deciding<'s>(
+    set: &'s PolicySet,
+    held: &[usize],
+    kind: Kind,
+    target: &str,
+    tool: Option<&Value>,
+) -> Option<(Effect, &'s Role, Matched)> {
+    for effect in [Effect::Deny, Effect::Allow] {
+        for role in held.iter().map(|&i| &set.roles[i]) {
+            if let Some(m) = matched(role_rules(role, effect), kind, target, tool) {
+                return Some((effect, role, m));
+            }
+        }
+    }
+    None
+}
+
+fn role_rules(role: &Role, effect: Effect) -> &Rules {
+    match effect {
+        Effect::Allow => &role.allow,
+        Effect::Deny => &role.deny,
+    }
+}
+
+fn matched(rules: &Rules, kind: Kind, target: &str, tool: Option<&Value>) -> Option<Matched> {
+    let kind_rules = &rules.kinds[kind as usize];
+    // `is_match` first: most targets match no rule of most roles, and it does not allocate.
+    if kind_rules.set.is_match(target)
+        && let Some(&first) = kind_rules.set.matches(target).first()
+    {
+        return Some(Matched::Pattern(first));
+    }
+    if kind == Kind::Tool
+        && let (Some((wanted, _)), Some(annotations)) = (
+            &rules.tool_annotations,
+            tool.and_then(|t| t.get("annotations")),
+        )
+        && wanted.iter().all(|(k, v)| annotations.get(k) == Some(v))
+    {
+        return Some(Matched::Annotations);
+    }
+    None
+}
+
+/// The file, line, role and text of a matched rule.
+fn describe(role: &Role, rules: &Rules, matched: Matched, kind: Kind) -> DecidingRule {
+    let (rule, line) = match (matched, &rules.tool_annotations) {
+        (Matched::Pattern(i), _) => rules.kinds[kind as usize].patterns[i].clone(),
+        (Matched::Annotations, Some((wanted, line))) => (
+            format!(
+                "tool_annotations {}",
+                serde_json::to_string(wanted).unwrap_or_default()
+            ),
+            *line,
+        ),
+        (Matched::Annotations, None) => (String::new(), 0),
+    };
+    DecidingRule {
         file: role.file.clone(),
         line,
         role: role.name.clone(),
         rule,
-    };
-    let kind_rules = &rules.kinds[kind as usize];
-    if let Some(&first) = kind_rules.set.matches(target).first() {
-        let (pattern, line) = &kind_rules.patterns[first];
-        return Some(found(pattern.clone(), *line));
     }
-    if kind == Kind::Tool
-        && let (Some((wanted, line)), Some(tool)) = (&rules.tool_annotations, tool)
-        && wanted
-            .iter()
-            .all(|(k, v)| tool.pointer(&format!("/annotations/{k}")) == Some(v))
-    {
-        let rule = format!(
-            "tool_annotations {}",
-            serde_json::to_string(wanted).unwrap_or_default()
-        );
-        return Some(found(rule, *line));
-    }
-    None
 }
 
 fn subject_matches(subject: &Subject, principal: &Principal) -> bool {

@@ -237,19 +237,29 @@ impl Grant {
     /// or in audit mode.
     pub fn allows(&self, kind: Kind, target: &str, tool: Option<&Value>) -> bool {
         self.verdict(kind, target, tool)
-            .is_none_or(|v| self.permits(&v))
+            .is_none_or(|v| self.permits(v.effect))
     }
 
-    /// Whether a verdict lets the request through: an allow, or anything in audit mode. The
-    /// one place this is decided, for lists and calls.
-    pub fn permits(&self, verdict: &Verdict) -> bool {
-        self.mode == Mode::Audit || verdict.effect == Effect::Allow
+    /// Whether the rules' effect lets the request through: an allow, or anything in audit
+    /// mode. The one place this is decided, for lists and calls.
+    pub fn permits(&self, effect: Effect) -> bool {
+        self.mode == Mode::Audit || effect == Effect::Allow
     }
 
-    /// Whether a merged list entry is shown: the same decision a call to it would get.
+    /// Whether a merged list entry is shown: the same decision a call to it would get
+    /// (computed without describing the deciding rule, which lists do not report).
     pub fn lists(&self, kind: crate::catalogue::ListKind, entry: &crate::catalogue::Entry) -> bool {
+        let Some(set) = &self.set else {
+            return true;
+        };
         let tool = (kind == crate::catalogue::ListKind::Tools).then_some(&entry.value);
-        self.allows(Kind::of_list(kind), &lint::target(entry), tool)
+        self.permits(decide::effect(
+            set,
+            &self.held,
+            Kind::of_list(kind),
+            &lint::target(entry),
+            tool,
+        ))
     }
 
     /// The names of the roles held.

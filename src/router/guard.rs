@@ -109,7 +109,7 @@ impl<'a> Guard<'a> {
             policy_hash = %decision.policy_hash,
             "policy decision"
         );
-        if !grant.permits(&decision.verdict) {
+        if !grant.permits(decision.verdict.effect) {
             return Err(denied());
         }
         Ok(Some(decision))
