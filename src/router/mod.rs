@@ -82,9 +82,10 @@ impl Router {
         let snapshot = self.catalogue.snapshot();
         let mut params = params.unwrap_or_else(|| json!({}));
         // The client-facing name, for the "unknown" answer to a denied call.
+        let named = params.get("ref").unwrap_or(&params);
         let wire_name = ["name", "uri", "taskId"]
             .iter()
-            .find_map(|k| params.get(*k).and_then(Value::as_str))
+            .find_map(|k| named.get(*k).and_then(Value::as_str))
             .unwrap_or_default()
             .to_string();
         let unknown = |kind| {
@@ -169,9 +170,12 @@ impl Router {
                     .or_else(|| reference.get("uri"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                decision = guard.check(Kind::Completion, &upstream, name, None, || {
-                    invalid("unknown completion reference")
-                })?;
+                let kind = if reference.get("name").is_some() {
+                    TargetKind::Prompt
+                } else {
+                    TargetKind::Resource
+                };
+                decision = guard.check(Kind::Completion, &upstream, name, None, unknown(kind))?;
                 (upstream, Rewrite::None)
             }
             "ping" => return Ok(Routed::Reply(Ok(json!({})))),
