@@ -121,8 +121,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut background = catalogue::refresh::spawn(Arc::clone(&catalogue));
     // Front door: the issuer's keys are fetched before the first request is served.
     let auth = Arc::new(authenticator(&config, &mut background).await?);
-    let access = access(&config, &metrics, &mut background)?;
+    let access = access(&config, &catalogue, &metrics, &mut background)?;
     catalogue.wait_ready().await;
+    lint_policies(&access, &catalogue);
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
     let streams = tokio_util::sync::CancellationToken::new();
@@ -298,6 +299,7 @@ async fn authenticator(
 /// watched in `background`.
 fn access(
     config: &Config,
+    catalogue: &Arc<Catalogue>,
     metrics: &Metrics,
     background: &mut JoinSet<()>,
 ) -> Result<Arc<Access>, StartError> {
@@ -311,15 +313,29 @@ fn access(
     );
     let reloads = metrics.policy_reloads.clone();
     let watched = Arc::clone(&access);
+    let (linted, catalogue) = (Arc::clone(&access), Arc::clone(catalogue));
     background.spawn(async move {
         let report = move |o: crate::policy::reload::Outcome| {
             reloads.with_label_values(&[o.as_str()]).inc();
+            if o == crate::policy::reload::Outcome::Applied {
+                lint_policies(&linted, &catalogue);
+            }
         };
         if let Err(e) = crate::policy::reload::watch(watched, report).await {
             tracing::error!(error = %e, "cannot watch the policy directory; changes need a restart");
         }
     });
     Ok(access)
+}
+
+/// Logs the patterns of the policy set in force that match nothing in the catalogue (with
+/// file and line): likely typos, never errors — catalogues change.
+fn lint_policies(access: &Access, catalogue: &Catalogue) {
+    if let Some(set) = access.current() {
+        for issue in crate::policy::lint::unmatched_patterns(&set, &catalogue.snapshot()) {
+            tracing::warn!(%issue, "policy pattern matches nothing in the catalogue");
+        }
+    }
 }
 
 fn warn_about_exposure(config: &Config) {
