@@ -141,7 +141,14 @@ pub fn compile(
         };
         let mut cursor = Lines::new(text);
         for spec in parsed.roles {
-            let line = cursor.find(&format!("name: {}", spec.name)).unwrap_or(0);
+            let line = [
+                format!("name: {}", spec.name),
+                format!("name: \"{}\"", spec.name),
+                format!("name: '{}'", spec.name),
+            ]
+            .iter()
+            .find_map(|needle| cursor.find(needle))
+            .unwrap_or(0);
             if !names.insert(spec.name.clone()) {
                 issues.push(PolicyIssue::new(
                     file.clone(),
