@@ -128,7 +128,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let sealer = Sealer::new(config.session.key);
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
-        router: Router::new(Arc::clone(&catalogue), metrics.clone(), access),
+        router: Router::new(
+            Arc::clone(&catalogue),
+            metrics.clone(),
+            access,
+            config.session.key,
+        ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: moka::sync::Cache::builder()
             .time_to_live(config.session.max_lifetime)

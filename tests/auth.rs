@@ -399,3 +399,61 @@ auth:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_belongs_to_the_principal_that_created_it() {
+    let key = TestKey::rsa("rsa-1");
+    let jwks = Jwks::start(&[&key]).await;
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.tasks = true;
+    spec.tools
+        .push(json!({"name": "job", "inputSchema": {"type": "object"}}));
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
+upstreams:
+  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}
+auth:
+  jwt: {{ issuer: '{ISSUER}', jwks_url: '{}', algorithms: [RS256] }}
+",
+        jwks.url()
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let (alice, bob) = (
+        client.bearer(&key.sign(&claims("alice"))),
+        client.bearer(&key.sign(&claims("bob"))),
+    );
+    let tasks = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let created = alice
+        .modern_caps(
+            "tools/call",
+            json!({"name": "job", "arguments": {}}),
+            tasks.clone(),
+        )
+        .await;
+    let id = created.result()["taskId"].as_str().unwrap().to_string();
+    let params = json!({"taskId": id});
+    let own = alice
+        .modern_caps("tasks/get", params.clone(), tasks.clone())
+        .await;
+    assert_eq!(own.result()["status"], "completed");
+    let stolen = bob.modern_caps("tasks/get", params, tasks.clone()).await;
+    assert_eq!(
+        stolen.error_code(),
+        -32602,
+        "another principal's task is unknown"
+    );
+    assert_eq!(
+        mock.requests_for("tasks/get").len(),
+        1,
+        "bob's request never left"
+    );
+    // A forged tag does not help either.
+    let forged = format!("m+{}.t1", "0".repeat(16));
+    let reply = bob
+        .modern_caps("tasks/cancel", json!({"taskId": forged}), tasks.clone())
+        .await;
+    assert_eq!(reply.error_code(), -32602);
+    gw.shutdown().await;
+}

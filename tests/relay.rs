@@ -520,12 +520,13 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
         )
         .await;
     assert_eq!(created.result()["resultType"], "task");
-    assert_eq!(created.result()["taskId"], "m+t1");
+    let id = created.result()["taskId"].as_str().unwrap().to_string();
+    assert!(id.starts_with("m+") && id.ends_with(".t1"), "{id}");
 
     let got = client
-        .modern_caps("tasks/get", json!({"taskId": "m+t1"}), tasks.clone())
+        .modern_caps("tasks/get", json!({"taskId": id}), tasks.clone())
         .await;
-    assert_eq!(got.result()["taskId"], "m+t1");
+    assert_eq!(got.result()["taskId"], id);
     assert_eq!(got.result()["resultType"], "complete");
     assert_eq!(
         got.result()["result"]["content"][0]["uri"],
@@ -545,7 +546,7 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
         let ack = client
             .modern_caps(
                 method,
-                json!({"taskId": "m+t1", "inputResponses": {}}),
+                json!({"taskId": id, "inputResponses": {}}),
                 tasks.clone(),
             )
             .await;
@@ -562,7 +563,7 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
         .await;
     assert_eq!(unknown.error_code(), -32602);
 
-    let undeclared = client.modern("tasks/get", json!({"taskId": "m+t1"})).await;
+    let undeclared = client.modern("tasks/get", json!({"taskId": id})).await;
     assert_eq!(undeclared.status, 400);
     assert_eq!(undeclared.error_code(), -32021);
     assert_eq!(
@@ -570,7 +571,7 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
         json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
     );
 
-    let body = Client::modern_body("tasks/get", json!({"taskId": "m+t1"}), tasks.clone(), None);
+    let body = Client::modern_body("tasks/get", json!({"taskId": id}), tasks.clone(), None);
     let mismatched = client
         .post(&body, &Client::modern_headers("tasks/get", Some("m+t2")))
         .await;
@@ -582,7 +583,7 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
 
     for removed in ["tasks/result", "tasks/list"] {
         let r = client
-            .modern_caps(removed, json!({"taskId": "m+t1"}), tasks.clone())
+            .modern_caps(removed, json!({"taskId": id}), tasks.clone())
             .await;
         assert_eq!((r.status, r.error_code()), (404, -32601), "{removed}");
     }

@@ -19,6 +19,7 @@ use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstrea
 
 mod guard;
 mod rewrite;
+pub mod task_ids;
 pub mod tasks;
 pub use guard::Decision;
 use guard::Guard;
@@ -29,15 +30,23 @@ pub struct Router {
     catalogue: Arc<Catalogue>,
     metrics: Metrics,
     access: Arc<Access>,
+    task_ids: Arc<task_ids::TaskIds>,
 }
 
 impl Router {
-    /// A router over `catalogue`, deciding with the policies of `access`.
-    pub fn new(catalogue: Arc<Catalogue>, metrics: Metrics, access: Arc<Access>) -> Self {
+    /// A router over `catalogue`, deciding with the policies of `access`; task ids are keyed
+    /// from `session_key` (random per process when `None`).
+    pub fn new(
+        catalogue: Arc<Catalogue>,
+        metrics: Metrics,
+        access: Arc<Access>,
+        session_key: Option<[u8; 32]>,
+    ) -> Self {
         Self {
             catalogue,
             metrics,
             access,
+            task_ids: Arc::new(task_ids::TaskIds::new(session_key)),
         }
     }
 
@@ -65,6 +74,7 @@ impl Router {
         params: Option<Value>,
     ) -> Result<Routed, GatewayError> {
         let guard = Guard::new(&self.access, ctx.principal.as_deref(), &self.metrics);
+        let owner = owner(ctx);
         if let Some(kind) = ListKind::from_method(method) {
             let cursor = match params.as_ref().and_then(|p| p.get("cursor")) {
                 None | Some(Value::Null) => None,
@@ -114,7 +124,7 @@ impl Router {
                 } else {
                     Rewrite::Task
                 };
-                let upstream = tasks::resolve(&snapshot, &mut params)?;
+                let upstream = tasks::resolve(&snapshot, &mut params, &self.task_ids, &owner)?;
                 let task_id = params["taskId"].as_str().unwrap_or_default();
                 decision = guard.check(
                     Kind::Task,
@@ -126,9 +136,14 @@ impl Router {
                 (upstream, rewrite)
             }
             "tasks/list" => {
-                let merged = tasks::list(&snapshot, self.catalogue.upstreams(), ctx, &|up, id| {
-                    guard.sees_task(up, id)
-                })
+                let merged = tasks::list(
+                    &snapshot,
+                    self.catalogue.upstreams(),
+                    ctx,
+                    &self.task_ids,
+                    &owner,
+                    &|up, id| guard.sees_task(up, id),
+                )
                 .await;
                 return Ok(Routed::Reply(Ok(merged)));
             }
@@ -246,6 +261,8 @@ impl Router {
                 timer: Some(timer),
                 retry,
                 decision: None,
+                task_ids: Arc::clone(&self.task_ids),
+                owner: owner(ctx),
             }))),
             Err(source) => {
                 self.metrics
@@ -292,6 +309,18 @@ pub struct RoutedCall {
     retry: Retry,
     /// The policy decision that let the call through, if policies are configured.
     decision: Option<Decision>,
+    /// Mints the task ids of results and notifications, for `owner`.
+    task_ids: Arc<task_ids::TaskIds>,
+    /// The caller's principal digest (empty for the gateway's own calls).
+    owner: String,
+}
+
+/// The principal digest task ids are bound to: the caller's, or empty for the gateway.
+fn owner(ctx: &CallContext) -> String {
+    ctx.principal
+        .as_ref()
+        .map(|p| p.digest())
+        .unwrap_or_default()
 }
 
 /// What it takes to send a call again (MRTR retries).
@@ -332,7 +361,7 @@ impl RoutedCall {
                     .is_some_and(tasks::is_status_notification)
                     && let Some(params) = n.get_mut("params")
                 {
-                    tasks::rewrite_ids(params, &self.upstream);
+                    tasks::rewrite_ids(params, &self.upstream, &self.task_ids, &self.owner);
                 }
                 Step::Notification(n)
             }
@@ -360,7 +389,7 @@ impl RoutedCall {
                 self.rewrite
                     .apply(&mut result, &|uri| snapshot.wire_uri(upstream, uri));
                 if self.rewrite.has_task_ids() {
-                    tasks::rewrite_ids(&mut result, upstream);
+                    tasks::rewrite_ids(&mut result, upstream, &self.task_ids, &self.owner);
                 }
                 Ok(Ok(result))
             }

@@ -1,8 +1,8 @@
 //! Tasks, both generations: 2025-11-25 `basic/utilities/tasks` (`tasks/get`, `tasks/result`,
 //! `tasks/cancel`, `tasks/list`) and the 2026-07-28 tasks extension (SEP-2663: flat
 //! `CreateTaskResult`, `tasks/get` with the result inlined, `tasks/update`, `tasks/cancel`).
-//! Task ids are namespaced by their upstream as `{upstream}+{taskId}` in every prefix mode (task
-//! ids are opaque, so this costs clients nothing and keeps every id routable); the methods
+//! Task ids name their upstream and are bound to their creator in every prefix mode
+//! ([`super::task_ids`]; task ids are opaque, so this costs clients nothing); the methods
 //! naming a task go to its owner, and the legacy `tasks/list` is merged across upstreams.
 
 use serde_json::{Value, json};
@@ -12,22 +12,23 @@ use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
 use crate::upstream::{CallContext, UpstreamError};
 
-/// Separator between upstream id and task id.
-const SEPARATOR: char = '+';
+use super::task_ids::TaskIds;
+
 /// Most pages read from one upstream's `tasks/list`.
 const MAX_PAGES: usize = 100;
 
-/// The client-facing form of `task_id` of `upstream`.
-pub fn wire_task_id(upstream: &UpstreamId, task_id: &str) -> String {
-    format!("{upstream}{SEPARATOR}{task_id}")
-}
-
-/// The owner and upstream id of a client-facing task id in `params.taskId`; rewrites the
-/// param to the upstream's own id.
+/// The owning upstream of a client-facing task id in `params.taskId`, which must have been
+/// minted for `owner`; rewrites the param to the upstream's own id.
 ///
 /// # Errors
-/// [`GatewayError::InvalidParams`] when `taskId` is missing or names no upstream.
-pub fn resolve(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, GatewayError> {
+/// [`GatewayError::InvalidParams`] when `taskId` is missing; [`GatewayError::UnknownTarget`]
+/// when it names no upstream or was minted for another principal.
+pub fn resolve(
+    snapshot: &Snapshot,
+    params: &mut Value,
+    ids: &TaskIds,
+    owner: &str,
+) -> Result<UpstreamId, GatewayError> {
     let wire = params
         .get("taskId")
         .and_then(Value::as_str)
@@ -39,15 +40,16 @@ pub fn resolve(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, Ga
         kind: TargetKind::Task,
         name: wire.to_string(),
     };
-    let (upstream, original) = wire.split_once(SEPARATOR).ok_or_else(unknown)?;
-    let (id, _) = snapshot
-        .upstreams
-        .iter()
-        .find(|(id, _)| id.as_str() == upstream)
-        .ok_or_else(unknown)?;
-    let id = id.clone();
+    let find = |name: &str| {
+        snapshot
+            .upstreams
+            .iter()
+            .find(|(id, _)| id.as_str() == name)
+            .map(|(id, _)| id.clone())
+    };
+    let (upstream, original) = ids.open(wire, owner, find).ok_or_else(unknown)?;
     params["taskId"] = Value::from(original);
-    Ok(id)
+    Ok(upstream)
 }
 
 /// Whether `method` is a task status notification whose params carry a `taskId`: 2025-11-25
@@ -56,15 +58,15 @@ pub fn is_status_notification(method: &str) -> bool {
     matches!(method, "notifications/tasks/status" | "notifications/tasks")
 }
 
-/// Rewrites the task ids in a result or notification params: a top-level `taskId` (`Task`,
-/// `GetTaskResult`, the extension's flat `CreateTaskResult` and `DetailedTask`, status
+/// Rewrites the task ids in a result or notification params for `owner`: a top-level `taskId`
+/// (`Task`, `GetTaskResult`, the extension's flat `CreateTaskResult` and `DetailedTask`, status
 /// notifications), `task.taskId` (2025-11-25 `CreateTaskResult`) and the related-task `_meta`.
-pub fn rewrite_ids(value: &mut Value, upstream: &UpstreamId) {
+pub fn rewrite_ids(value: &mut Value, upstream: &UpstreamId, ids: &TaskIds, owner: &str) {
     let fix = |slot: Option<&mut Value>| {
         if let Some(slot) = slot
             && let Some(id) = slot.as_str()
         {
-            *slot = Value::from(wire_task_id(upstream, id));
+            *slot = Value::from(ids.wire(upstream, id, owner));
         }
     };
     fix(value.get_mut("taskId"));
@@ -85,12 +87,14 @@ pub fn announced(snapshot: &Snapshot) -> bool {
 }
 
 /// `tasks/list` merged across the upstreams that support it, in the caller's context, keeping
-/// the tasks `visible(upstream, task_id)` allows. An upstream that fails is left out (and
-/// logged): the others' tasks are still listed.
+/// the tasks `owner` created (as far as this replica saw) and `visible(upstream, task_id)`
+/// allows. An upstream that fails is left out (and logged): the others' tasks are still listed.
 pub async fn list(
     snapshot: &Snapshot,
     upstreams: &crate::upstream::UpstreamSet,
     ctx: &CallContext,
+    ids: &TaskIds,
+    owner: &str,
     visible: &(dyn Fn(&UpstreamId, &str) -> bool + Sync),
 ) -> Value {
     let mut tasks = Vec::new();
@@ -106,9 +110,12 @@ pub async fn list(
             Ok(found) => tasks.extend(
                 found
                     .into_iter()
-                    .filter(|t| visible(id, t["taskId"].as_str().unwrap_or_default()))
+                    .filter(|t| {
+                        let task_id = t["taskId"].as_str().unwrap_or_default();
+                        ids.owned_by(id, task_id, owner) && visible(id, task_id)
+                    })
                     .map(|mut t| {
-                        rewrite_ids(&mut t, id);
+                        rewrite_ids(&mut t, id, ids, owner);
                         t
                     }),
             ),
