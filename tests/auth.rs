@@ -457,3 +457,23 @@ auth:
     assert_eq!(reply.error_code(), -32602);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn origin_is_checked_before_credentials_on_every_route() {
+    let (s, _, _) = setup("").await;
+    let evil = s.client.with_header("origin", "https://evil.example");
+    assert_eq!(evil.modern("tools/list", json!({})).await.status, 403);
+    let token = s.rsa.sign(&good("alice"));
+    let evil_with_token = evil.bearer(&token);
+    assert_eq!(
+        evil_with_token.modern("tools/list", json!({})).await.status,
+        403
+    );
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let reply = evil_with_token
+            .raw(method.clone(), None, &[("mcp-session-id", "x")])
+            .await;
+        assert_eq!(reply.status, 403, "{method}");
+    }
+    s.gw.shutdown().await;
+}

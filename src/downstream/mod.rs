@@ -61,8 +61,8 @@ pub struct Gateway {
 }
 
 /// The client-facing routes: `/mcp` (Streamable HTTP: POST, GET, DELETE), and `/sse` with
-/// `/messages` (the 2024-11-05 HTTP+SSE transport), all behind [`authn::authenticate`]; the
-/// protected resource metadata (RFC 9728) is public.
+/// `/messages` (the 2024-11-05 HTTP+SSE transport), all behind [`origin::enforce`] and then
+/// [`authn::authenticate`]; the protected resource metadata (RFC 9728) is public.
 pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
     use axum::routing::{get, post};
     let mcp = axum::Router::new()
@@ -77,6 +77,11 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gateway),
             authn::authenticate,
+        ))
+        // Outermost: Origin and Host are checked before anything else (DNS rebinding).
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            origin::enforce,
         ));
     let mut public = axum::Router::new();
     if let Some(metadata) = gateway.auth.metadata() {

@@ -22,6 +22,22 @@ pub struct OriginPolicy {
     allowed_hosts: Vec<String>,
 }
 
+/// Middleware: answers 403 to a request whose `Origin` or `Host` the policy refuses.
+pub async fn enforce(
+    axum::extract::State(gw): axum::extract::State<std::sync::Arc<super::Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match gw.origin.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            let era = super::streamable_http::header_era(request.headers());
+            super::wire::Failure::new(e, era, None).into_response()
+        }
+    }
+}
+
 impl OriginPolicy {
     /// Prepares the policy for a listener.
     pub fn new(cfg: &ListenConfig) -> Self {

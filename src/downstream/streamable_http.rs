@@ -38,9 +38,6 @@ async fn handle_post(
     body: Body,
 ) -> Result<Response, Failure> {
     let early_era = header_era(headers);
-    gw.origin
-        .check(headers)
-        .map_err(|e| Failure::new(e, early_era, None))?;
     let bytes = read_limited(headers, body, gw.max_body_bytes)
         .await
         .map_err(|e| Failure::new(e, early_era, None))?;
@@ -61,9 +58,6 @@ pub async fn get(
     Extension(principal): Caller,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = gw.origin.check(&headers) {
-        return Failure::new(e, Era::Legacy, None).into_response();
-    }
     if headers.get(HEADER_SESSION_ID).is_none() {
         return Failure::new(
             GatewayError::HttpMethodNotAllowed,
@@ -94,9 +88,6 @@ pub async fn delete(
     Extension(principal): Caller,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = gw.origin.check(&headers) {
-        return Failure::new(e, Era::Legacy, None).into_response();
-    }
     if headers.get(HEADER_SESSION_ID).is_none() {
         return Failure::new(GatewayError::HttpMethodNotAllowed, Era::Modern, None).into_response();
     }
