@@ -192,11 +192,6 @@ impl Authenticator {
         })
     }
 
-    /// Whether callers must authenticate.
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// The protected resource metadata, when authentication is on.
     pub fn metadata(&self) -> Option<&ResourceMetadata> {
         self.inner.as_ref().map(|i| &i.metadata)

@@ -206,6 +206,7 @@ impl Router {
             params,
             param_headers: &param_headers,
             rewrite,
+            owner,
         };
         let mut routed = self.forward(ctx, snapshot, call).await?;
         if let Routed::Call(call) = &mut routed {
@@ -226,6 +227,7 @@ impl Router {
             params,
             param_headers,
             rewrite,
+            owner,
         } = call;
         let upstream_error = |source| GatewayError::Upstream {
             upstream: upstream_id.to_string(),
@@ -262,7 +264,7 @@ impl Router {
                 retry,
                 decision: None,
                 task_ids: Arc::clone(&self.task_ids),
-                owner: owner(ctx),
+                owner,
             }))),
             Err(source) => {
                 self.metrics
@@ -478,6 +480,8 @@ struct Forward<'a> {
     /// `Mcp-Param-*` headers for a modern HTTP upstream.
     param_headers: &'a [(String, String)],
     rewrite: Rewrite,
+    /// The caller's principal digest, computed once per request.
+    owner: String,
 }
 
 fn invalid(message: &str) -> GatewayError {

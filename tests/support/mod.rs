@@ -127,6 +127,15 @@ impl Client {
         }
     }
 
+    /// A request to the endpoint carrying this client's own headers (credentials).
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        self.extra
+            .iter()
+            .fold(self.http.request(method, &self.url), |req, (k, v)| {
+                req.header(k, v)
+            })
+    }
+
     /// The same client sending `Authorization: Bearer {token}` with every request.
     pub fn bearer(&self, token: &str) -> Self {
         self.with_header("authorization", &format!("Bearer {token}"))
@@ -159,13 +168,9 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Reply {
         let mut req = self
-            .http
-            .request(method, &self.url)
+            .request(method)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
-        for (k, v) in &self.extra {
-            req = req.header(k, v);
-        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -344,14 +349,10 @@ impl Client {
     /// POSTs and returns the answer as a stream (panics if it is not SSE).
     pub async fn open_stream(&self, body: &Value, headers: &[(&str, &str)]) -> Stream {
         let mut req = self
-            .http
-            .post(&self.url)
+            .request(reqwest::Method::POST)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string());
-        for (k, v) in &self.extra {
-            req = req.header(k, v);
-        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -413,11 +414,8 @@ impl Client {
 impl Client {
     /// Opens the legacy standalone event stream (`GET /mcp`) of a session.
     pub async fn open_get_stream(&self, sid: &str) -> Stream {
-        let mut req = self.http.get(&self.url);
-        for (k, v) in &self.extra {
-            req = req.header(k, v);
-        }
-        let resp = req
+        let resp = self
+            .request(reqwest::Method::GET)
             .header("accept", "text/event-stream")
             .header("mcp-session-id", sid)
             .send()
@@ -437,8 +435,7 @@ impl Client {
     /// Reconnects to a legacy response stream after `last_event_id`.
     pub async fn resume_stream(&self, sid: &str, last_event_id: &str) -> Stream {
         let resp = self
-            .http
-            .get(&self.url)
+            .request(reqwest::Method::GET)
             .header("accept", "text/event-stream")
             .header("mcp-session-id", sid)
             .header("last-event-id", last_event_id)
