@@ -2,7 +2,8 @@
 # Installs the real MCP peers the end-to-end tests and the demo use: a Python venv with the
 # official Python SDK and mcp-server-time (PyPI), the official TypeScript SDK with
 # server-everything and server-memory, and the official conformance suite with a Node 22 binary
-# (npm). Idempotent: re-runs only what changed.
+# (npm), whose bundled official MCP JSON schemas are extracted to .e2e/mcp-schema for the wire
+# schema tests. Idempotent: re-runs only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,10 @@ for dir in tests/e2e tests/conformance; do
     touch "$dir/node_modules"
   fi
 done
+
+# The official JSON schemas the conformance suite validates with, for tests/wire_schema.rs.
+schemas=.e2e/mcp-schema
+if [ ! -f "$schemas/.stamp" ] || [ tests/conformance/node_modules -nt "$schemas/.stamp" ]; then
+  node scripts/extract-mcp-schemas.mjs tests/conformance/node_modules/@modelcontextprotocol/conformance "$schemas"
+  touch "$schemas/.stamp"
+fi

@@ -1,5 +1,7 @@
-//! What the gateway emits validates against the official MCP JSON schema of the era it speaks
-//! (`../shared/mcp-schema/<version>/schema.json`, or `MCP_SCHEMA_DIR`).
+//! What the gateway emits validates against the official MCP JSON schema of the era it speaks:
+//! the schemas the official conformance suite (npm `@modelcontextprotocol/conformance`) bundles,
+//! extracted by `scripts/setup-e2e.sh` to `.e2e/mcp-schema/<version>/schema.json` (or
+//! `MCP_SCHEMA_DIR`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,13 +16,18 @@ use support::{Client, gateway, stdio_mock};
 fn schema_dir() -> PathBuf {
     std::env::var_os("MCP_SCHEMA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mcp-schema"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".e2e/mcp-schema"))
 }
 
 /// Validates `instance` against `$defs/<definition>` of the schema of `version`.
 fn check(version: &str, definition: &str, instance: &Value) {
     let path = schema_dir().join(version).join("schema.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (scripts/setup-e2e.sh extracts the schemas)",
+            path.display()
+        )
+    });
     let mut schema: Value = serde_json::from_str(&text).unwrap();
     schema["$ref"] = json!(format!("#/$defs/{definition}"));
     let validator = jsonschema::validator_for(&schema).expect("the official schema compiles");
