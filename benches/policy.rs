@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
         .len();
     assert_eq!(held, ROLES / 10, "the principal holds 5 roles");
     let tool = snapshot.entries(ListKind::Tools)[TOOLS / 2].clone();
-    let target = mcpgate::policy::lint::target(&tool);
+    let target = tool.target.clone().expect("a tool's target");
 
     let mut group = c.benchmark_group("policy");
     group.bench_function("decide_call/1000_tools_50_roles", |b| {

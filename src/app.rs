@@ -344,10 +344,19 @@ fn lint_policies(access: &Access, catalogue: &Catalogue) {
 }
 
 fn warn_about_exposure(config: &Config) {
-    if config.auth.is_none() {
-        tracing::warn!(
+    let certificates = config
+        .listen
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
+    match (&config.auth, certificates) {
+        (None, false) => tracing::warn!(
             "no `auth` section: every caller is the anonymous principal and may call every tool"
-        );
+        ),
+        (None, true) => tracing::warn!(
+            "no `auth` section: callers are told apart by their client certificates only"
+        ),
+        _ => {}
     }
     if config.policies.is_none() {
         tracing::warn!(

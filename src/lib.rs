@@ -40,6 +40,7 @@
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
 //! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
 //! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
+//! - [`uri`]: resource URIs in RFC 3986 normal form, what policies decide on.
 //!
 //! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
 //! `telemetry`, `jsonrpc` and `protocol` are leaves.
@@ -59,3 +60,4 @@ pub mod router;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod uri;

@@ -477,3 +477,68 @@ async fn origin_is_checked_before_credentials_on_every_route() {
     }
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_token_names_its_caller() {
+    let key = TestKey::rsa("rsa-1");
+    let jwks = Jwks::start(&[&key]).await;
+    let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
+    let yaml = |required: &str| {
+        format!(
+            "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
+upstreams:
+  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}
+auth:
+  jwt: {{ issuer: '{ISSUER}', jwks_url: '{}', algorithms: [RS256]{required} }}
+",
+            jwks.url()
+        )
+    };
+    let without_sub = |extra: Value| {
+        let mut c = claims("ignored");
+        for k in ["sub", "client_id"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        key.sign(&c)
+    };
+    // By default `sub` is required: tokens without it would all be one caller.
+    let gw = gateway(&yaml("")).await;
+    let client = Client::new(&gw);
+    let refused = call(&client.bearer(&without_sub(json!({"client_id": "svc"})))).await;
+    assert_eq!(refused.status, 401);
+    assert!(
+        refused.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("sub"),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(
+        call(&client.bearer(&key.sign(&claims("alice"))))
+            .await
+            .status,
+        200
+    );
+    gw.shutdown().await;
+    // Left out of `required_claims`, a token without `sub` is its client; naming neither, it
+    // is refused.
+    let gw = gateway(&yaml(", required_claims: []")).await;
+    let client = Client::new(&gw);
+    let svc = client.bearer(&without_sub(json!({"client_id": "svc"})));
+    assert_eq!(call(&svc).await.status, 200);
+    let nobody = call(&client.bearer(&without_sub(json!({})))).await;
+    assert_eq!(nobody.status, 401);
+    // Two clients without `sub` are two principals: one's session is unknown to the other.
+    let sid = svc.initialize().await;
+    let other = client.bearer(&without_sub(json!({"azp": "other"})));
+    assert_eq!(
+        other.legacy(&sid, "tools/list", json!({})).await.status,
+        404
+    );
+    assert_eq!(svc.legacy(&sid, "tools/list", json!({})).await.status, 200);
+    gw.shutdown().await;
+}

@@ -41,19 +41,27 @@ struct Setup {
     dir: tempfile::TempDir,
     _jwks: Jwks,
     _upstream: tokio::task::JoinHandle<()>,
+    mock: std::sync::Arc<mock_http::Mock>,
 }
 
 async fn setup(mode: &str) -> Setup {
+    setup_with(POLICY, mode, MockSpec::new(MockEra::Modern), "").await
+}
+
+/// A gateway with policy `policy` in front of upstream `m` (a mock serving `spec`), plus the
+/// upstreams in `more` (YAML list items).
+async fn setup_with(policy: &str, mode: &str, spec: MockSpec, more: &str) -> Setup {
     let key = TestKey::rsa("rsa-1");
     let jwks = Jwks::start(&[&key]).await;
-    let (addr, _mock, task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
+    let (addr, mock, task) = mock_http::start(spec).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("org.yaml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("org.yaml"), policy).unwrap();
     let gw = gateway(&format!(
         "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
 admin: {{ addr: 127.0.0.1:0 }}
 upstreams:
   - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}
+{more}
 namespacing: {{ prefix: always }}
 auth:
   jwt: {{ issuer: '{ISSUER}', jwks_url: '{}', algorithms: [RS256] }}
@@ -76,6 +84,7 @@ policies: {{ dir: '{}', mode: {mode} }}
         dir,
         _jwks: jwks,
         _upstream: task,
+        mock,
     }
 }
 
@@ -197,5 +206,175 @@ async fn audit_mode_decides_and_allows() {
         metrics.contains("mcpgate_policy_decisions_total{effect=\"deny\"} 1"),
         "the deny was decided and counted: {metrics}"
     );
+    s.gw.shutdown().await;
+}
+
+/// Resource and completion rules: what the security team wrote is what is enforced, whatever
+/// the client puts next to what is routed and however it spells a URI.
+const EDGES: &str = r#"
+roles:
+  - name: readers
+    subjects:
+      - claim: groups
+        equals: analysts
+    allow:
+      prompts: ["m/greet"]
+      completion: ["m/*"]
+      resources: ["m/mock://doc/public/*"]
+      resource_templates: ["m/*"]
+    deny:
+      completion: ["m/mock://doc/{id}"]
+      resources: ["m/mock://doc/secret*"]
+      resource_templates: ["m/mock://doc/{id}"]
+"#;
+
+/// The `uri` the mock last received in a `resources/read`.
+fn last_read(mock: &mock_http::Mock) -> Value {
+    mock.requests_for("resources/read").last().unwrap().1["params"]["uri"].clone()
+}
+
+#[tokio::test]
+async fn completion_is_authorized_on_what_is_routed() {
+    let s = setup_with(EDGES, "enforce", MockSpec::new(MockEra::Modern), "").await;
+    let complete = |reference: Value| {
+        let c = &s.analyst;
+        async move {
+            c.modern(
+                "completion/complete",
+                json!({"ref": reference, "argument": {"name": "id", "value": "x"}}),
+            )
+            .await
+        }
+    };
+    let prompt = complete(json!({"type": "ref/prompt", "name": "m__greet"})).await;
+    assert_eq!(prompt.result()["completion"]["values"][0], "x-done");
+    // An allowed prompt's name next to a denied template: the template is what is routed.
+    let smuggled =
+        complete(json!({"type": "ref/resource", "uri": "m+mock://doc/{id}", "name": "m__greet"}))
+            .await;
+    assert_eq!(smuggled.error_code(), -32602, "{}", smuggled.body);
+    assert!(
+        smuggled.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Resource not found"),
+        "{}",
+        smuggled.body
+    );
+    // The other way round, the upstream gets only the member `type` selects.
+    let prompt_with_uri =
+        complete(json!({"type": "ref/prompt", "name": "m__greet", "uri": "m+mock://doc/{id}"}))
+            .await;
+    assert_eq!(
+        prompt_with_uri.result()["x-ref"],
+        json!({"type": "ref/prompt", "name": "greet"})
+    );
+    // Braces are literal: the denied template is hidden from the list too.
+    let (templates, _) = s
+        .analyst
+        .list_all("resources/templates/list", "resourceTemplates")
+        .await;
+    assert!(templates.is_empty(), "{templates:?}");
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn resource_uris_are_normalized_before_matching_and_forwarded_as_authorized() {
+    let s = setup_with(EDGES, "enforce", MockSpec::new(MockEra::Modern), "").await;
+    let read = |uri: &str| {
+        let c = &s.analyst;
+        let uri = uri.to_string();
+        async move { c.modern("resources/read", json!({ "uri": uri })).await }
+    };
+    for escape in [
+        "m+mock://doc/public/../secret.md",
+        "m+mock://doc/public/./../secret.md",
+        "m+mock://doc/public/%2E%2E/secret.md",
+        "m+mock://doc/public/../%73ecret.md",
+        "m+MOCK://DOC/public/../secret.md",
+    ] {
+        let reply = read(escape).await;
+        assert_eq!(reply.error_code(), -32602, "{escape}: {}", reply.body);
+    }
+    let ambiguous = read("m+mock://doc/public/..%2Fsecret.md").await;
+    assert_eq!(ambiguous.error_code(), -32602);
+    assert!(
+        ambiguous.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ambiguous"),
+        "{}",
+        ambiguous.body
+    );
+    assert!(
+        s.mock.requests_for("resources/read").is_empty(),
+        "nothing refused reached the upstream"
+    );
+    let ok = read("m+mock://doc/public/./a/../b.md").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(
+        last_read(&s.mock),
+        "mock://doc/public/b.md",
+        "the upstream gets the URI that was authorized"
+    );
+    s.gw.shutdown().await;
+}
+
+/// A modern mock whose `regional` tool mirrors its `region` argument into `Mcp-Param-Region`.
+fn regional_spec() -> MockSpec {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.tools.push(
+        json!({"name": "regional", "inputSchema": {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"}}}}),
+    );
+    spec
+}
+
+#[tokio::test]
+async fn denied_looks_absent_to_header_checks_and_instructions() {
+    let more = format!(
+        "  - {{ id: pipe, stdio: {} }}",
+        support::stdio_mock("modern")
+    );
+    let policy = POLICY.replace("tools: [\"m/*\"]", "tools: [\"m/*\", \"pipe/*\"]");
+    let s = setup_with(&policy, "enforce", regional_spec(), &more).await;
+    // Without the Mcp-Param-Region header: the allowed caller is told of the mismatch, the
+    // denied one hears of an unknown tool, as for a tool that does not exist.
+    let args = json!({"name": "m__regional", "arguments": {"region": "eu"}});
+    let sre = s.sre.modern("tools/call", args.clone()).await;
+    assert_eq!(
+        (sre.status, sre.error_code()),
+        (400, -32020),
+        "{}",
+        sre.body
+    );
+    let analyst = s.analyst.modern("tools/call", args).await;
+    assert_eq!(
+        (analyst.status, analyst.error_code()),
+        (200, -32602),
+        "{}",
+        analyst.body
+    );
+    assert_eq!(
+        analyst.body["error"]["message"],
+        "Unknown tool: m__regional"
+    );
+    // Instructions of an upstream the caller can see nothing of are not given to it, in
+    // either era.
+    for (who, sees_pipe) in [(&s.sre, true), (&s.analyst, false)] {
+        let discover = who.modern("server/discover", json!({})).await;
+        let init = who
+            .post(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}}),
+                &[],
+            )
+            .await;
+        for result in [discover.result(), init.result()] {
+            let text = result["instructions"].as_str().unwrap_or_default();
+            assert_eq!(text.contains("Modern stdio mock."), sees_pipe, "{result}");
+        }
+    }
     s.gw.shutdown().await;
 }

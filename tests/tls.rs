@@ -200,3 +200,23 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     assert_eq!(&head, b"HTTP/1.1 200");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_auth_a_session_belongs_to_its_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (gw, _up) = tls_gateway(dir.path(), &ca, Some("required")).await;
+    let alice = Client::over(url(&gw), https(&ca, Some(&ca.client("alice", None)), false));
+    let bob = Client::over(url(&gw), https(&ca, Some(&ca.client("bob", None)), false));
+    let sid = alice.initialize().await;
+    assert_eq!(
+        alice.legacy(&sid, "tools/list", json!({})).await.status,
+        200
+    );
+    let stolen = bob.legacy(&sid, "tools/list", json!({})).await;
+    assert_eq!(
+        stolen.status, 404,
+        "another certificate is another principal, even with no token"
+    );
+    gw.shutdown().await;
+}

@@ -153,6 +153,19 @@ impl JwtVerifier {
         }
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         let mut principal = principal_from_claims(claims, &self.config.claims);
+        if principal.subject.is_empty() {
+            // Without `sub` (allowed only when `required_claims` leaves it out) the caller is
+            // its OAuth client; a token naming neither would share one identity with every
+            // other such token, and is refused.
+            principal.subject = match &principal.client_id {
+                Some(client) if !client.is_empty() => format!("client:{client}"),
+                _ => {
+                    return Err(TokenError(
+                        "the token names no subject (`sub`) nor client (`client_id`, `azp`)".into(),
+                    ));
+                }
+            };
+        }
         principal.token = Some(crate::config::Secret::new(token.to_string()));
         Ok(Verified {
             principal: Arc::new(principal),

@@ -71,13 +71,22 @@ impl Principal {
         }
     }
 
-    /// Hex SHA-256 of issuer and subject: binds a legacy session (and MRTR state) to its
-    /// principal without putting the identity itself in the token.
+    /// Hex SHA-256 of issuer, subject and (when the connection presented one) the client
+    /// certificate identity: what legacy sessions, HTTP+SSE connections, task ids and MRTR
+    /// state are bound to, without putting the identity itself in them. With mTLS and no
+    /// `auth`, every caller is anonymous by token but still a principal of its own by
+    /// certificate; with both, a session needs the same token subject *and* certificate.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.issuer.as_deref().unwrap_or("").as_bytes());
         h.update([0]);
         h.update(self.subject.as_bytes());
+        if let Some(identity) = &self.mtls_identity {
+            // Absent, the digest is what it was before certificates took part (sessions of
+            // callers without one survive an upgrade).
+            h.update(b"\0mtls\0");
+            h.update(identity.as_bytes());
+        }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }

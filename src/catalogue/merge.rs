@@ -92,6 +92,11 @@ fn namespaced_entry(
     if let Some(obj) = value.as_object_mut() {
         obj.insert(field.into(), Value::from(key.clone()));
     }
+    let target = super::canonical_target(kind, upstream, original);
+    if target.is_none() {
+        tracing::warn!(upstream = %upstream, kind = kind.method(), uri = original,
+            "the URI is ambiguous (an encoded separator next to a dot-segment): no policy allows it");
+    }
     Some(Entry {
         key,
         upstream: upstream.clone(),
@@ -99,6 +104,7 @@ fn namespaced_entry(
         aliased,
         value,
         param_headers,
+        target,
     })
 }
 

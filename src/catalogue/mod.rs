@@ -124,6 +124,21 @@ pub struct Entry {
     pub value: Value,
     /// Tools: the `x-mcp-header` annotations of its `inputSchema`, read once at merge time.
     pub param_headers: Vec<crate::param_headers::Annotation>,
+    /// The canonical policy target, `upstream/name` (DESIGN.md §5.1): the upstream's own name,
+    /// or its URI in RFC 3986 normal form ([`crate::uri`]); `None` for a URI too ambiguous to
+    /// normalize, which no policy allows. Computed once at merge time.
+    pub target: Option<String>,
+}
+
+/// The canonical policy target of `original` (the upstream's own name or URI) of `upstream`
+/// in list `kind`; see [`Entry::target`].
+pub fn canonical_target(kind: ListKind, upstream: &UpstreamId, original: &str) -> Option<String> {
+    match kind {
+        ListKind::Tools | ListKind::Prompts => Some(format!("{upstream}/{original}")),
+        ListKind::Resources | ListKind::ResourceTemplates => crate::uri::normalize(original)
+            .ok()
+            .map(|uri| format!("{upstream}/{uri}")),
+    }
 }
 
 /// The last good listing of one upstream.
@@ -160,17 +175,26 @@ impl Snapshot {
 
     /// The tool with this client-facing name.
     pub fn tool(&self, key: &str) -> Option<&Arc<Entry>> {
-        self.lookup(ListKind::Tools, key)
+        self.entry(ListKind::Tools, key)
     }
 
     /// The prompt with this client-facing name.
     pub fn prompt(&self, key: &str) -> Option<&Arc<Entry>> {
-        self.lookup(ListKind::Prompts, key)
+        self.entry(ListKind::Prompts, key)
     }
 
-    fn lookup(&self, kind: ListKind, key: &str) -> Option<&Arc<Entry>> {
-        let i = *self.index[kind.index()].get(key)?;
-        self.lists[kind.index()].get(i)
+    /// The entry of list `kind` with this client-facing key.
+    pub fn entry(&self, kind: ListKind, key: &str) -> Option<&Arc<Entry>> {
+        match self.index.get(kind.index()) {
+            Some(index) => self.lists[kind.index()].get(*index.get(key)?),
+            // Templates are not indexed: the list is sorted by key.
+            None => {
+                let list = &self.lists[kind.index()];
+                list.binary_search_by(|e| e.key.as_str().cmp(key))
+                    .ok()
+                    .map(|i| &list[i])
+            }
+        }
     }
 
     /// The owner and upstream URI of a client-facing resource URI. Prefixed URIs are split;
@@ -185,7 +209,7 @@ impl Snapshot {
         if let [(only, _)] = self.upstreams.as_slice() {
             return Some((only.clone(), wire.to_string()));
         }
-        if let Some(entry) = self.lookup(ListKind::Resources, wire) {
+        if let Some(entry) = self.entry(ListKind::Resources, wire) {
             return Some((entry.upstream.clone(), entry.original.clone()));
         }
         let mut best: Option<(usize, &Entry, bool)> = None;

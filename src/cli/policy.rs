@@ -125,7 +125,7 @@ pub fn explain(
         (Kind::Tool, Some(s)) => s
             .entries(crate::catalogue::ListKind::Tools)
             .iter()
-            .find(|e| lint::target(e) == target)
+            .find(|e| e.target.as_deref() == Some(target))
             .map(|e| e.value.clone()),
         _ => None,
     };

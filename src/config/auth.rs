@@ -70,7 +70,8 @@ pub struct JwtConfig {
     pub algorithms: Vec<Algorithm>,
     /// Tolerated clock skew on `exp` and `nbf` (default 60 s).
     pub leeway: Duration,
-    /// Claims required besides `iss`, `aud`, `exp`.
+    /// Claims required besides `iss`, `aud`, `exp` (default `[sub]`: the subject is the
+    /// caller's identity, which sessions, task ids and policies bind to).
     pub required_claims: Vec<String>,
     /// Claim names for groups, roles, scopes and client id.
     pub claims: ClaimNames,
@@ -341,7 +342,10 @@ fn jwt(raw: &RawJwt, resource: &Url, base: &Path, issues: &mut Issues) -> Option
         key_files,
         algorithms,
         leeway: leeway?,
-        required_claims: raw.required_claims.clone(),
+        required_claims: raw
+            .required_claims
+            .clone()
+            .unwrap_or_else(|| vec!["sub".into()]),
         claims,
     })
 }

@@ -68,9 +68,9 @@ pub struct RawJwt {
     /// Clock skew tolerated on `exp` and `nbf`, e.g. `60s`.
     #[serde(default)]
     pub leeway: Option<String>,
-    /// Claims every token must carry besides `iss`, `aud` and `exp`.
+    /// Claims every token must carry besides `iss`, `aud` and `exp`; default `[sub]`.
     #[serde(default)]
-    pub required_claims: Vec<String>,
+    pub required_claims: Option<Vec<String>>,
     /// Which claims hold groups, roles, scopes and the client id.
     #[serde(default)]
     pub claims: RawClaimNames,

@@ -118,7 +118,8 @@ pub async fn listen(
 ) -> Response {
     let catalogue = gw.router.catalogue();
     let grant = gw.router.access().grant(&principal);
-    let caps = super::identity::capabilities(&catalogue.snapshot(), Era::Modern);
+    let snapshot = catalogue.snapshot();
+    let caps = super::identity::View::new(&snapshot, &grant).capabilities(Era::Modern);
     let mut honoured = Map::new();
     let mut kinds = HashSet::new();
     for (flag, kind, capability) in [
@@ -141,10 +142,13 @@ pub async fn listen(
     {
         let snapshot = catalogue.snapshot();
         for uri in uris.iter().filter_map(Value::as_str) {
-            if let Some((upstream, original)) = snapshot.resolve_uri(uri)
-                && grant.allows(Kind::Resource, &format!("{upstream}/{original}"), None)
-            {
-                subscribe_upstream(gw, &upstream, &original).await;
+            let Ok((resolved, forward)) =
+                crate::router::resolve_uri(&snapshot, uri, ListKind::Resources)
+            else {
+                continue;
+            };
+            if grant.allows_target(Kind::Resource, resolved.target.as_deref(), None) {
+                subscribe_upstream(gw, &resolved.upstream, &forward).await;
                 resources.insert(uri.to_string());
             }
         }

@@ -195,14 +195,12 @@ pub fn open_session(
         issued_at: now_secs(),
     };
     let snapshot = gw.router.catalogue().snapshot();
+    let view = identity::View::new(&snapshot, &gw.router.access().grant(principal));
     let mut result = Map::new();
     result.insert("protocolVersion".into(), Value::from(version));
-    result.insert(
-        "capabilities".into(),
-        identity::capabilities(&snapshot, Era::Legacy),
-    );
+    result.insert("capabilities".into(), view.capabilities(Era::Legacy));
     result.insert("serverInfo".into(), gateway_implementation());
-    if let Some(text) = identity::instructions(&snapshot) {
+    if let Some(text) = view.instructions() {
         result.insert("instructions".into(), Value::from(text));
     }
     tracing::info!(session = %claims.id, version, "legacy session opened");

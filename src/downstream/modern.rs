@@ -56,7 +56,7 @@ pub async fn handle(
     let mut ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
     ctx.principal = Some(Arc::clone(principal));
     if method == "tools/call" {
-        check_param_headers(gw, headers, params.as_ref()).map_err(fail)?;
+        check_param_headers(gw, principal, headers, params.as_ref()).map_err(fail)?;
     }
     if !is_modern_method(&method) {
         return Err(fail(GatewayError::MethodNotFound { method }));
@@ -82,7 +82,7 @@ pub async fn handle(
         return Ok(super::events::listen(gw, id.clone(), filter, Arc::clone(principal)).await);
     }
     if method == "server/discover" {
-        let mut result = discover(gw);
+        let mut result = discover(gw, principal);
         decorate(ttl_ms(gw), &method, &mut result);
         return Ok(wire::json(
             StatusCode::OK,
@@ -227,9 +227,11 @@ fn validate(
 }
 
 /// Checks the `Mcp-Param-*` headers of a `tools/call` against the listed tool's annotations.
-/// An unknown tool is left for the router to reject.
+/// An unknown tool, or one the caller may not call, is left for the router to reject as
+/// unknown: a header mismatch must not tell a caller that a denied tool exists.
 fn check_param_headers(
     gw: &Gateway,
+    principal: &Principal,
     headers: &HeaderMap,
     params: Option<&Value>,
 ) -> Result<(), GatewayError> {
@@ -243,23 +245,33 @@ fn check_param_headers(
         return Ok(());
     };
     let arguments = params.get("arguments").unwrap_or(&Value::Null);
-    crate::param_headers::check(headers, &tool.param_headers, arguments)
-        .map_err(|detail| GatewayError::HeaderMismatch { detail })
+    let Err(detail) = crate::param_headers::check(headers, &tool.param_headers, arguments) else {
+        return Ok(());
+    };
+    // Decided only on a mismatch: the common case costs no policy decision.
+    let allowed = gw.router.access().grant(principal).allows_target(
+        crate::policy::Kind::Tool,
+        tool.target.as_deref(),
+        Some(&tool.value),
+    );
+    if allowed {
+        Err(GatewayError::HeaderMismatch { detail })
+    } else {
+        Ok(())
+    }
 }
 
-/// The `DiscoverResult`.
-fn discover(gw: &Gateway) -> Value {
+/// The `DiscoverResult`, describing what `principal` can see.
+fn discover(gw: &Gateway, principal: &Principal) -> Value {
     let snapshot = gw.router.catalogue().snapshot();
+    let view = identity::View::new(&snapshot, &gw.router.access().grant(principal));
     let mut result = Map::new();
     result.insert(
         "supportedVersions".into(),
         json!(crate::protocol::all_versions()),
     );
-    result.insert(
-        "capabilities".into(),
-        identity::capabilities(&snapshot, Era::Modern),
-    );
-    if let Some(text) = identity::instructions(&snapshot) {
+    result.insert("capabilities".into(), view.capabilities(Era::Modern));
+    if let Some(text) = view.instructions() {
         result.insert("instructions".into(), Value::from(text));
     }
     result.insert("ttlMs".into(), json!(ttl_ms(gw)));

@@ -136,15 +136,30 @@ fn matched(rules: &Rules, kind: Kind, target: &str, tool: Option<&Value>) -> Opt
         return Some(Matched::Pattern(first));
     }
     if kind == Kind::Tool
-        && let (Some((wanted, _)), Some(annotations)) = (
-            &rules.tool_annotations,
-            tool.and_then(|t| t.get("annotations")),
-        )
-        && wanted.iter().all(|(k, v)| annotations.get(k) == Some(v))
+        && let (Some((wanted, _)), Some(tool)) = (&rules.tool_annotations, tool)
+        && wanted.iter().all(|(k, v)| annotation(tool, k) == Some(v))
     {
         return Some(Matched::Annotations);
     }
     None
+}
+
+/// The value of annotation `key` of a tool definition. A hint the tool leaves out has the
+/// default the specification gives it (`ToolAnnotations`, 2025-06-18 and later): a tool that
+/// says nothing is assumed destructive (`destructiveHint` true), not read-only, not idempotent,
+/// and open-world — so a deny on `destructiveHint: true` catches it, and an allow on
+/// `readOnlyHint: true` does not. Other keys have no default.
+pub fn annotation<'t>(tool: &'t Value, key: &str) -> Option<&'t Value> {
+    static TRUE: Value = Value::Bool(true);
+    static FALSE: Value = Value::Bool(false);
+    if let Some(value) = tool.get("annotations").and_then(|a| a.get(key)) {
+        return Some(value);
+    }
+    match key {
+        "destructiveHint" | "openWorldHint" => Some(&TRUE),
+        "readOnlyHint" | "idempotentHint" => Some(&FALSE),
+        _ => None,
+    }
 }
 
 /// The file, line, role and text of a matched rule.
@@ -170,7 +185,8 @@ fn describe(role: &Role, rules: &Rules, matched: Matched, kind: Kind) -> Decidin
 
 fn subject_matches(subject: &Subject, principal: &Principal) -> bool {
     match subject {
-        Subject::Authenticated => principal.issuer.is_some(),
+        // A verified token, API key or client certificate.
+        Subject::Authenticated => principal.issuer.is_some() || principal.mtls_identity.is_some(),
         Subject::ApiKey(name) => principal.api_key.as_deref() == Some(name.as_str()),
         Subject::Mtls(glob) => principal
             .mtls_identity

@@ -136,7 +136,10 @@ pub fn diff(
             let (was, is) = (before.lists(list, entry), after.lists(list, entry));
             let change = || Change {
                 kind: Kind::of_list(list),
-                target: super::lint::target(entry),
+                target: entry
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| entry.original.clone()),
             };
             match (was, is) {
                 (false, true) => out.gained.push(change()),

@@ -6,12 +6,6 @@ use super::compile::PolicySet;
 use super::{Kind, PolicyIssue};
 use crate::catalogue::{ListKind, Snapshot};
 
-/// The canonical target name of a merged entry: `upstream/name` (the upstream's own name or
-/// URI, never the client-facing one, so policies do not depend on namespacing settings).
-pub fn target(entry: &crate::catalogue::Entry) -> String {
-    format!("{}/{}", entry.upstream, entry.original)
-}
-
 /// Every pattern of `set` that matches nothing in `snapshot` (task patterns are not checked:
 /// tasks come and go).
 pub fn unmatched_patterns(set: &PolicySet, snapshot: &Snapshot) -> Vec<PolicyIssue> {
@@ -26,7 +20,7 @@ pub fn unmatched_patterns(set: &PolicySet, snapshot: &Snapshot) -> Vec<PolicyIss
         };
         lists
             .iter()
-            .flat_map(|l| snapshot.entries(*l).iter().map(|e| target(e)))
+            .flat_map(|l| snapshot.entries(*l).iter().filter_map(|e| e.target.clone()))
             .collect()
     };
     let mut issues = Vec::new();

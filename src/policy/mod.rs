@@ -240,6 +240,15 @@ impl Grant {
             .is_none_or(|v| self.permits(v.effect))
     }
 
+    /// As [`Grant::allows`], for a canonical target that may be missing (a URI too ambiguous to
+    /// decide on): refused whenever policies are enforced.
+    pub fn allows_target(&self, kind: Kind, target: Option<&str>, tool: Option<&Value>) -> bool {
+        match target {
+            Some(target) => self.allows(kind, target, tool),
+            None => self.set.is_none() || self.mode == Mode::Audit,
+        }
+    }
+
     /// Whether the rules' effect lets the request through: an allow, or anything in audit
     /// mode. The one place this is decided, for lists and calls.
     pub fn permits(&self, effect: Effect) -> bool {
@@ -252,14 +261,22 @@ impl Grant {
         let Some(set) = &self.set else {
             return true;
         };
+        let Some(target) = &entry.target else {
+            return self.mode == Mode::Audit;
+        };
         let tool = (kind == crate::catalogue::ListKind::Tools).then_some(&entry.value);
         self.permits(decide::effect(
             set,
             &self.held,
             Kind::of_list(kind),
-            &lint::target(entry),
+            target,
             tool,
         ))
+    }
+
+    /// Whether a policy set is in force (without one, everything is allowed).
+    pub fn has_policies(&self) -> bool {
+        self.set.is_some()
     }
 
     /// The names of the roles held.

@@ -150,7 +150,7 @@ proptest! {
                 .iter()
                 .filter(|e| {
                     let tool = (list == ListKind::Tools).then_some(&e.value);
-                    grant.allows(Kind::of_list(list), &super::lint::target(e), tool)
+                    e.target.as_deref().is_some_and(|t| grant.allows(Kind::of_list(list), t, tool))
                 })
                 .map(|e| e.key.clone())
                 .collect();

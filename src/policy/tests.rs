@@ -187,7 +187,11 @@ roles:
     };
     assert_eq!(e(&destructive), Effect::Deny);
     assert_eq!(e(&safe), Effect::Allow);
-    assert_eq!(e(&unannotated), Effect::Allow);
+    // The spec's default for a missing destructiveHint is true: the deny catches it.
+    assert_eq!(e(&unannotated), Effect::Deny);
+    assert_eq!(e(&json!({"annotations": {"title": "List"}})), Effect::Deny);
+    let read_only_without_destructive = json!({"annotations": {"readOnlyHint": true}});
+    assert_eq!(e(&read_only_without_destructive), Effect::Deny);
     let analyst = Grant::new(
         s,
         &Principal {
@@ -322,4 +326,79 @@ fn explain_output() {
     );
     insta::assert_snapshot!("explain_default_deny_audit", default.to_string());
     insta::assert_json_snapshot!("explain_json", denied);
+}
+
+#[test]
+fn missing_hints_take_the_spec_defaults() {
+    let tool = json!({"name": "t"});
+    let annotation = super::decide::annotation;
+    assert_eq!(annotation(&tool, "destructiveHint"), Some(&json!(true)));
+    assert_eq!(annotation(&tool, "openWorldHint"), Some(&json!(true)));
+    assert_eq!(annotation(&tool, "readOnlyHint"), Some(&json!(false)));
+    assert_eq!(annotation(&tool, "idempotentHint"), Some(&json!(false)));
+    assert_eq!(annotation(&tool, "title"), None);
+    let explicit = json!({"annotations": {"destructiveHint": false}});
+    assert_eq!(
+        annotation(&explicit, "destructiveHint"),
+        Some(&json!(false))
+    );
+    let s = set(r#"
+roles:
+  - name: writers
+    subjects: [{ authenticated: true }]
+    allow: { tool_annotations: { idempotentHint: false, openWorldHint: true } }
+"#);
+    let grant = Grant::new(s, &person("a", &[]), Mode::Enforce);
+    let verdict = grant.verdict(Kind::Tool, "k8s/x", Some(&tool)).unwrap();
+    assert_eq!(
+        verdict.effect,
+        Effect::Allow,
+        "defaults satisfy an allow too"
+    );
+}
+
+#[test]
+fn braces_in_patterns_are_literal() {
+    let s = set(r#"
+roles:
+  - name: readers
+    subjects: [{ authenticated: true }]
+    allow:
+      resource_templates: ["docs/*"]
+      completion: ["docs/*"]
+      tools: ["time/{get,set}"]
+    deny:
+      resource_templates: ["docs/file:///{path}"]
+      completion: ["docs/file:///{path}"]
+"#);
+    let who = person("a", &[]);
+    for kind in [Kind::ResourceTemplate, Kind::Completion] {
+        assert_eq!(effect(&s, &who, kind, "docs/file:///{path}"), Effect::Deny);
+        assert_eq!(effect(&s, &who, kind, "docs/file:///{id}"), Effect::Allow);
+    }
+    assert_eq!(
+        effect(&s, &who, Kind::Tool, "time/{get,set}"),
+        Effect::Allow
+    );
+    assert_eq!(
+        effect(&s, &who, Kind::Tool, "time/get"),
+        Effect::Deny,
+        "no alternation"
+    );
+    // Escaped braces and braces inside a class stay what they were.
+    let escaped = set(r#"
+roles:
+  - name: r
+    subjects: [{ authenticated: true }]
+    allow: { tools: ["time/\\{x\\}", "time/[{]y[}]", "time/[]{]z"] }
+"#);
+    assert_eq!(
+        effect(&escaped, &who, Kind::Tool, "time/{x}"),
+        Effect::Allow
+    );
+    assert_eq!(
+        effect(&escaped, &who, Kind::Tool, "time/{y}"),
+        Effect::Allow
+    );
+    assert_eq!(effect(&escaped, &who, Kind::Tool, "time/{z"), Effect::Allow);
 }

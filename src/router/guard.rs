@@ -61,29 +61,35 @@ impl<'a> Guard<'a> {
             .is_none_or(|g| g.allows(Kind::Task, &format!("{upstream}/{task_id}"), None))
     }
 
-    /// Decides a call to `name` (the upstream's own name or URI) of `upstream`; `denied` is the
-    /// error answered when the policy refuses it (the one for an unknown target).
+    /// Decides a call to `target`, the canonical `upstream/name` of what will be forwarded
+    /// (`None`: a URI too ambiguous to decide on, refused whenever policies apply); `denied`
+    /// is the error answered when the policy refuses it (the one for an unknown target).
     ///
     /// # Errors
     /// `denied`, in `enforce` mode, when no held role allows the target or one denies it.
     pub(super) fn check(
         &self,
         kind: Kind,
-        upstream: &UpstreamId,
-        name: &str,
+        target: Option<&str>,
         tool: Option<&Value>,
         denied: impl FnOnce() -> GatewayError,
     ) -> Result<Option<Decision>, GatewayError> {
         let Some(grant) = &self.grant else {
             return Ok(None);
         };
-        let target = format!("{upstream}/{name}");
-        let Some(verdict) = grant.verdict(kind, &target, tool) else {
+        let Some(target) = target else {
+            return if grant.allows_target(kind, None, tool) {
+                Ok(None)
+            } else {
+                Err(denied())
+            };
+        };
+        let Some(verdict) = grant.verdict(kind, target, tool) else {
             return Ok(None);
         };
         let decision = Decision {
             kind,
-            target,
+            target: target.to_string(),
             roles: grant.roles(),
             policy_hash: grant.policy_hash().unwrap_or_default().to_string(),
             mode: grant.mode(),

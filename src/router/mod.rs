@@ -109,8 +109,7 @@ impl Router {
                 let tool = resolve_named(&snapshot, &mut params, TargetKind::Tool)?;
                 decision = guard.check(
                     Kind::Tool,
-                    &tool.upstream,
-                    &tool.original,
+                    tool.target.as_deref(),
                     Some(&tool.value),
                     unknown(TargetKind::Tool),
                 )?;
@@ -128,8 +127,7 @@ impl Router {
                 let task_id = params["taskId"].as_str().unwrap_or_default();
                 decision = guard.check(
                     Kind::Task,
-                    &upstream,
-                    task_id,
+                    Some(&format!("{upstream}/{task_id}")),
                     None,
                     unknown(TargetKind::Task),
                 )?;
@@ -151,23 +149,21 @@ impl Router {
                 let prompt = resolve_named(&snapshot, &mut params, TargetKind::Prompt)?;
                 decision = guard.check(
                     Kind::Prompt,
-                    &prompt.upstream,
-                    &prompt.original,
+                    prompt.target.as_deref(),
                     None,
                     unknown(TargetKind::Prompt),
                 )?;
                 (prompt.upstream.clone(), Rewrite::PromptResult)
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let upstream = resolve_uri_param(&snapshot, &mut params)?;
-                let uri = params["uri"].as_str().unwrap_or_default();
+                let resource = resolve_uri_param(&snapshot, &mut params, ListKind::Resources)?;
                 decision = guard.check(
                     Kind::Resource,
-                    &upstream,
-                    uri,
+                    resource.target.as_deref(),
                     None,
                     unknown(TargetKind::Resource),
                 )?;
+                let upstream = resource.upstream;
                 match method {
                     "resources/read" => (upstream, Rewrite::ReadResult),
                     // Legacy only (the modern era subscribes with subscriptions/listen).
@@ -178,20 +174,16 @@ impl Router {
                 }
             }
             "completion/complete" => {
-                let upstream = resolve_completion(&snapshot, &mut params)?;
-                let reference = &params["ref"];
-                let name = reference
-                    .get("name")
-                    .or_else(|| reference.get("uri"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let kind = if reference.get("name").is_some() {
-                    TargetKind::Prompt
-                } else {
-                    TargetKind::Resource
-                };
-                decision = guard.check(Kind::Completion, &upstream, name, None, unknown(kind))?;
-                (upstream, Rewrite::None)
+                // Authorized on exactly what is routed: the prompt or template that `ref.type`
+                // selects, whatever else the client put in `ref`.
+                let (routed, kind) = resolve_completion(&snapshot, &mut params)?;
+                decision = guard.check(
+                    Kind::Completion,
+                    routed.target.as_deref(),
+                    None,
+                    unknown(kind),
+                )?;
+                (routed.upstream, Rewrite::None)
             }
             "ping" => return Ok(Routed::Reply(Ok(json!({})))),
             _ => {
@@ -513,12 +505,47 @@ fn resolve_named(
     Ok(Arc::clone(entry))
 }
 
-/// `params.uri` → owner; rewrites it to the upstream's own URI.
-fn resolve_uri_param(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, GatewayError> {
+/// Where a request goes and what policy decides on.
+pub struct Resolved {
+    /// The owning upstream.
+    pub upstream: UpstreamId,
+    /// The canonical policy target of what is forwarded (see [`crate::catalogue::Entry`]).
+    pub target: Option<String>,
+}
+
+/// `params.uri`, a resource URI (or, for `kind` `ListKind::ResourceTemplates`, a template)
+/// → owner and policy target; rewrites it to the URI that is forwarded, the one the policy
+/// decides on: the upstream's URI in RFC 3986 normal form ([`crate::uri`]), or, for an entry
+/// the upstream listed, its URI exactly as listed (the same resource, spelt as the upstream
+/// knows it).
+///
+/// # Errors
+/// [`GatewayError::UnknownTarget`] when no upstream owns the URI; [`GatewayError::InvalidParams`]
+/// for a URI too ambiguous to normalize.
+fn resolve_uri_param(
+    snapshot: &Snapshot,
+    params: &mut Value,
+    kind: ListKind,
+) -> Result<Resolved, GatewayError> {
     let uri = params
         .get("uri")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("`uri` must be a string"))?;
+    let (resolved, forward) = resolve_uri(snapshot, uri, kind)?;
+    params["uri"] = Value::from(forward);
+    Ok(resolved)
+}
+
+/// A client-facing resource URI (or template, for `kind` [`ListKind::ResourceTemplates`]) →
+/// owner, policy target, and the upstream URI to forward; see [`resolve_uri_param`].
+///
+/// # Errors
+/// As [`resolve_uri_param`].
+pub fn resolve_uri(
+    snapshot: &Snapshot,
+    uri: &str,
+    kind: ListKind,
+) -> Result<(Resolved, String), GatewayError> {
     let (upstream, original) =
         snapshot
             .resolve_uri(uri)
@@ -526,21 +553,48 @@ fn resolve_uri_param(snapshot: &Snapshot, params: &mut Value) -> Result<Upstream
                 kind: TargetKind::Resource,
                 name: uri.to_string(),
             })?;
-    params["uri"] = Value::from(original);
-    Ok(upstream)
+    let (forward, target) = match snapshot.entry(kind, uri) {
+        Some(listed) => (listed.original.clone(), listed.target.clone()),
+        None => {
+            let normal = crate::uri::normalize(&original).map_err(|e| invalid(&e.to_string()))?;
+            let target = format!("{upstream}/{normal}");
+            (normal, Some(target))
+        }
+    };
+    Ok((Resolved { upstream, target }, forward))
 }
 
-/// `params.ref` of `completion/complete` → owner; rewrites the prompt name or template URI.
-fn resolve_completion(snapshot: &Snapshot, params: &mut Value) -> Result<UpstreamId, GatewayError> {
+/// `params.ref` of `completion/complete` → the prompt or template `ref.type` selects, and the
+/// kind of target to name in an "unknown" answer; rewrites the name or URI for the upstream.
+fn resolve_completion(
+    snapshot: &Snapshot,
+    params: &mut Value,
+) -> Result<(Resolved, TargetKind), GatewayError> {
     let reference = params
         .get_mut("ref")
         .filter(|r| r.is_object())
         .ok_or_else(|| invalid("`ref` must be an object"))?;
-    match reference.get("type").and_then(Value::as_str) {
-        Some("ref/prompt") => {
-            resolve_named(snapshot, reference, TargetKind::Prompt).map(|e| e.upstream.clone())
+    // Only the member `ref.type` selects goes upstream: what is forwarded is what was decided.
+    let selected = match reference.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => "name",
+        Some("ref/resource") => "uri",
+        _ => return Err(invalid("`ref.type` must be ref/prompt or ref/resource")),
+    };
+    if let Some(obj) = reference.as_object_mut() {
+        obj.remove(if selected == "name" { "uri" } else { "name" });
+    }
+    match selected {
+        "name" => {
+            let prompt = resolve_named(snapshot, reference, TargetKind::Prompt)?;
+            let resolved = Resolved {
+                upstream: prompt.upstream.clone(),
+                target: prompt.target.clone(),
+            };
+            Ok((resolved, TargetKind::Prompt))
         }
-        Some("ref/resource") => resolve_uri_param(snapshot, reference),
-        _ => Err(invalid("`ref.type` must be ref/prompt or ref/resource")),
+        _ => {
+            let template = resolve_uri_param(snapshot, reference, ListKind::ResourceTemplates)?;
+            Ok((template, TargetKind::Resource))
+        }
     }
 }
