@@ -107,10 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Metrics: one registry owned by this gateway.
     let metrics = Metrics::new();
     // Upstreams: HTTP clients and stdio children (children start now).
-    let upstreams = Arc::new(UpstreamSet::new(
-        &config.upstreams,
-        config.session.idle_timeout,
-    )?);
+    let upstreams = Arc::new(UpstreamSet::new(&config.upstreams, &config.session)?);
     // Catalogue plane: merged lists, refreshed in the background.
     let catalogue = Arc::new(Catalogue::new(
         upstreams,
@@ -141,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .build(),
         sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
             config.session.idle_timeout,
+            config.session.max_sessions,
         )),
         sse_connections: crate::downstream::legacy_sse::Connections::default(),
         continuations: Arc::new(crate::downstream::mrtr::Continuations::new(

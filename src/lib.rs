@@ -40,6 +40,7 @@
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
 //! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
 //! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
+//! - [`redact`]: URLs without userinfo or query in logs and errors.
 //! - [`uri`]: resource URIs in RFC 3986 normal form, what policies decide on.
 //!
 //! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
@@ -56,6 +57,7 @@ pub mod jsonrpc;
 pub mod param_headers;
 pub mod policy;
 pub mod protocol;
+pub mod redact;
 pub mod router;
 pub mod telemetry;
 pub mod tls;

@@ -23,6 +23,11 @@ struct Setup {
 }
 
 async fn setup(spec: MockSpec, oauth_extra: &str) -> Setup {
+    setup_with(spec, oauth_extra, "").await
+}
+
+/// As [`setup`], with `extra` YAML at the top level of the configuration.
+async fn setup_with(spec: MockSpec, oauth_extra: &str, extra: &str) -> Setup {
     let key = TestKey::rsa("rsa-1");
     let jwks = Jwks::start(&[&key]).await;
     let tokens = TokenEndpoint::start().await;
@@ -38,6 +43,7 @@ upstreams:
 auth:
   jwt: {{ issuer: '{ISSUER}', jwks_url: '{jwks_url}', algorithms: [RS256] }}
   api_keys: [{{ name: ci, sha256: '{hash}' }}]
+{extra}
 ",
         token_url = tokens.url(),
         jwks_url = jwks.url(),
@@ -185,4 +191,129 @@ async fn token_exchange_never_substitutes_the_gateway_for_a_caller_without_a_tok
     assert_eq!(error["data"]["reason"], "upstream_credentials");
     assert!(s.mock.requests_for("tools/call").is_empty());
     s.gw.shutdown().await;
+}
+
+/// A legacy mock serving standalone (GET) streams.
+fn streaming_legacy() -> MockSpec {
+    let mut spec = MockSpec::new(MockEra::Legacy);
+    spec.get_stream = true;
+    spec
+}
+
+fn get_authorizations(mock: &mock_http::Mock) -> Vec<String> {
+    mock.seen
+        .gets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            h.get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_standalone_stream_carries_the_sessions_credentials() {
+    let s = setup(streaming_legacy(), ", token_exchange: true").await;
+    // The gateway's own session (catalogue plane) listens with the gateway's token.
+    support::eventually(5, "the shared session's stream is open", || async {
+        s.mock
+            .seen
+            .open_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    assert_eq!(get_authorizations(&s.mock), ["Bearer cc-1"]);
+    // A client's session listens with the client's exchanged token once it subscribes.
+    let jwt = s.key.sign(&claims("alice"));
+    let alice = s.client.bearer(&jwt);
+    let sid = alice.initialize().await;
+    let subscribed = alice
+        .legacy(&sid, "resources/subscribe", json!({"uri": "mock://doc/1"}))
+        .await;
+    assert_eq!(subscribed.status, 200, "{}", subscribed.body);
+    support::eventually(5, "alice's session stream is open", || async {
+        s.mock
+            .seen
+            .open_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 2
+    })
+    .await;
+    let seen = get_authorizations(&s.mock);
+    assert!(seen[1].starts_with("Bearer xchg-"), "{seen:?}");
+    assert!(!seen.iter().any(|a| a.contains(&jwt)), "{seen:?}");
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_standalone_stream_is_not_retried() {
+    let mut spec = streaming_legacy();
+    spec.reject_get = true;
+    let s = setup(spec, "").await;
+    support::eventually(5, "the stream was tried", || async {
+        !s.mock.seen.gets.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let seen = get_authorizations(&s.mock);
+    // Once with the cached token, once with a renewed one; then never again.
+    assert_eq!(seen, ["Bearer cc-1", "Bearer cc-2"]);
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn standalone_streams_end_with_their_idle_sessions() {
+    let s = setup_with(streaming_legacy(), "", "session: { idle_timeout: 1s }").await;
+    let alice = s.client.bearer(&s.key.sign(&claims("alice")));
+    let sid = alice.initialize().await;
+    let subscribed = alice
+        .legacy(&sid, "resources/subscribe", json!({"uri": "mock://doc/1"}))
+        .await;
+    assert_eq!(subscribed.status, 200);
+    support::eventually(5, "the session streams are open", || async {
+        s.mock
+            .seen
+            .open_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 2
+    })
+    .await;
+    // Nobody uses either upstream session any more: both idle out, are deleted upstream, and
+    // their streams are closed.
+    support::eventually(10, "the idle sessions' streams are closed", || async {
+        s.mock
+            .seen
+            .open_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+    })
+    .await;
+    assert_eq!(s.mock.seen.deleted.lock().unwrap().len(), 2);
+    s.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_urls_in_errors_keep_no_secrets() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}
+upstreams:
+  - {{ id: m, http: {{ url: 'http://agent:pa55word@127.0.0.1:{port}/mcp?api_key=k3y' }}, timeout: 2s }}
+"
+    ))
+    .await;
+    let snapshot = gw.catalogue.snapshot();
+    let error = snapshot.upstreams[0].1.last_error.clone().unwrap();
+    assert!(error.contains(&format!("127.0.0.1:{port}/mcp")), "{error}");
+    assert!(
+        !error.contains("pa55word") && !error.contains("k3y") && !error.contains("agent"),
+        "{error}"
+    );
+    gw.shutdown().await;
 }

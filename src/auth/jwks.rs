@@ -100,7 +100,7 @@ impl KeyStore {
             return Ok(false);
         };
         let keys = fetcher.fetch().await?;
-        tracing::info!(url = %fetcher.config.url, keys = keys.len(), "JWKS loaded");
+        tracing::info!(url = %crate::redact::url(&fetcher.config.url), keys = keys.len(), "JWKS loaded");
         *self.fetched.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         Ok(true)
     }
@@ -116,7 +116,7 @@ impl KeyStore {
         *last = Some(Instant::now());
         match fetcher.fetch().await {
             Ok(keys) => {
-                tracing::info!(url = %fetcher.config.url, keys = keys.len(), "JWKS refetched for an unknown kid");
+                tracing::info!(url = %crate::redact::url(&fetcher.config.url), keys = keys.len(), "JWKS refetched for an unknown kid");
                 *self.fetched.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
             }
             Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the previous keys"),
@@ -137,14 +137,14 @@ impl Fetcher {
             .header("accept", "application/jwk-set+json, application/json")
             .send()
             .await
-            .map_err(|e| JwksError::Fetch(e.to_string()))?;
+            .map_err(|e| JwksError::Fetch(crate::redact::error(&e)))?;
         if !response.status().is_success() {
             return Err(JwksError::Fetch(format!("HTTP {}", response.status())));
         }
         let body = response
             .bytes()
             .await
-            .map_err(|e| JwksError::Fetch(e.to_string()))?;
+            .map_err(|e| JwksError::Fetch(crate::redact::error(&e)))?;
         if body.len() > MAX_JWKS_BYTES {
             return Err(JwksError::Invalid(format!(
                 "larger than {MAX_JWKS_BYTES} bytes"

@@ -439,7 +439,7 @@ async fn fetch_all_pages(upstream: &Upstream, kind: ListKind) -> Result<Vec<Valu
             .request(&ctx, kind.method(), params)
             .await?
             .map_err(|error| UpstreamError::Protocol {
-                detail: format!("{} failed: {error}", kind.method()),
+                detail: format!("{} failed: {error}", kind.method()).into(),
             })?;
         match result.get(kind.result_member()).and_then(Value::as_array) {
             Some(page) => entries.extend(page.iter().cloned()),
@@ -449,7 +449,8 @@ async fn fetch_all_pages(upstream: &Upstream, kind: ListKind) -> Result<Vec<Valu
                         "{} result has no `{}` array",
                         kind.method(),
                         kind.result_member()
-                    ),
+                    )
+                    .into(),
                 });
             }
         }
@@ -457,7 +458,7 @@ async fn fetch_all_pages(upstream: &Upstream, kind: ListKind) -> Result<Vec<Valu
             Some(next) if seen.insert(next.to_string()) => cursor = Some(next.to_string()),
             Some(_) => {
                 return Err(UpstreamError::Protocol {
-                    detail: format!("{} repeated a cursor", kind.method()),
+                    detail: format!("{} repeated a cursor", kind.method()).into(),
                 });
             }
             None => return Ok(entries),
@@ -467,7 +468,8 @@ async fn fetch_all_pages(upstream: &Upstream, kind: ListKind) -> Result<Vec<Valu
         detail: format!(
             "{} returned more than {MAX_UPSTREAM_PAGES} pages",
             kind.method()
-        ),
+        )
+        .into(),
     })
 }
 

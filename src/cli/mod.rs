@@ -15,10 +15,7 @@ use crate::upstream::UpstreamSet;
 /// # Errors
 /// When the upstream HTTP client cannot be built.
 pub async fn live_snapshot(config: &Config) -> anyhow::Result<Arc<Snapshot>> {
-    let upstreams = Arc::new(UpstreamSet::new(
-        &config.upstreams,
-        config.session.idle_timeout,
-    )?);
+    let upstreams = Arc::new(UpstreamSet::new(&config.upstreams, &config.session)?);
     let catalogue = Catalogue::new(
         upstreams,
         &config.namespacing,

@@ -117,6 +117,11 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Longest life of a session id (default 24 h).
     pub max_lifetime: Duration,
+    /// Most legacy sessions with local state on this replica (default 100,000): their parked
+    /// requests, subscriptions and stream logs, and per upstream the legacy upstream sessions
+    /// opened for them. Beyond it the least recently used session's state is dropped (its
+    /// upstream sessions closed); its id stays valid.
+    pub max_sessions: u64,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -125,6 +130,7 @@ impl fmt::Debug for SessionConfig {
             .field("key", &self.key.map(|_| "***"))
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
+            .field("max_sessions", &self.max_sessions)
             .finish()
     }
 }

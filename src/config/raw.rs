@@ -108,6 +108,9 @@ pub struct RawSession {
     /// Longest life of a session id from `initialize`, e.g. `24h`.
     #[serde(default)]
     pub max_lifetime: Option<String>,
+    /// Most sessions with local state on this replica (default 100000).
+    #[serde(default)]
+    pub max_sessions: Option<u64>,
 }
 
 /// One entry of `upstreams:`.

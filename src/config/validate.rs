@@ -15,6 +15,7 @@ use super::{
 };
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 
 /// Collects issues while validating.
 pub(super) struct Issues(Vec<ConfigIssue>);
@@ -157,10 +158,13 @@ fn listen(raw: &RawListen, base: &Path, issues: &mut Issues) -> Option<ListenCon
     })
 }
 
+/// Parses an `http(s)` URL; the message of a bad one quotes it redacted ([`crate::redact`]):
+/// expanded `${ENV}` secrets stay out of validation output.
 pub(super) fn http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let quoted = crate::redact::text(text);
+    let url = Url::parse(text).map_err(|e| format!("{quoted:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(format!("{text:?} must be an http:// or https:// URL"));
+        return Err(format!("{quoted:?} must be an http:// or https:// URL"));
     }
     Ok(url)
 }
@@ -194,10 +198,19 @@ fn session(raw: &RawSession, base: &Path, issues: &mut Issues) -> Option<Session
         "session.max_lifetime",
         duration(raw.max_lifetime.as_deref(), Duration::from_secs(24 * 3600)),
     );
+    let max_sessions = match raw.max_sessions {
+        None => Some(DEFAULT_MAX_SESSIONS),
+        Some(0) => {
+            issues.push("session.max_sessions", "must be at least 1");
+            None
+        }
+        Some(n) => Some(n),
+    };
     Some(SessionConfig {
         key: key?,
         idle_timeout: idle_timeout?,
         max_lifetime: max_lifetime?,
+        max_sessions: max_sessions?,
     })
 }
 

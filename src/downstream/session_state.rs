@@ -124,19 +124,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Every session's local state, dropped after `idle` without use.
+/// Every session's local state, dropped after `idle` without use; at most `max` sessions (the
+/// least recently used dropped first).
 pub struct LocalSessions {
     map: moka::sync::Cache<Uuid, Arc<SessionState>>,
     next_id: AtomicU64,
 }
 
 impl LocalSessions {
-    /// An empty map whose entries expire after `idle` without access.
-    pub fn new(idle: Duration) -> Self {
+    /// An empty map whose entries expire after `idle` without access, holding at most `max`.
+    pub fn new(idle: Duration, max: u64) -> Self {
         Self {
             map: moka::sync::Cache::builder()
                 .time_to_idle(idle)
-                .max_capacity(1_000_000)
+                .max_capacity(max)
                 .build(),
             next_id: AtomicU64::new(1),
         }

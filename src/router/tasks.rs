@@ -139,7 +139,7 @@ async fn list_one(
             .request(ctx, "tasks/list", params)
             .await?
             .map_err(|e| UpstreamError::Protocol {
-                detail: format!("tasks/list failed: {e}"),
+                detail: format!("tasks/list failed: {e}").into(),
             })?;
         all.extend(page["tasks"].as_array().cloned().unwrap_or_default());
         match page.get("nextCursor").and_then(Value::as_str) {

@@ -137,7 +137,7 @@ impl UpstreamCredentials {
 
     async fn request(&self, form: &[(&'static str, String)]) -> Result<Held, UpstreamError> {
         let failed = |detail: String| UpstreamError::Credentials {
-            detail: format!("token endpoint {}: {detail}", self.config.token_url),
+            detail: format!("token endpoint {}: {detail}", self.config.token_url).into(),
         };
         let response = self
             .http
@@ -150,12 +150,12 @@ impl UpstreamCredentials {
             .form(form)
             .send()
             .await
-            .map_err(|e| failed(super::http::error_chain(&e)))?;
+            .map_err(|e| failed(crate::redact::error(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| failed(super::http::error_chain(&e)))?;
+            .map_err(|e| failed(crate::redact::error(&e)))?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| failed(format!("HTTP {status}, not JSON: {e}")))?;
         if !status.is_success() {

@@ -165,7 +165,7 @@ pub fn parse_initialize(result: &Value) -> Result<UpstreamInfo, UpstreamError> {
         })?;
     if !crate::protocol::LEGACY_VERSIONS.contains(&version) && version != "2024-11-05" {
         return Err(UpstreamError::Handshake {
-            detail: format!("upstream chose unsupported protocol version {version:?}"),
+            detail: format!("upstream chose unsupported protocol version {version:?}").into(),
         });
     }
     Ok(UpstreamInfo::from_result(

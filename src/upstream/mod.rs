@@ -22,20 +22,22 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::config::{UpstreamConfig, UpstreamId, UpstreamTransport};
+use crate::config::{SessionConfig, UpstreamConfig, UpstreamId, UpstreamTransport};
+use crate::redact::Detail;
 
 pub use call::{Call, CallItem, ServerRequest};
 pub use mcp::UpstreamInfo;
 
 /// Why an upstream produced no JSON-RPC answer. Classified for the client by
-/// [`UpstreamError::reason`]; details are for logs only.
+/// [`UpstreamError::reason`]; details are for logs only, and redacted when made (no URL in
+/// them keeps its userinfo or query: [`crate::redact`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// Could not connect, or the child process could not be started or is restarting.
     #[error("unavailable: {detail}")]
     Unavailable {
         /// The underlying error, for logs.
-        detail: String,
+        detail: Detail,
     },
     /// No final response within the upstream's timeout.
     #[error("timed out")]
@@ -44,7 +46,7 @@ pub enum UpstreamError {
     #[error("connection closed before the response: {detail}")]
     Closed {
         /// What ended, for logs.
-        detail: String,
+        detail: Detail,
     },
     /// An HTTP status without a JSON-RPC answer.
     #[error("HTTP status {status}")]
@@ -56,20 +58,20 @@ pub enum UpstreamError {
     #[error("protocol error: {detail}")]
     Protocol {
         /// What was wrong, for logs.
-        detail: String,
+        detail: Detail,
     },
     /// No token could be obtained for the upstream (token endpoint failed, or a token exchange
     /// without a caller token).
     #[error("credentials: {detail}")]
     Credentials {
         /// What went wrong, for logs.
-        detail: String,
+        detail: Detail,
     },
     /// `server/discover` / `initialize` failed or named no common revision.
     #[error("handshake failed: {detail}")]
     Handshake {
         /// What was wrong, for logs.
-        detail: String,
+        detail: Detail,
     },
 }
 
@@ -179,7 +181,7 @@ impl Upstream {
     pub fn new(
         cfg: &UpstreamConfig,
         http_client: reqwest::Client,
-        session_idle: Duration,
+        sessions: &SessionConfig,
         events: broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let link = match &cfg.transport {
@@ -203,7 +205,7 @@ impl Upstream {
                     },
                     cfg.era,
                     http_client,
-                    session_idle,
+                    sessions,
                     events,
                 )))
             }
@@ -355,11 +357,12 @@ pub struct UpstreamSet {
 }
 
 impl UpstreamSet {
-    /// Builds every upstream of the configuration. Must be called inside a tokio runtime.
+    /// Builds every upstream of the configuration; `sessions` bounds the legacy upstream
+    /// sessions held per downstream session. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// When the shared HTTP client cannot be built (TLS roots unavailable).
-    pub fn new(cfgs: &[UpstreamConfig], session_idle: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(cfgs: &[UpstreamConfig], sessions: &SessionConfig) -> Result<Self, reqwest::Error> {
         let http_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -373,7 +376,7 @@ impl UpstreamSet {
                 Arc::new(Upstream::new(
                     c,
                     http_client.clone(),
-                    session_idle,
+                    sessions,
                     events.clone(),
                 ))
             })

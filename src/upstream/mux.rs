@@ -44,7 +44,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 enum State {
     Starting,
     Ready(Arc<Conn>),
-    Down { detail: String },
+    Down { detail: crate::redact::Detail },
 }
 
 /// A supervised, multiplexed upstream connection.
@@ -297,10 +297,10 @@ async fn supervise(
         // themselves so their (possibly changed) catalogue is fetched at once.
         let announce = (generation > 0).then_some(&events);
         let outcome = run_generation(&cfg, connector.as_ref(), &state, announce, &events).await;
-        let detail = match outcome {
+        let detail = crate::redact::Detail::from(match outcome {
             Ok(exit) => exit,
             Err(e) => e.to_string(),
-        };
+        });
         tracing::warn!(upstream = %cfg.id, detail = %detail, retry_in = ?backoff, "upstream connection is down");
         state.send_replace(State::Down { detail });
         if started.elapsed() >= STABLE_AFTER {
@@ -500,7 +500,8 @@ async fn handshake(core: &Arc<Core>, pref: EraPreference) -> Result<UpstreamInfo
             }
             Ok(Ok(Err(error))) if mcp::is_incompatible_modern(&error) => {
                 return Err(UpstreamError::Handshake {
-                    detail: format!("modern-only upstream shares no protocol version: {error}"),
+                    detail: format!("modern-only upstream shares no protocol version: {error}")
+                        .into(),
                 });
             }
             Ok(Err(e)) => return Err(e),
@@ -519,7 +520,7 @@ async fn handshake(core: &Arc<Core>, pref: EraPreference) -> Result<UpstreamInfo
         )
         .await?
         .map_err(|error| UpstreamError::Handshake {
-            detail: format!("initialize was rejected: {error}"),
+            detail: format!("initialize was rejected: {error}").into(),
         })?;
     let info = mcp::parse_initialize(&result)?;
     core.notify("notifications/initialized", None).await?;

@@ -50,14 +50,16 @@ async fn open(
     events: broadcast::Sender<UpstreamEvent>,
 ) -> Result<Generation, UpstreamError> {
     use eventsource_stream::Eventsource as _;
-    let unavailable = |detail: String| UpstreamError::Unavailable { detail };
+    let unavailable = |detail: String| UpstreamError::Unavailable {
+        detail: detail.into(),
+    };
     let response = client
         .get(url.clone())
         .headers(headers.clone())
         .header(http::header::ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(crate::redact::error(&e)))?;
     if !response.status().is_success() {
         return Err(UpstreamError::HttpStatus {
             status: response.status().as_u16(),
@@ -83,11 +85,11 @@ async fn open(
     let post_url = url
         .join(endpoint.trim())
         .map_err(|e| UpstreamError::Protocol {
-            detail: format!("bad endpoint {endpoint:?}: {e}"),
+            detail: format!("bad endpoint {endpoint:?}: {e}").into(),
         })?;
     if post_url.origin() != url.origin() {
         return Err(UpstreamError::Protocol {
-            detail: format!("the endpoint {post_url} is on another origin"),
+            detail: format!("the endpoint {post_url} is on another origin").into(),
         });
     }
     let (lines_tx, mut lines_rx) = mpsc::channel::<String>(256);
@@ -110,7 +112,7 @@ async fn open(
                         tracing::warn!(upstream = %id, status = r.status().as_u16(), "upstream refused a message")
                     }
                     Err(e) => {
-                        tracing::warn!(upstream = %id, error = %e, "could not post to the upstream")
+                        tracing::warn!(upstream = %id, error = %crate::redact::error(&e), "could not post to the upstream")
                     }
                 }
             }
@@ -142,6 +144,6 @@ async fn open(
         core,
         io: IoTasks(vec![writer, reader]),
         ended,
-        label: post_url.to_string(),
+        label: crate::redact::url(&post_url),
     })
 }

@@ -69,7 +69,7 @@ impl StdioConnector {
             cmd.current_dir(cwd);
         }
         cmd.spawn().map_err(|e| UpstreamError::Unavailable {
-            detail: format!("cannot start {:?}: {e}", self.command),
+            detail: format!("cannot start {:?}: {e}", self.command).into(),
         })
     }
 }

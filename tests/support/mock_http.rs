@@ -40,6 +40,11 @@ pub struct MockSpec {
     /// `Authorization` values answered with 401 and a `WWW-Authenticate` challenge; `"*"`
     /// refuses everything.
     pub reject_authorization: Vec<String>,
+    /// Legacy: serve `GET` (the standalone stream of a session) as an SSE stream that stays
+    /// open; else `GET` is 405.
+    pub get_stream: bool,
+    /// Answer every `GET` with 401.
+    pub reject_get: bool,
 }
 
 impl MockSpec {
@@ -58,6 +63,8 @@ impl MockSpec {
             list_changed: false,
             tasks: false,
             reject_authorization: Vec::new(),
+            get_stream: false,
+            reject_get: false,
         }
     }
 }
@@ -70,6 +77,10 @@ pub struct Seen {
     pub deleted: Mutex<Vec<String>>,
     /// Every request body received, with its headers.
     pub requests: Mutex<Vec<(HeaderMap, Value)>>,
+    /// The headers of every `GET` received.
+    pub gets: Mutex<Vec<HeaderMap>>,
+    /// `GET` streams open now.
+    pub open_gets: Arc<AtomicUsize>,
 }
 
 pub struct Mock {
@@ -112,7 +123,7 @@ pub async fn start(spec: MockSpec) -> (SocketAddr, Arc<Mock>, tokio::task::JoinH
         next_session: AtomicUsize::new(1),
     });
     let app = axum::Router::new()
-        .route("/mcp", axum::routing::post(post).delete(delete))
+        .route("/mcp", axum::routing::post(post).delete(delete).get(get))
         .with_state(Arc::clone(&mock));
     let (addr, task) = super::serve(app).await;
     (addr, mock, task)
@@ -127,6 +138,55 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         status,
         [("content-type", "application/json")],
         body.to_string(),
+    )
+        .into_response()
+}
+
+/// Decrements the open-stream count when a `GET` stream ends.
+struct OpenGet(Arc<AtomicUsize>);
+
+impl Drop for OpenGet {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn get(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    mock.seen.gets.lock().unwrap().push(headers.clone());
+    let (enabled, reject) = {
+        let spec = mock.spec.lock().unwrap();
+        (spec.get_stream, spec.reject_get)
+    };
+    if reject {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer error=\"invalid_token\"")],
+        )
+            .into_response();
+    }
+    if !enabled {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let known = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| mock.sessions.lock().unwrap().contains(s));
+    if !known {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    mock.seen.open_gets.fetch_add(1, Ordering::SeqCst);
+    let guard = OpenGet(Arc::clone(&mock.seen.open_gets));
+    let ticks = futures::stream::unfold(guard, |guard| async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(b": keep-alive\n\n")),
+            guard,
+        ))
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(ticks),
     )
         .into_response()
 }

@@ -55,7 +55,7 @@ impl Posted {
                 status: self.status.as_u16(),
             }),
             None => Err(UpstreamError::Protocol {
-                detail: format!("HTTP {} without a JSON-RPC response", self.status),
+                detail: format!("HTTP {} without a JSON-RPC response", self.status).into(),
             }),
         }
     }
@@ -180,7 +180,7 @@ impl Endpoint {
         let bytes = match body {
             Some(body) => Some(
                 serde_json::to_vec(body).map_err(|e| UpstreamError::Protocol {
-                    detail: e.to_string(),
+                    detail: e.to_string().into(),
                 })?,
             ),
             None => None,
@@ -209,7 +209,7 @@ impl Endpoint {
                 .send()
                 .await
                 .map_err(|e| UpstreamError::Unavailable {
-                    detail: error_chain(&e),
+                    detail: crate::redact::error(&e).into(),
                 })?;
             match own {
                 Some(credentials) if response.status() == StatusCode::UNAUTHORIZED && !retried => {
@@ -230,11 +230,11 @@ pub(super) async fn read_json_answer(
 ) -> Result<Option<Reply>, UpstreamError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Closed {
-        detail: error_chain(&e),
+        detail: crate::redact::error(&e).into(),
     })? {
         if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
             return Err(UpstreamError::Protocol {
-                detail: format!("response larger than {MAX_MESSAGE_BYTES} bytes"),
+                detail: format!("response larger than {MAX_MESSAGE_BYTES} bytes").into(),
             });
         }
         body.extend_from_slice(&chunk);
@@ -248,10 +248,10 @@ pub(super) async fn read_json_answer(
         }
         Ok(_) | Err(_) if !response.status().is_success() => Ok(None),
         Ok(other) => Err(UpstreamError::Protocol {
-            detail: format!("expected the response to request {id}, got {other:?}"),
+            detail: format!("expected the response to request {id}, got {other:?}").into(),
         }),
         Err(e) => Err(UpstreamError::Protocol {
-            detail: e.to_string(),
+            detail: e.to_string().into(),
         }),
     }
 }
@@ -266,7 +266,7 @@ async fn read_sse_answer(
     let mut events = response.bytes_stream().eventsource();
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| UpstreamError::Closed {
-            detail: e.to_string(),
+            detail: e.to_string().into(),
         })?;
         if event.data.len() > MAX_MESSAGE_BYTES {
             return Err(UpstreamError::Protocol {
@@ -281,7 +281,7 @@ async fn read_sse_answer(
             Ok(other) => tracing::trace!(message = ?other, "skipping upstream stream message"),
             Err(e) => {
                 return Err(UpstreamError::Protocol {
-                    detail: format!("bad SSE event: {e}"),
+                    detail: format!("bad SSE event: {e}").into(),
                 });
             }
         }
@@ -289,16 +289,4 @@ async fn read_sse_answer(
     Err(UpstreamError::Closed {
         detail: "SSE stream ended before the response".into(),
     })
-}
-
-/// An error with its sources, for logs.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

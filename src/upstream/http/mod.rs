@@ -33,7 +33,6 @@ use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
     encode_header_value,
 };
-pub(crate) use endpoint::error_chain;
 use endpoint::{Endpoint, Opened, Posted, read_json_answer};
 use stream::{HttpResponder, listen_get, relay_sse};
 
@@ -47,26 +46,48 @@ struct LegacySession {
 
 type SessionCell = Arc<OnceCell<Arc<LegacySession>>>;
 
+/// GET streams of legacy upstream sessions (the upstream's unsolicited notifications), by
+/// downstream session: the shared session's always, a downstream session's once it subscribes
+/// to a resource. A listener ends with its session (ended, idled out or evicted).
+#[derive(Default)]
+struct Listeners(
+    std::sync::Mutex<std::collections::HashMap<Option<Uuid>, tokio::task::JoinHandle<()>>>,
+);
+
+impl Listeners {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<Option<Uuid>, tokio::task::JoinHandle<()>>,
+    > {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the listener of `key`, if any.
+    fn stop(&self, key: Option<Uuid>) {
+        if let Some(task) = self.lock().remove(&key) {
+            task.abort();
+        }
+    }
+}
+
 pub(super) struct HttpUpstream {
     id: UpstreamId,
     endpoint: Arc<Endpoint>,
-    /// GET streams of legacy upstream sessions (the upstream's unsolicited notifications): the
-    /// shared session's always, a downstream session's once it subscribes to a resource.
-    listeners:
-        std::sync::Mutex<std::collections::HashMap<Option<Uuid>, tokio::task::JoinHandle<()>>>,
+    listeners: Arc<Listeners>,
     era_pref: EraPreference,
     era: OnceCell<(Era, Option<UpstreamInfo>)>,
     sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
+    /// Runs the session cache's housekeeping, so idle sessions end (DELETE upstream, listener
+    /// stopped) even when no request comes.
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for HttpUpstream {
     fn drop(&mut self) {
-        for (_, task) in self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-        {
+        self.housekeeping.abort();
+        for (_, task) in self.listeners.lock().drain() {
             task.abort();
         }
     }
@@ -83,12 +104,15 @@ pub(super) struct Target {
 }
 
 impl HttpUpstream {
+    /// An upstream at `target`. Legacy upstream sessions (one per downstream session) end
+    /// after `limits.idle_timeout` unused; at most `limits.max_sessions` are held, the least
+    /// recently used ending first.
     pub(super) fn new(
         id: UpstreamId,
         target: Target,
         era_pref: EraPreference,
         client: reqwest::Client,
-        session_idle: Duration,
+        limits: &crate::config::SessionConfig,
         events: tokio::sync::broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let endpoint = Arc::new(Endpoint {
@@ -101,13 +125,19 @@ impl HttpUpstream {
             credentials: target.credentials,
         });
         let closer = Arc::clone(&endpoint);
+        let listeners = Arc::new(Listeners::default());
+        let stopper = Arc::clone(&listeners);
         let sessions = moka::future::Cache::builder()
-            .time_to_idle(session_idle)
-            .eviction_listener(move |_key, cell: SessionCell, cause| {
+            .time_to_idle(limits.idle_timeout)
+            .max_capacity(limits.max_sessions)
+            .eviction_listener(move |key: Arc<Option<Uuid>>, cell: SessionCell, cause| {
                 use moka::notification::RemovalCause;
-                if !matches!(cause, RemovalCause::Expired | RemovalCause::Explicit) {
+                // Replaced: re-initialised after a 404, the old session is gone upstream (its
+                // listener sees the 404 and stops; the caller starts the new one's).
+                if cause == RemovalCause::Replaced {
                     return;
                 }
+                stopper.stop(*key);
                 let session_id = cell.get().and_then(|s| s.id.clone());
                 if let (Some(session_id), Ok(rt)) =
                     (session_id, tokio::runtime::Handle::try_current())
@@ -117,13 +147,26 @@ impl HttpUpstream {
                 }
             })
             .build();
+        let housekeeping = {
+            let sessions = sessions.clone();
+            let period = (limits.idle_timeout / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    sessions.run_pending_tasks().await;
+                }
+            })
+        };
         Self {
             id,
             endpoint,
-            listeners: std::sync::Mutex::new(std::collections::HashMap::new()),
+            listeners,
             era_pref,
             era: OnceCell::new(),
             sessions,
+            housekeeping,
         }
     }
 
@@ -158,13 +201,18 @@ impl HttpUpstream {
             Era::Legacy => {
                 let params = mcp::shape_params(Era::Legacy, params, ctx);
                 let key = ctx.downstream_session;
+                let caller_token = ctx.principal.as_ref().and_then(|p| p.token.clone());
                 let mut retried = false;
                 loop {
                     let session = self
                         .session(key, &ctx.client_capabilities, caller.clone())
                         .await?;
-                    if method == "resources/subscribe" {
-                        self.ensure_listening(key, &session);
+                    // A subscription needs the session's notifications; so does a session
+                    // re-initialised while it had a listener (the old one saw the 404).
+                    if method == "resources/subscribe"
+                        || (retried && self.listeners.lock().contains_key(&key))
+                    {
+                        self.ensure_listening(key, &session, caller_token.clone());
                     }
                     let mut headers = legacy_headers(&session);
                     headers.extend(caller.clone());
@@ -240,14 +288,7 @@ impl HttpUpstream {
     }
 
     pub(super) async fn close_session(&self, downstream: Uuid) {
-        let listener = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&Some(downstream));
-        if let Some(task) = listener {
-            task.abort();
-        }
+        self.listeners.stop(Some(downstream));
         self.sessions.invalidate(&Some(downstream)).await;
     }
 
@@ -286,7 +327,8 @@ impl HttpUpstream {
             Some(Ok(result)) => mcp::parse_discover(result),
             Some(Err(error)) if mcp::is_incompatible_modern(error) => {
                 return Err(UpstreamError::Handshake {
-                    detail: format!("modern-only upstream shares no protocol version: {error}"),
+                    detail: format!("modern-only upstream shares no protocol version: {error}")
+                        .into(),
                 });
             }
             _ => None,
@@ -346,7 +388,7 @@ impl HttpUpstream {
             headers.extend(caller);
             let session = Arc::new(self.initialize(&capabilities, headers).await?);
             if key.is_none() {
-                self.listen(key, &session);
+                self.listen(key, &session, None);
             }
             Ok(session)
         })
@@ -354,33 +396,29 @@ impl HttpUpstream {
         .cloned()
     }
 
-    /// (Re)starts the GET stream of the upstream session held for `key`.
-    fn listen(&self, key: Option<Uuid>, session: &LegacySession) {
+    /// (Re)starts the GET stream of the upstream session held for `key`, authenticated as the
+    /// session's calls are (`caller`: the downstream client's token, for token exchange).
+    fn listen(&self, key: Option<Uuid>, session: &LegacySession, caller: Option<Secret>) {
         let task = tokio::spawn(listen_get(
             Arc::clone(&self.endpoint),
             legacy_headers(session),
             key,
+            caller,
         ));
-        let previous = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, task);
-        if let Some(previous) = previous {
+        if let Some(previous) = self.listeners.lock().insert(key, task) {
             previous.abort();
         }
     }
 
-    /// Starts the GET stream of a downstream session's upstream session if it has none.
-    fn ensure_listening(&self, key: Option<Uuid>, session: &LegacySession) {
+    /// Starts the GET stream of the upstream session held for `key` if none runs for it.
+    fn ensure_listening(&self, key: Option<Uuid>, session: &LegacySession, caller: Option<Secret>) {
         let running = self
             .listeners
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .is_some_and(|t| !t.is_finished());
         if !running {
-            self.listen(key, session);
+            self.listen(key, session, caller);
         }
     }
 
@@ -402,7 +440,7 @@ impl HttpUpstream {
             Ok(result) => result,
             Err(error) => {
                 return Err(UpstreamError::Handshake {
-                    detail: format!("initialize was rejected: {error}"),
+                    detail: format!("initialize was rejected: {error}").into(),
                 });
             }
         };

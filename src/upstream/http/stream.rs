@@ -44,7 +44,7 @@ pub(super) async fn relay_sse(
     while let Some(event) = events.next().await {
         let item = match event {
             Err(e) => CallItem::Final(Err(UpstreamError::Closed {
-                detail: e.to_string(),
+                detail: e.to_string().into(),
             })),
             Ok(event) if event.data.trim().is_empty() => continue,
             Ok(event) if event.data.len() > MAX_MESSAGE_BYTES => {
@@ -67,7 +67,7 @@ pub(super) async fn relay_sse(
                     ServerRequest::new(id, method, params, Arc::clone(&responder)),
                 ),
                 Err(e) => CallItem::Final(Err(UpstreamError::Protocol {
-                    detail: format!("bad SSE event: {e}"),
+                    detail: format!("bad SSE event: {e}").into(),
                 })),
             },
         };
@@ -112,25 +112,59 @@ fn announce(
     true
 }
 
+/// First reconnect delay of a standalone stream; doubles per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest reconnect delay of a standalone stream.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A stream that stayed open this long resets the delay.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
 /// Reads the standalone GET stream of a legacy upstream session for as long as the session
 /// lives: announces list changes and resource updates, answers `ping`, refuses other requests
-/// (nothing ties them to a client). Reconnects with backoff; stops when the upstream offers no
-/// stream (405) or the session is gone (404).
+/// (nothing ties them to a client).
+///
+/// The GET carries the same credentials as the session's calls: the gateway's own OAuth token
+/// ([`Endpoint::send`], renewed once after a 401), or, for a token-exchange upstream and a
+/// downstream session, `caller`'s token exchanged afresh for each connection. Reconnects with
+/// exponential backoff; stops for good when the upstream refuses the credentials (401, 403) or
+/// the caller's token can no longer be exchanged, offers no stream (405), or the session is gone
+/// (404). The task is aborted when its session ends ([`super::HttpUpstream`]).
 pub(super) async fn listen_get(
     endpoint: Arc<Endpoint>,
     headers: HeaderMap,
     downstream: Option<Uuid>,
+    caller: Option<crate::config::Secret>,
 ) {
     use eventsource_stream::Eventsource as _;
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = MIN_BACKOFF;
     loop {
-        let request = endpoint
-            .client
-            .get(endpoint.url.clone())
-            .headers(endpoint.headers.clone())
-            .headers(headers.clone())
-            .header(http::header::ACCEPT, "text/event-stream");
-        match request.send().await {
+        let mut request_headers = headers.clone();
+        if let (Some(token), Some(credentials)) = (&caller, &endpoint.credentials)
+            && credentials.exchanges_tokens()
+        {
+            match credentials.for_caller(Some(token)).await.and_then(|v| {
+                http::HeaderValue::from_str(&v).map_err(|_| UpstreamError::Credentials {
+                    detail: "the exchanged token is not a valid header value".into(),
+                })
+            }) {
+                Ok(value) => {
+                    request_headers.insert(http::header::AUTHORIZATION, value);
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %endpoint.id, error = %e, "no credentials for the standalone stream; not listening");
+                    return;
+                }
+            }
+        }
+        match endpoint
+            .send(http::Method::GET, &request_headers, None)
+            .await
+        {
+            Ok(r) if matches!(r.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                tracing::warn!(upstream = %endpoint.id, status = r.status().as_u16(),
+                    "the upstream refused the standalone stream's credentials; not listening");
+                return;
+            }
             Ok(r)
                 if r.status() == StatusCode::METHOD_NOT_ALLOWED
                     || r.status() == StatusCode::NOT_FOUND =>
@@ -139,32 +173,14 @@ pub(super) async fn listen_get(
                 return;
             }
             Ok(r) if r.status().is_success() => {
-                backoff = Duration::from_millis(500);
+                let opened = tokio::time::Instant::now();
                 let mut events = r.bytes_stream().eventsource();
                 while let Some(Ok(event)) = events.next().await {
-                    match Message::decode(event.data.as_bytes()) {
-                        Ok(Message::Notification { method, params }) => {
-                            announce(&endpoint, &method, params.as_ref(), downstream);
-                        }
-                        Ok(Message::Request { id, method, .. }) => {
-                            let reply = if method == "ping" {
-                                jsonrpc::result_response(id, serde_json::json!({}))
-                            } else {
-                                jsonrpc::error_response(
-                                    Some(id),
-                                    jsonrpc::error_object(
-                                        crate::jsonrpc::code::METHOD_NOT_FOUND,
-                                        format!(
-                                            "{method} on the standalone stream cannot be attributed to a client"
-                                        ),
-                                        None,
-                                    ),
-                                )
-                            };
-                            let _ = endpoint.post_message(&reply, &headers).await;
-                        }
-                        _ => {}
-                    }
+                    on_standalone_message(&endpoint, &request_headers, downstream, &event.data)
+                        .await;
+                }
+                if opened.elapsed() >= STABLE_AFTER {
+                    backoff = MIN_BACKOFF;
                 }
             }
             Ok(r) => {
@@ -175,6 +191,39 @@ pub(super) async fn listen_get(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One message of a standalone stream: notifications announced, `ping` answered, other
+/// requests refused.
+async fn on_standalone_message(
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    downstream: Option<Uuid>,
+    data: &str,
+) {
+    match Message::decode(data.as_bytes()) {
+        Ok(Message::Notification { method, params }) => {
+            announce(endpoint, &method, params.as_ref(), downstream);
+        }
+        Ok(Message::Request { id, method, .. }) => {
+            let reply = if method == "ping" {
+                jsonrpc::result_response(id, serde_json::json!({}))
+            } else {
+                jsonrpc::error_response(
+                    Some(id),
+                    jsonrpc::error_object(
+                        crate::jsonrpc::code::METHOD_NOT_FOUND,
+                        format!(
+                            "{method} on the standalone stream cannot be attributed to a client"
+                        ),
+                        None,
+                    ),
+                )
+            };
+            let _ = endpoint.post_message(&reply, headers).await;
+        }
+        _ => {}
     }
 }
