@@ -367,6 +367,57 @@ async fn a_crashed_stdio_upstream_is_restarted() {
 }
 
 #[tokio::test]
+async fn unreadable_stdio_output_restarts_the_child_and_stderr_never_blocks_it() {
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {}, timeout: 10s }}\n",
+        stdio_mock("legacy")
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let call = |tool: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .modern(
+                    "tools/call",
+                    json!({"name": tool, "arguments": {"message": "m"}}),
+                )
+                .await
+        }
+    };
+    // Lines of stderr longer than any line limit and not UTF-8, more than a pipe holds: the
+    // child is drained and answers, every time.
+    for _ in 0..3 {
+        let spewed = call("spew").await;
+        assert_eq!(
+            spewed.result()["content"][0]["text"],
+            "spewed",
+            "{}",
+            spewed.body
+        );
+    }
+    let pid = call("echo").await.result()["structuredContent"]["pid"].clone();
+    // A stdout line over the message limit: the call fails at once with a gateway error, the
+    // child is killed and a new one serves.
+    let started = tokio::time::Instant::now();
+    let flooded = call("flood").await;
+    assert_eq!(flooded.error_code(), -32603, "{}", flooded.body);
+    assert_eq!(flooded.body["error"]["data"]["reason"], "disconnected");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "failed when the output became unreadable, not at the timeout"
+    );
+    eventually(10, "a new child serves", || async {
+        let r = call("echo").await;
+        r.body
+            .get("result")
+            .is_some_and(|res| res["structuredContent"]["pid"] != pid)
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn list_changed_refreshes_the_catalogue() {
     let gw = stdio_gateway("modern", true).await;
     let client = Client::new(&gw);

@@ -1,14 +1,17 @@
 //! stdio upstreams: a child process speaking newline-delimited JSON-RPC on stdin/stdout, one
-//! per upstream, multiplexed and restarted by [`super::mux`]. Its stderr goes to the log.
+//! per upstream, multiplexed and restarted by [`super::mux`]. Its stderr goes to the log,
+//! drained whatever it holds. A process whose stdout cannot be read (closed, a line over
+//! [`MAX_LINE_BYTES`], a line that is not UTF-8) is killed and replaced; calls in flight on it
+//! fail with a gateway error.
 
 use std::process::Stdio;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::mux::{Connector, Core, Generation, IoTasks, dispatch};
@@ -37,11 +40,22 @@ impl Connector for StdioConnector {
         Box::pin(async move {
             let mut child = spawned?;
             let label = format!("pid {}", child.id().unwrap_or_default());
-            let (core, io) = attach(&id, &mut child, events)?;
+            let (core, io, reader_ended) = attach(&id, &mut child, events)?;
+            // The generation ends when the process exits or its stdout can no longer be read
+            // (closed, an oversized or non-UTF-8 line): a process whose answers cannot be
+            // read is killed, and the supervisor starts a new one.
             let ended = Box::pin(async move {
-                match child.wait().await {
-                    Ok(status) => format!("the process exited ({status})"),
-                    Err(e) => format!("waiting for the process failed: {e}"),
+                tokio::select! {
+                    status = child.wait() => match status {
+                        Ok(status) => format!("the process exited ({status})"),
+                        Err(e) => format!("waiting for the process failed: {e}"),
+                    },
+                    why = reader_ended => {
+                        let why = why.unwrap_or_else(|_| "the stdout reader stopped".into());
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        format!("{why}; the process was killed")
+                    }
                 }
             });
             Ok(Generation {
@@ -75,12 +89,13 @@ impl StdioConnector {
 }
 
 /// Wires the child's pipes: a writer task, a reader task that routes messages through the
-/// multiplexer, and a task that logs stderr.
+/// multiplexer and reports on the returned channel why it stopped, and a task that drains
+/// stderr into the log.
 fn attach(
     id: &UpstreamId,
     child: &mut Child,
     events: broadcast::Sender<UpstreamEvent>,
-) -> Result<(Arc<Core>, IoTasks), UpstreamError> {
+) -> Result<(Arc<Core>, IoTasks, oneshot::Receiver<String>), UpstreamError> {
     let missing = || UpstreamError::Unavailable {
         detail: "child pipes unavailable".into(),
     };
@@ -97,32 +112,88 @@ fn attach(
             }
         }
     });
+    let (ended_tx, ended_rx) = oneshot::channel();
     let reader = {
         let core = Arc::clone(&core);
         let id = id.clone();
         tokio::spawn(async move {
             let mut lines =
                 FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-            while let Some(line) = lines.next().await {
-                match line {
-                    Ok(line) => dispatch(&id, &core, &events, &line).await,
-                    Err(e) => {
-                        tracing::warn!(upstream = %id, error = %e, "unreadable output from stdio upstream");
-                        break;
+            let why = loop {
+                match lines.next().await {
+                    Some(Ok(line)) => dispatch(&id, &core, &events, &line).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(upstream = %id, error = %e, "unreadable output from stdio upstream; restarting it");
+                        break format!("unreadable output: {e}");
                     }
+                    None => break "the process closed its stdout".to_string(),
                 }
-            }
+            };
             core.fail_all();
+            let _ = ended_tx.send(why);
         })
     };
-    let logger = {
-        let id = id.clone();
-        tokio::spawn(async move {
-            let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(64 * 1024));
-            while let Some(Ok(line)) = lines.next().await {
-                tracing::debug!(upstream = %id, "stderr: {line}");
-            }
-        })
+    let logger = tokio::spawn(drain_stderr(id.clone(), stderr));
+    Ok((core, IoTasks(vec![writer, reader, logger]), ended_rx))
+}
+
+/// Longest stderr line logged, bytes; the rest of a longer line is counted, not kept.
+const MAX_STDERR_LINE: usize = 64 * 1024;
+
+/// Reads the child's stderr to its end whatever it holds, so the child never blocks on a full
+/// pipe: lines are decoded lossily (invalid UTF-8 becomes U+FFFD) and logged, a line longer
+/// than [`MAX_STDERR_LINE`] truncated (with the number of bytes left out).
+async fn drain_stderr(id: UpstreamId, stderr: impl AsyncRead + Unpin) {
+    let mut reader = BufReader::with_capacity(MAX_STDERR_LINE, stderr);
+    let mut line: Vec<u8> = Vec::new();
+    let mut left_out = 0usize;
+    let log = |line: &[u8], left_out: usize| {
+        let text = String::from_utf8_lossy(line);
+        if left_out > 0 {
+            tracing::debug!(upstream = %id, "stderr: {text}… ({left_out} more bytes left out)");
+        } else {
+            tracing::debug!(upstream = %id, "stderr: {text}");
+        }
     };
-    Ok((core, IoTasks(vec![writer, reader, logger])))
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let newline = buf.iter().position(|b| *b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        let take = chunk.len().min(MAX_STDERR_LINE - line.len());
+        line.extend_from_slice(&chunk[..take]);
+        left_out += chunk.len() - take;
+        let consumed = chunk.len() + usize::from(newline.is_some());
+        reader.consume(consumed);
+        if newline.is_some() {
+            log(&line, left_out);
+            line.clear();
+            left_out = 0;
+        }
+    }
+    if !line.is_empty() || left_out > 0 {
+        log(&line, left_out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stderr_is_drained_whatever_it_holds() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"plain\n");
+        input.extend(std::iter::repeat_n(0xffu8, 3 * MAX_STDERR_LINE));
+        input.extend_from_slice(b"\nafter\n");
+        input.extend(std::iter::repeat_n(b'x', 10));
+        let reader = std::io::Cursor::new(input);
+        let id = UpstreamId::parse("t").unwrap();
+        // Returns (reads to the end) on input a line reader would have stopped at.
+        tokio::time::timeout(std::time::Duration::from_secs(5), drain_stderr(id, reader))
+            .await
+            .expect("drained to the end");
+    }
 }

@@ -5,7 +5,9 @@ Tools: echo (returns its message and the pid), crash (exits the process at once)
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
 notifications, then a result), ask (asks the client elicitation/create and returns the answer),
 slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
-touch (sends notifications/resources/updated for mock://r1). Resources: mock://r1, subscribable.
+touch (sends notifications/resources/updated for mock://r1), spew (writes 1 MiB of stderr in
+256 KiB lines that are not UTF-8, then answers), flood (writes a stdout line of 33 MiB, more than
+the gateway reads as one message, then answers). Resources: mock://r1, subscribable.
 """
 
 import json
@@ -14,7 +16,8 @@ import sys
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 tools = [{"name": n, "inputSchema": {"type": "object"}}
-         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch")]
+         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch",
+                   "spew", "flood")]
 cancelled = []
 CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
@@ -100,6 +103,16 @@ for line in sys.stdin:
             result(rid, {"content": [{"type": "text", "text": "touched"}]})
         elif name == "slow":
             pass
+        elif name == "spew":
+            # More than a pipe holds: a child whose stderr is not drained blocks right here.
+            for _ in range(4):
+                sys.stderr.buffer.write(b"\xff\xfe not utf-8 " + b"\xc3" * (256 * 1024) + b"\n")
+            sys.stderr.buffer.flush()
+            result(rid, {"content": [{"type": "text", "text": "spewed"}]})
+        elif name == "flood":
+            sys.stdout.write("x" * (33 * 1024 * 1024) + "\n")
+            sys.stdout.flush()
+            result(rid, {"content": [{"type": "text", "text": "flooded"}]})
         elif name == "cancellations":
             result(rid, {"content": [{"type": "text", "text": json.dumps(cancelled)}]})
         elif name == "grow":
