@@ -20,6 +20,7 @@ use crate::downstream::origin::OriginPolicy;
 use crate::downstream::seal::Sealer;
 use crate::downstream::session::SessionSealer;
 use crate::downstream::{self, Gateway};
+use crate::listener::Limits;
 use crate::policy::Access;
 use crate::router::Router;
 use crate::telemetry::Metrics;
@@ -134,11 +135,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: moka::sync::Cache::builder()
             .time_to_live(config.session.max_lifetime)
-            .max_capacity(1_000_000)
+            .max_capacity(config.session.max_sessions)
             .build(),
         sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
             config.session.idle_timeout,
             config.session.max_sessions,
+            config.session.replay_buffer_bytes,
         )),
         sse_connections: crate::downstream::legacy_sse::Connections::default(),
         continuations: Arc::new(crate::downstream::mrtr::Continuations::new(
@@ -168,6 +170,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.listen.addr,
         app,
         tls,
+        Listener {
+            limits: config.listen.limits,
+            open: metrics.open_connections.with_label_values(&["mcp"]),
+        },
         shutdown.subscribe(),
     )
     .await?;
@@ -175,8 +181,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(%mcp_addr, "MCP endpoint listening on {mcp_url}");
     let admin_addr = match &config.admin {
         Some(admin) => {
+            let listener = Listener {
+                limits: ADMIN_LIMITS,
+                open: metrics.open_connections.with_label_values(&["admin"]),
+            };
             let router = admin_routes(Arc::clone(&catalogue), metrics);
-            let addr = serve(&mut servers, admin.addr, router, None, shutdown.subscribe()).await?;
+            let addr = serve(
+                &mut servers,
+                admin.addr,
+                router,
+                None,
+                listener,
+                shutdown.subscribe(),
+            )
+            .await?;
             tracing::info!(%addr, "operations endpoint listening");
             Some(addr)
         }
@@ -194,6 +212,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Bounds of the operations listener (scraped by a few monitoring systems).
+const ADMIN_LIMITS: Limits = Limits {
+    header_read_timeout: std::time::Duration::from_secs(10),
+    idle_timeout: std::time::Duration::from_secs(60),
+    max_connections: 256,
+};
+
+/// How one listener serves: its bounds and its open-connections gauge.
+struct Listener {
+    limits: Limits,
+    open: prometheus::IntGauge,
+}
+
 /// Binds `addr` and serves `app` on it, over TLS when `tls` is given (with its certificate
 /// reload period), until `shutdown`.
 async fn serve(
@@ -201,31 +232,23 @@ async fn serve(
     addr: SocketAddr,
     app: axum::Router,
     tls: Option<(TlsSetup, std::time::Duration)>,
-    mut shutdown: watch::Receiver<bool>,
+    listener: Listener,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
-    let listener = TcpListener::bind(addr)
+    let socket = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let local = listener
+    let local = socket
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    if let Some((setup, reload)) = tls {
-        servers.spawn(crate::tls::serve::serve(
-            listener, setup, reload, app, shutdown,
-        ));
-        return Ok(local);
-    }
-    servers.spawn(async move {
-        let stop = async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "listener failed");
-        }
-    });
+    servers.spawn(crate::listener::serve(
+        socket,
+        tls,
+        app,
+        listener.limits,
+        listener.open,
+        shutdown,
+    ));
     Ok(local)
 }
 

@@ -134,6 +134,15 @@ pub enum GatewayError {
     /// HTTP method not served on this endpoint (405).
     #[error("HTTP method not allowed on the MCP endpoint")]
     HttpMethodNotAllowed,
+    /// HTTP+SSE (2024-11-05): the connection takes no more messages now (-32000,
+    /// `data.reason`): 503 `stream_not_read` when its event stream is full because the client
+    /// does not read it, 429 `messages_in_flight` when too many of its messages are being
+    /// answered. Both carry `Retry-After: 1`.
+    #[error("the connection takes no more messages now")]
+    ConnectionBusy {
+        /// Whether the client is not reading its event stream (else: too many in flight).
+        stream_not_read: bool,
+    },
     /// The client sent a JSON-RPC response where none is expected (modern era; 400, -32600).
     #[error("unexpected JSON-RPC response")]
     UnexpectedResponse,
@@ -159,6 +168,8 @@ pub struct WireError {
     pub error: Option<Value>,
     /// `WWW-Authenticate` and the OAuth error body (`error`, `error_description`; RFC 6750).
     pub challenge: Option<(String, Value)>,
+    /// `Retry-After`, whole seconds (RFC 9110 §10.2.3), for refusals the client may retry.
+    pub retry_after: Option<u64>,
 }
 
 impl GatewayError {
@@ -267,6 +278,7 @@ impl GatewayError {
                     status,
                     error: None,
                     challenge: Some((rejection.challenge.clone(), body)),
+                    retry_after: None,
                 };
             }
             Self::SessionRequired => (
@@ -295,6 +307,29 @@ impl GatewayError {
                 )),
             ),
             Self::HttpMethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            Self::ConnectionBusy { stream_not_read } => {
+                let (status, reason, message) = if *stream_not_read {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "stream_not_read",
+                        "the client is not reading its event stream; read it before posting more",
+                    )
+                } else {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "messages_in_flight",
+                        "too many messages of this connection are being answered; wait for their answers",
+                    )
+                };
+                (
+                    status,
+                    Some(error_object(
+                        code::SERVER_ERROR,
+                        message,
+                        Some(json!({ "reason": reason, "gateway": "mcpgate" })),
+                    )),
+                )
+            }
             Self::UnexpectedResponse => (
                 StatusCode::BAD_REQUEST,
                 Some(error_object(
@@ -316,11 +351,22 @@ impl GatewayError {
                 )),
             ),
         };
+        let retry_after = matches!(self, Self::ConnectionBusy { .. }).then_some(1);
         WireError {
             status,
             error,
             challenge: None,
+            retry_after,
         }
+    }
+}
+
+impl GatewayError {
+    /// Whether the error is the gateway's or an upstream's fault, worth an error in the log
+    /// (a refusal that protects the gateway from a client is not).
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, Self::ConnectionBusy { .. })
+            && self.to_wire(Era::Legacy).status.is_server_error()
     }
 }
 

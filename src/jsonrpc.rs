@@ -19,6 +19,9 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// Internal error; mcpgate uses it for gateway-generated upstream failures.
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined server error (JSON-RPC 2.0 reserves -32000 to -32099); mcpgate
+    /// uses it for requests refused to protect the gateway (backpressure), with `data.reason`.
+    pub const SERVER_ERROR: i64 = -32000;
     /// MCP 2026-07-28 `HeaderMismatchError`: HTTP headers disagree with the body or are missing.
     pub const HEADER_MISMATCH: i64 = -32020;
     /// MCP 2026-07-28 `MissingRequiredClientCapabilityError`.

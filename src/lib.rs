@@ -32,6 +32,7 @@
 //! # Layout
 //!
 //! - [`app`]: the composition root; builds the stack, binds listeners, shuts down.
+//! - [`listener`]: accepting connections (plain and TLS) within connection and time bounds.
 //! - [`config`]: YAML → validated [`config::Config`], every issue reported with its key path.
 //! - [`downstream`]: the client-facing Streamable HTTP endpoint for both eras.
 //! - [`router`]: method dispatch, name/URI rewriting.
@@ -54,6 +55,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod jsonrpc;
+pub mod listener;
 pub mod param_headers;
 pub mod policy;
 pub mod protocol;

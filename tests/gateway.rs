@@ -596,3 +596,26 @@ async fn task_ids_must_name_an_upstream() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_merged_tasks_list_reads_a_bounded_number_of_pages() {
+    let mut spec = MockSpec::new(MockEra::Legacy);
+    spec.endless_tasks = true;
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: jobs, http: {{ url: 'http://{addr}/mcp' }} }}\n"
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    let listed = client.legacy(&sid, "tasks/list", json!({})).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.result()["tasks"].is_array());
+    let pages = mock.requests_for("tasks/list").len();
+    assert_eq!(
+        pages,
+        mcpgate::router::tasks::MAX_PAGES,
+        "an upstream that never stops paging is cut off"
+    );
+    gw.shutdown().await;
+}

@@ -460,6 +460,117 @@ async fn subscriptions_listen_acknowledges_filters_and_tags() {
     assert!(after.is_none(), "the stream ends");
 }
 
+/// The upstream URIs the stdio mock is subscribed to now.
+async fn upstream_subscriptions(client: &Client) -> Vec<String> {
+    let r = client
+        .modern(
+            "tools/call",
+            json!({"name": "pipe__subscribed", "arguments": {}}),
+        )
+        .await;
+    serde_json::from_str(r.result()["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
+async fn listen_to(client: &Client, uris: &[String]) -> (support::Stream, Value) {
+    let listen = Client::modern_body(
+        "subscriptions/listen",
+        json!({"notifications": {"resourceSubscriptions": uris}}),
+        json!({}),
+        None,
+    );
+    let mut stream = client
+        .open_stream(
+            &listen,
+            &Client::modern_headers("subscriptions/listen", None),
+        )
+        .await;
+    let ack = stream.next().await.unwrap();
+    (stream, ack)
+}
+
+#[tokio::test]
+async fn listen_subscriptions_are_bounded_and_released_with_their_stream() {
+    let gw = stdio_gateway("legacy", true).await;
+    let client = Client::new(&gw);
+    let many: Vec<String> = (0..500).map(|i| format!("pipe+mock://r{i}")).collect();
+    let started = tokio::time::Instant::now();
+    let (first, ack) = listen_to(&client, &many).await;
+    let honoured = ack["params"]["notifications"]["resourceSubscriptions"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        honoured,
+        mcpgate::downstream::listen_subscriptions::MAX_RESOURCES
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(upstream_subscriptions(&client).await.len(), honoured);
+    // A second stream on one of the same resources shares the upstream subscription.
+    let (second, ack) = listen_to(&client, &many[..1]).await;
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!(["pipe+mock://r0"])
+    );
+    // When a stream ends its subscriptions end upstream, except those another stream holds.
+    drop(first);
+    eventually(
+        10,
+        "the first stream's subscriptions are released",
+        || async { upstream_subscriptions(&client).await == ["mock://r0"] },
+    )
+    .await;
+    drop(second);
+    eventually(10, "every subscription is released", || async {
+        upstream_subscriptions(&client).await.is_empty()
+    })
+    .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_legacy_session_records_only_subscriptions_that_went_through() {
+    let gw = stdio_gateway("legacy", true).await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    // A URI of no upstream is refused and not recorded.
+    let unknown = client
+        .legacy(&sid, "resources/subscribe", json!({"uri": "nowhere+x://y"}))
+        .await;
+    assert_eq!(unknown.error_code(), -32602);
+    let max = mcpgate::downstream::session_state::MAX_SUBSCRIPTIONS;
+    for i in 0..max {
+        let r = client
+            .legacy(
+                &sid,
+                "resources/subscribe",
+                json!({"uri": format!("pipe+mock://r{i}")}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.get("result").is_some(), "{}", r.body);
+    }
+    let over = client
+        .legacy(
+            &sid,
+            "resources/subscribe",
+            json!({"uri": "pipe+mock://one-more"}),
+        )
+        .await;
+    assert_eq!(over.error_code(), -32602, "{}", over.body);
+    let again = client
+        .legacy(
+            &sid,
+            "resources/subscribe",
+            json!({"uri": "pipe+mock://r0"}),
+        )
+        .await;
+    assert!(
+        again.body.get("result").is_some(),
+        "re-subscribing is not a new one"
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_legacy_client_resumes_a_lost_response_stream() {
     let gw = stdio_gateway("legacy", false).await;

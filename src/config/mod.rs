@@ -99,6 +99,10 @@ pub struct ListenConfig {
     pub allowed_hosts: Vec<String>,
     /// TLS termination; `None`: plain HTTP (loopback, or `plain_http: true`).
     pub tls: Option<TlsConfig>,
+    /// Connection and time bounds of the listener (see [`crate::listener::Limits`]): header
+    /// read timeout (default 10 s), idle timeout (default 60 s), most connections (default
+    /// 10,000).
+    pub limits: crate::listener::Limits,
 }
 
 /// `admin:` after validation.
@@ -122,6 +126,9 @@ pub struct SessionConfig {
     /// opened for them. Beyond it the least recently used session's state is dropped (its
     /// upstream sessions closed); its id stays valid.
     pub max_sessions: u64,
+    /// Bytes of response-stream events kept for `Last-Event-ID` replay by every session of
+    /// this replica together (default 64 MiB; each session at most 4 MiB).
+    pub replay_buffer_bytes: usize,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -131,6 +138,7 @@ impl fmt::Debug for SessionConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("max_sessions", &self.max_sessions)
+            .field("replay_buffer_bytes", &self.replay_buffer_bytes)
             .finish()
     }
 }

@@ -74,6 +74,15 @@ pub struct RawListen {
     /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy, or dev).
     #[serde(default)]
     pub plain_http: bool,
+    /// Longest time for a TLS handshake and for a request head, e.g. `10s`.
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    /// A connection without a request in flight this long is closed, e.g. `60s`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Most connections open at once (keep it below the process's file descriptor limit).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 /// A size: an integer count of bytes or a string with a unit (`512KiB`, `4MiB`).
@@ -111,6 +120,9 @@ pub struct RawSession {
     /// Most sessions with local state on this replica (default 100000).
     #[serde(default)]
     pub max_sessions: Option<u64>,
+    /// Bytes of response-stream events kept for replay by all sessions together, e.g. `64MiB`.
+    #[serde(default)]
+    pub replay_buffer_bytes: Option<RawSize>,
 }
 
 /// One entry of `upstreams:`.

@@ -16,6 +16,8 @@ use super::{
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_MAX_SESSIONS: u64 = 100_000;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_REPLAY_BUFFER: usize = 64 * 1024 * 1024;
 
 /// Collects issues while validating.
 pub(super) struct Issues(Vec<ConfigIssue>);
@@ -148,6 +150,29 @@ fn listen(raw: &RawListen, base: &Path, issues: &mut Issues) -> Option<ListenCon
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
+    let positive = |d: Duration| {
+        if d.is_zero() {
+            Err("must be longer than zero".to_string())
+        } else {
+            Ok(d)
+        }
+    };
+    let header_read_timeout = issues.check(
+        "listen.header_read_timeout",
+        duration(raw.header_read_timeout.as_deref(), Duration::from_secs(10)).and_then(positive),
+    );
+    let idle_timeout = issues.check(
+        "listen.idle_timeout",
+        duration(raw.idle_timeout.as_deref(), Duration::from_secs(60)).and_then(positive),
+    );
+    let max_connections = match raw.max_connections {
+        None => Some(DEFAULT_MAX_CONNECTIONS),
+        Some(0) => {
+            issues.push("listen.max_connections", "must be at least 1");
+            None
+        }
+        Some(n) => Some(n as usize),
+    };
     Some(ListenConfig {
         addr: addr?,
         public_url: public_url?,
@@ -155,6 +180,11 @@ fn listen(raw: &RawListen, base: &Path, issues: &mut Issues) -> Option<ListenCon
         allowed_origins,
         allowed_hosts,
         tls: tls?,
+        limits: crate::listener::Limits {
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
+            max_connections: max_connections?,
+        },
     })
 }
 
@@ -206,11 +236,16 @@ fn session(raw: &RawSession, base: &Path, issues: &mut Issues) -> Option<Session
         }
         Some(n) => Some(n),
     };
+    let replay_buffer_bytes = match &raw.replay_buffer_bytes {
+        None => Some(DEFAULT_REPLAY_BUFFER),
+        Some(size) => issues.check("session.replay_buffer_bytes", byte_size(size)),
+    };
     Some(SessionConfig {
         key: key?,
         idle_timeout: idle_timeout?,
         max_lifetime: max_lifetime?,
         max_sessions: max_sessions?,
+        replay_buffer_bytes: replay_buffer_bytes?,
     })
 }
 

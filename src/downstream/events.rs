@@ -25,9 +25,9 @@ use super::session_state::SessionState;
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, ListKind};
 use crate::jsonrpc;
-use crate::policy::{Access, Grant, Kind};
+use crate::policy::{Access, Grant};
 use crate::protocol::Era;
-use crate::upstream::{CallContext, UpstreamEvent};
+use crate::upstream::UpstreamEvent;
 
 /// Who listens, and what they asked for.
 enum Listener {
@@ -106,7 +106,7 @@ pub fn open_session_stream(
         state,
         generation,
     };
-    start(gw, listener, principal, None)
+    start(gw, listener, principal, None, None)
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
@@ -136,26 +136,18 @@ pub async fn listen(
         }
     }
     let mut resources = HashSet::new();
+    let mut held = None;
     if let Some(uris) = filter
         .get("resourceSubscriptions")
         .and_then(Value::as_array)
     {
-        let snapshot = catalogue.snapshot();
-        for uri in uris.iter().filter_map(Value::as_str) {
-            let Ok((resolved, forward)) =
-                crate::router::resolve_uri(&snapshot, uri, ListKind::Resources)
-            else {
-                continue;
-            };
-            if grant.allows_target(Kind::Resource, resolved.target.as_deref(), None) {
-                subscribe_upstream(gw, &resolved.upstream, &forward).await;
-                resources.insert(uri.to_string());
-            }
-        }
+        let subscribed = super::listen_subscriptions::subscribe(gw, &grant, uris).await;
         honoured.insert(
             "resourceSubscriptions".into(),
-            Value::Array(resources.iter().cloned().map(Value::from).collect()),
+            Value::from(subscribed.honoured),
         );
+        resources = subscribed.wire;
+        held = Some(subscribed.held);
     }
     let ack = jsonrpc::notification(
         "notifications/subscriptions/acknowledged",
@@ -166,33 +158,17 @@ pub async fn listen(
         kinds,
         resources,
     };
-    start(gw, listener, principal, Some(ack))
+    start(gw, listener, principal, Some(ack), held)
 }
 
-/// Asks a legacy upstream that supports subscriptions to report updates of `uri` on the
-/// gateway's shared connection. Failures are logged: the stream still carries what arrives.
-async fn subscribe_upstream(gw: &Gateway, upstream: &crate::config::UpstreamId, uri: &str) {
-    let Some(up) = gw.router.catalogue().upstreams().get(upstream.as_str()) else {
-        return;
-    };
-    let supports = matches!(up.info().await, Ok(info) if info.era == Era::Legacy
-        && info.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true)));
-    if supports {
-        let params = Some(json!({ "uri": uri }));
-        if let Err(e) = up
-            .request(&CallContext::shared(), "resources/subscribe", params)
-            .await
-        {
-            tracing::warn!(%upstream, error = %e, "could not subscribe upstream");
-        }
-    }
-}
-
+/// Runs a stream for `listener`, first sending `first`; `held` subscriptions are released when
+/// it ends.
 fn start(
     gw: &Gateway,
     listener: Listener,
     principal: Arc<Principal>,
     first: Option<Value>,
+    held: Option<super::listen_subscriptions::Held>,
 ) -> Response {
     let catalogue = Arc::clone(gw.router.catalogue());
     let changes = catalogue.subscribe();
@@ -201,19 +177,23 @@ fn start(
     let (tx, rx) = mpsc::channel::<Event>(64);
     let shutdown = gw.shutdown.clone();
     tokio::spawn(async move {
-        if let Some(first) = first
-            && !send(&tx, &first).await
-        {
-            return;
-        }
-        tokio::select! {
-            () = pump(&listener, catalogue, changes, upstream_events, policy, &tx) => {}
-            () = shutdown.cancelled() => {
-                if let Listener::Subscription { id, .. } = &listener {
-                    let result = json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID: id}});
-                    send(&tx, &jsonrpc::result_response(id.clone(), result)).await;
+        let opened = match first {
+            Some(first) => send(&tx, &first).await,
+            None => true,
+        };
+        if opened {
+            tokio::select! {
+                () = pump(&listener, catalogue, changes, upstream_events, policy, &tx) => {}
+                () = shutdown.cancelled() => {
+                    if let Listener::Subscription { id, .. } = &listener {
+                        let result = json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID: id}});
+                        send(&tx, &jsonrpc::result_response(id.clone(), result)).await;
+                    }
                 }
             }
+        }
+        if let Some(held) = held {
+            held.release().await;
         }
     });
     super::relay::sse(rx)

@@ -105,19 +105,18 @@ pub async fn handle_in_session(
             &jsonrpc::result_response(id, json!({})),
         ));
     }
-    let subscription = match method.as_str() {
-        "resources/subscribe" => Some(true),
-        "resources/unsubscribe" => Some(false),
-        _ => None,
-    };
-    if let (Some(subscribe), Some(uri)) = (
-        subscription,
-        params
-            .as_ref()
-            .and_then(|p| p.get("uri"))
-            .and_then(Value::as_str),
-    ) {
-        state.set_subscribed(uri, subscribe);
+    let subscription = subscription(gw, &method, params.as_ref());
+    if let Some((true, uri)) = &subscription
+        && !state.can_subscribe(uri)
+    {
+        let e = GatewayError::InvalidParams {
+            message: format!(
+                "this session holds {} resource subscriptions, the most it may",
+                super::session_state::MAX_SUBSCRIPTIONS
+            ),
+            transport: false,
+        };
+        return Err(Failure::new(e, Era::Legacy, Some(id)));
     }
     let ctx = CallContext {
         downstream_session: Some(claims.id),
@@ -132,6 +131,10 @@ pub async fn handle_in_session(
         .handle(&ctx, &method, params)
         .await
         .map_err(|e| Failure::new(e, Era::Legacy, Some(id.clone())))?;
+    // Recorded only once the router let it through (the resource exists and policy allows it).
+    if let Some((subscribe, uri)) = subscription {
+        state.set_subscribed(&uri, subscribe);
+    }
     let peer = Peer::Legacy(LegacyPeer {
         state,
         capabilities: claims.capabilities,
@@ -139,6 +142,21 @@ pub async fn handle_in_session(
         in_flight,
     });
     Ok(relay::respond(id, routed, peer).await)
+}
+
+/// For `resources/subscribe` (`true`) and `resources/unsubscribe` (`false`): the client-facing
+/// form of the resource the router will forward, the URI that updates are announced for.
+fn subscription(gw: &Gateway, method: &str, params: Option<&Value>) -> Option<(bool, String)> {
+    let subscribe = match method {
+        "resources/subscribe" => true,
+        "resources/unsubscribe" => false,
+        _ => return None,
+    };
+    let uri = params?.get("uri")?.as_str()?;
+    let snapshot = gw.router.catalogue().snapshot();
+    let (resolved, forward) =
+        crate::router::resolve_uri(&snapshot, uri, crate::catalogue::ListKind::Resources).ok()?;
+    Some((subscribe, snapshot.wire_uri(&resolved.upstream, &forward)))
 }
 
 /// Answers `initialize` and mints the sealed session id.

@@ -6,6 +6,12 @@
 //! Once `initialize` has run, a connection is an ordinary legacy session: its messages go
 //! through [`super::legacy::handle_in_session`], and what that would have answered over
 //! Streamable HTTP (a JSON body or an SSE stream) is forwarded onto the connection's stream.
+//!
+//! Bounds, so that a client that posts without reading cannot make the gateway hold its
+//! answers: at most [`MAX_IN_FLIGHT`] messages of a connection are being answered at once (the
+//! next POST gets 429), at most [`MAX_QUEUED_BYTES`] wait in its stream ([`super::outbox`];
+//! a POST while it is full gets 503), and a client that reads nothing for [`STALL_TIMEOUT`]
+//! while answers wait is disconnected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,16 +20,18 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::Event;
+use std::time::Duration;
+
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::Gateway;
 use super::authn::Caller;
+use super::outbox::Outbox;
 use super::session::SessionClaims;
 use super::wire::Failure;
 use crate::auth::Principal;
@@ -34,9 +42,18 @@ use crate::protocol::Era;
 /// The revision this transport was defined in; also accepted in `initialize` here.
 const SSE_VERSION: &str = "2024-11-05";
 
+/// Messages of one connection being answered at once; the next POST gets 429.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Bytes of answers queued on one connection's stream, not yet taken by the client.
+pub const MAX_QUEUED_BYTES: u32 = 8 * 1024 * 1024;
+/// How long an answer waits for room before the connection is closed.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One open `/sse` connection.
 pub struct Connection {
-    events: mpsc::Sender<Event>,
+    outbox: Outbox,
+    /// Permits for messages being answered.
+    in_flight: Arc<Semaphore>,
     claims: Mutex<Option<SessionClaims>>,
     /// Who opened the connection; only they may post to it.
     principal: Arc<Principal>,
@@ -57,26 +74,30 @@ impl Connections {
 /// `GET /sse`: opens a connection.
 pub async fn open(State(gw): State<Arc<Gateway>>, Extension(principal): Caller) -> Response {
     let id = Uuid::new_v4();
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    let endpoint = Event::default()
-        .event("endpoint")
-        .data(format!("/messages?sessionId={id}"));
-    if tx.send(endpoint).await.is_err() {
+    let (outbox, response) = super::outbox::outbox(MAX_QUEUED_BYTES, STALL_TIMEOUT);
+    if outbox
+        .send("endpoint", format!("/messages?sessionId={id}"))
+        .await
+        .is_err()
+    {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let connection = Arc::new(Connection {
-        events: tx.clone(),
+        outbox: outbox.clone(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         claims: Mutex::new(None),
         principal,
     });
     gw.sse_connections.lock().insert(id, connection);
-    // Forget the connection when its client goes away or the gateway shuts down.
+    // Forget the connection when its client goes away, it is cut off, or the gateway shuts
+    // down.
     let cleanup = Arc::clone(&gw);
     tokio::spawn(async move {
         tokio::select! {
-            () = tx.closed() => {}
+            () = outbox.closed() => {}
             () = cleanup.shutdown.cancelled() => {}
         }
+        outbox.close();
         let removed = cleanup.sse_connections.lock().remove(&id);
         if let Some(claims) =
             removed.and_then(|c| c.claims.lock().unwrap_or_else(|p| p.into_inner()).take())
@@ -91,7 +112,7 @@ pub async fn open(State(gw): State<Arc<Gateway>>, Extension(principal): Caller) 
         }
     });
     tracing::info!(connection = %id, "HTTP+SSE (2024-11-05) connection opened");
-    super::relay::sse(rx)
+    response
 }
 
 /// The query of `POST /messages`.
@@ -132,9 +153,27 @@ pub async fn message(
     if let Err(e) = super::authn::authorize(&gw, &principal, &message) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
+    let id = match &message {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    // Backpressure: the client must read its stream before it posts more.
+    if connection.outbox.is_full() {
+        let busy = GatewayError::ConnectionBusy {
+            stream_not_read: true,
+        };
+        return Failure::new(busy, Era::Legacy, id).into_response();
+    }
+    let Ok(permit) = Arc::clone(&connection.in_flight).try_acquire_owned() else {
+        let busy = GatewayError::ConnectionBusy {
+            stream_not_read: false,
+        };
+        return Failure::new(busy, Era::Legacy, id).into_response();
+    };
     tokio::spawn(async move {
         let response = process(&gw, &principal, &connection, message).await;
-        forward(response, &connection.events).await;
+        forward(response, &connection.outbox).await;
+        drop(permit);
     });
     StatusCode::ACCEPTED.into_response()
 }
@@ -187,8 +226,9 @@ fn negotiate(requested: &str) -> &'static str {
     }
 }
 
-/// Forwards what the Streamable HTTP handling produced (JSON body or SSE) onto the connection.
-async fn forward(response: Response, events: &mpsc::Sender<Event>) {
+/// Forwards what the Streamable HTTP handling produced (JSON body or SSE) onto the
+/// connection's stream; stops (dropping the rest) when the stream is closed.
+async fn forward(response: Response, outbox: &Outbox) {
     let is_sse = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -202,11 +242,7 @@ async fn forward(response: Response, events: &mpsc::Sender<Event>) {
             if event.data.trim().is_empty() {
                 continue;
             }
-            if events
-                .send(Event::default().event("message").data(event.data))
-                .await
-                .is_err()
-            {
+            if outbox.send("message", event.data).await.is_err() {
                 return;
             }
         }
@@ -217,9 +253,7 @@ async fn forward(response: Response, events: &mpsc::Sender<Event>) {
     };
     let bytes = collected.to_bytes();
     if let Ok(message) = serde_json::from_slice::<Value>(&bytes) {
-        let _ = events
-            .send(Event::default().event("message").data(message.to_string()))
-            .await;
+        let _ = outbox.send("message", message.to_string()).await;
     }
 }
 

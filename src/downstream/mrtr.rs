@@ -31,6 +31,9 @@ use crate::upstream::ServerRequest;
 const STATE_PREFIX: &str = "mcpgate1.";
 /// Associated data of sealed request state.
 const PURPOSE: &[u8] = b"mcpgate/request-state/v1";
+/// Most calls parked at once on this replica (each holds a live upstream request); beyond it
+/// the least recently used is cancelled.
+pub const MAX_PARKED: u64 = 10_000;
 /// The `inputRequests` key of the bridged request.
 const INPUT_KEY: &str = "upstream_request";
 
@@ -80,7 +83,7 @@ impl Continuations {
         Self {
             parked: moka::sync::Cache::builder()
                 .time_to_live(ttl)
-                .max_capacity(100_000)
+                .max_capacity(MAX_PARKED)
                 .build(),
             sealer,
             ttl,

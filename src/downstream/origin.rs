@@ -125,6 +125,11 @@ mod tests {
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             allowed_hosts: vec![],
             tls: None,
+            limits: crate::listener::Limits {
+                header_read_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(1),
+                max_connections: 1,
+            },
         })
     }
 

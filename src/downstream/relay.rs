@@ -509,11 +509,15 @@ fn client_can_answer(
 
 /// An SSE response fed by `rx`, with keep-alives and `X-Accel-Buffering: no`.
 pub fn sse(rx: mpsc::Receiver<Event>) -> Response {
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|event| (Ok::<_, Infallible>(event), rx))
-    });
+    sse_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (event, rx))
+    }))
+}
+
+/// An SSE response of `events`, with keep-alives and `X-Accel-Buffering: no`.
+pub fn sse_stream(events: impl futures::Stream<Item = Event> + Send + 'static) -> Response {
+    use futures::StreamExt as _;
+    let stream = events.map(Ok::<_, Infallible>);
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();

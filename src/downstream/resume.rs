@@ -6,12 +6,19 @@
 //! `Last-Event-ID`: the events after that id are replayed on the new connection, followed by the
 //! rest of the stream as it happens. A lost connection is not a cancellation (the spec says it
 //! SHOULD NOT be treated as one): the call goes on and its events are logged for a reconnect.
-//! Bounds: [`MAX_STREAMS`] logs per session (finished ones are dropped first) and
-//! [`MAX_EVENTS`] events per log (the oldest are dropped; a reconnect asking for one of them
-//! gets what is left).
+//!
+//! Bounds: [`MAX_STREAMS`] logs per session (finished ones are dropped first), [`MAX_EVENTS`]
+//! events per log, [`MAX_SESSION_BYTES`] of events per session, and one [`ReplayBudget`] of
+//! bytes shared by every session of the replica (`session.replay_buffer_bytes`). To make room a
+//! session drops its own oldest events, those of finished streams first; an event that still
+//! does not fit (larger than a session may keep, or the replica's budget held by other
+//! sessions) is delivered but not logged. A reconnect asking for a dropped event gets what is
+//! left after it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::response::sse::Event;
 use tokio::sync::mpsc;
@@ -20,6 +27,45 @@ use tokio::sync::mpsc;
 pub const MAX_STREAMS: usize = 32;
 /// Events kept per stream log.
 pub const MAX_EVENTS: usize = 256;
+/// Bytes of logged events one session may hold.
+pub const MAX_SESSION_BYTES: usize = 4 * 1024 * 1024;
+/// What one logged event costs besides its data, bytes (id, queue slot).
+const EVENT_OVERHEAD: usize = 64;
+
+/// The bytes of logged events every session of this replica holds together, at most `max`.
+/// Cloning the `Arc` shares it.
+#[derive(Debug)]
+pub struct ReplayBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ReplayBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.max).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 #[derive(Default)]
 struct StreamLog {
@@ -30,11 +76,51 @@ struct StreamLog {
     opened: u64,
 }
 
-/// The stream logs of one session.
+/// Every log of a session, and the bytes they hold.
 #[derive(Default)]
+struct Logs {
+    by_stream: HashMap<String, StreamLog>,
+    bytes: usize,
+}
+
+impl Logs {
+    /// Drops the oldest logged event — of the oldest finished stream if any, else of the oldest
+    /// stream — and returns its cost; `None` when nothing is logged.
+    fn evict_one(&mut self) -> Option<usize> {
+        let victim = self
+            .by_stream
+            .iter()
+            .filter(|(_, l)| !l.events.is_empty())
+            .min_by_key(|(_, l)| (!l.finished, l.opened))
+            .map(|(k, _)| k.clone())?;
+        let log = self.by_stream.get_mut(&victim)?;
+        let (_, data) = log.events.pop_front()?;
+        let cost = cost(&data);
+        self.bytes -= cost;
+        Some(cost)
+    }
+
+    /// Removes a whole log; returns the bytes it held.
+    fn remove(&mut self, stream: &str) -> usize {
+        let held: usize = self
+            .by_stream
+            .remove(stream)
+            .map(|l| l.events.iter().map(|(_, d)| cost(d)).sum())
+            .unwrap_or(0);
+        self.bytes -= held;
+        held
+    }
+}
+
+fn cost(data: &str) -> usize {
+    data.len() + EVENT_OVERHEAD
+}
+
+/// The stream logs of one session.
 pub struct StreamLogs {
-    logs: Mutex<HashMap<String, StreamLog>>,
+    logs: Mutex<Logs>,
     counter: std::sync::atomic::AtomicU64,
+    budget: Arc<ReplayBudget>,
 }
 
 fn event(stream: &str, seq: u64, data: &str) -> Event {
@@ -45,7 +131,16 @@ fn event(stream: &str, seq: u64, data: &str) -> Event {
 }
 
 impl StreamLogs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StreamLog>> {
+    /// The logs of a new session, drawing on the replica's `budget`.
+    pub fn new(budget: Arc<ReplayBudget>) -> Self {
+        Self {
+            logs: Mutex::new(Logs::default()),
+            counter: std::sync::atomic::AtomicU64::new(0),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Logs> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -56,19 +151,19 @@ impl StreamLogs {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("s{n}");
         let mut logs = self.lock();
-        if logs.len() >= MAX_STREAMS {
+        if logs.by_stream.len() >= MAX_STREAMS {
             // Drop the oldest finished log, else the oldest.
             let victim = logs
+                .by_stream
                 .iter()
-                .filter(|(_, l)| l.finished)
-                .min_by_key(|(_, l)| l.opened)
-                .or_else(|| logs.iter().min_by_key(|(_, l)| l.opened))
+                .min_by_key(|(_, l)| (!l.finished, l.opened))
                 .map(|(k, _)| k.clone());
             if let Some(victim) = victim {
-                logs.remove(&victim);
+                let freed = logs.remove(&victim);
+                self.budget.give_back(freed);
             }
         }
-        logs.insert(
+        logs.by_stream.insert(
             id.clone(),
             StreamLog {
                 attached: Some(tx),
@@ -79,33 +174,66 @@ impl StreamLogs {
         id
     }
 
-    /// Logs `data` on `stream` and sends it to the attached client, if any. A client that went
-    /// away is detached; the event stays in the log.
+    /// Logs `data` on `stream` (within the bounds of the module docs) and sends it to the
+    /// attached client, if any. A client that went away is detached; the event stays in the log.
     pub async fn emit(&self, stream: &str, data: String) {
         let (attached, seq) = {
             let mut logs = self.lock();
-            let Some(log) = logs.get_mut(stream) else {
+            let Some(log) = logs.by_stream.get_mut(stream) else {
                 return;
             };
             let seq = log.next_seq;
             log.next_seq += 1;
-            log.events.push_back((seq, data.clone()));
-            if log.events.len() > MAX_EVENTS {
-                log.events.pop_front();
-            }
-            (log.attached.clone(), seq)
+            let attached = log.attached.clone();
+            self.log(&mut logs, stream, seq, &data);
+            (attached, seq)
         };
         if let Some(tx) = attached
             && tx.send(event(stream, seq, &data)).await.is_err()
-            && let Some(log) = self.lock().get_mut(stream)
+            && let Some(log) = self.lock().by_stream.get_mut(stream)
         {
             log.attached = None;
         }
     }
 
+    /// Keeps event `seq` of `stream` if room can be made for it.
+    fn log(&self, logs: &mut Logs, stream: &str, seq: u64, data: &str) {
+        let size = cost(data);
+        if size > MAX_SESSION_BYTES {
+            return;
+        }
+        while logs.bytes + size > MAX_SESSION_BYTES {
+            match logs.evict_one() {
+                Some(freed) => self.budget.give_back(freed),
+                None => return,
+            }
+        }
+        while !self.budget.try_take(size) {
+            match logs.evict_one() {
+                Some(freed) => self.budget.give_back(freed),
+                None => return,
+            }
+        }
+        let Some(log) = logs.by_stream.get_mut(stream) else {
+            self.budget.give_back(size);
+            return;
+        };
+        log.events.push_back((seq, data.to_string()));
+        let dropped = if log.events.len() > MAX_EVENTS {
+            log.events.pop_front().map(|(_, d)| cost(&d))
+        } else {
+            None
+        };
+        logs.bytes += size;
+        if let Some(dropped) = dropped {
+            logs.bytes -= dropped;
+            self.budget.give_back(dropped);
+        }
+    }
+
     /// Marks `stream` finished: its attached client's stream ends.
     pub fn finish(&self, stream: &str) {
-        if let Some(log) = self.lock().get_mut(stream) {
+        if let Some(log) = self.lock().by_stream.get_mut(stream) {
             log.finished = true;
             log.attached = None;
         }
@@ -122,7 +250,7 @@ impl StreamLogs {
             return false;
         };
         let mut logs = self.lock();
-        let Some(log) = logs.get_mut(&stream) else {
+        let Some(log) = logs.by_stream.get_mut(&stream) else {
             return false;
         };
         let replay: Vec<Event> = log
@@ -143,6 +271,18 @@ impl StreamLogs {
         }
         true
     }
+
+    /// Bytes this session's logs hold.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+impl Drop for StreamLogs {
+    fn drop(&mut self) {
+        let held = self.lock().bytes;
+        self.budget.give_back(held);
+    }
 }
 
 /// A channel large enough to take a whole replay at once.
@@ -154,9 +294,14 @@ pub fn resume_channel() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
 mod tests {
     use super::*;
 
+    fn logs(budget: usize) -> (StreamLogs, Arc<ReplayBudget>) {
+        let budget = ReplayBudget::new(budget);
+        (StreamLogs::new(Arc::clone(&budget)), budget)
+    }
+
     #[tokio::test]
     async fn replays_after_the_last_event_and_follows_a_running_stream() {
-        let logs = StreamLogs::default();
+        let (logs, _) = logs(1 << 20);
         let (tx, rx) = mpsc::channel(16);
         let stream = logs.open(tx);
         logs.emit(&stream, "a".into()).await;
@@ -173,5 +318,46 @@ mod tests {
         assert_eq!(got, [true, true, true], "b and c replayed, d followed");
         logs.finish(&stream);
         assert!(!logs.resume("nope/1", mpsc::channel(1).0));
+    }
+
+    #[tokio::test]
+    async fn sessions_stay_within_their_bytes_and_the_replicas() {
+        let (a, budget) = logs(3 * 1024 * 1024);
+        let b = StreamLogs::new(Arc::clone(&budget));
+        let big = "x".repeat(512 * 1024);
+        let sa = a.open(mpsc::channel(1).0);
+        for _ in 0..20 {
+            a.emit(&sa, big.clone()).await;
+        }
+        assert!(a.bytes() <= 3 * 1024 * 1024, "{}", a.bytes());
+        assert_eq!(budget.used(), a.bytes(), "every byte accounted");
+        // The replica's budget is taken: b logs nothing, but its events are still delivered.
+        let (tx, mut rx) = mpsc::channel(4);
+        let sb = b.open(tx);
+        b.emit(&sb, big.clone()).await;
+        assert!(rx.recv().await.is_some());
+        assert_eq!(b.bytes(), 0);
+        assert!(budget.used() <= 3 * 1024 * 1024);
+        // A session over its own cap drops its oldest events first.
+        let (c, budget) = logs(64 * 1024 * 1024);
+        let sc = c.open(mpsc::channel(1).0);
+        for _ in 0..20 {
+            c.emit(&sc, big.clone()).await;
+        }
+        assert!(c.bytes() <= MAX_SESSION_BYTES);
+        let (tx, mut rx) = resume_channel();
+        assert!(c.resume(&format!("{sc}/0"), tx));
+        let mut replayed = 0;
+        while rx.try_recv().is_ok() {
+            replayed += 1;
+        }
+        assert_eq!(
+            replayed,
+            MAX_SESSION_BYTES / cost(&big),
+            "the newest events are kept"
+        );
+        drop(c);
+        assert_eq!(budget.used(), 0, "a dropped session gives its bytes back");
+        drop((a, b));
     }
 }

@@ -14,8 +14,10 @@ use uuid::Uuid;
 
 use crate::upstream::ServerRequest;
 
+/// Resource subscriptions one session may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
 /// One session's local state.
-#[derive(Default)]
 pub struct SessionState {
     pending: Mutex<HashMap<String, ServerRequest>>,
     in_flight: Mutex<HashMap<String, CancellationToken>>,
@@ -30,6 +32,18 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// The state of a new session, its stream logs drawing on the replica's `budget`.
+    pub fn new(budget: Arc<super::resume::ReplayBudget>) -> Self {
+        Self {
+            pending: Mutex::default(),
+            in_flight: Mutex::default(),
+            log_level: Mutex::default(),
+            subscriptions: Mutex::default(),
+            stream_generation: AtomicU64::new(0),
+            streams: super::resume::StreamLogs::new(budget),
+        }
+    }
+
     /// Records the level set by `logging/setLevel`.
     pub fn set_log_level(&self, level: String) {
         *lock(&self.log_level) = Some(level);
@@ -40,14 +54,26 @@ impl SessionState {
         lock(&self.log_level).clone()
     }
 
-    /// Records or removes a resource subscription (client-facing URI).
-    pub fn set_subscribed(&self, uri: &str, subscribed: bool) {
+    /// Whether a subscription to `uri` (client-facing) could be recorded: it already is, or
+    /// the session holds fewer than [`MAX_SUBSCRIPTIONS`].
+    pub fn can_subscribe(&self, uri: &str) -> bool {
+        let subs = lock(&self.subscriptions);
+        subs.contains(uri) || subs.len() < MAX_SUBSCRIPTIONS
+    }
+
+    /// Records or removes a resource subscription (client-facing URI); a new one beyond
+    /// [`MAX_SUBSCRIPTIONS`] is not recorded (`false`).
+    pub fn set_subscribed(&self, uri: &str, subscribed: bool) -> bool {
         let mut subs = lock(&self.subscriptions);
-        if subscribed {
-            subs.insert(uri.to_string());
-        } else {
+        if !subscribed {
             subs.remove(uri);
+            return true;
         }
+        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
+            return false;
+        }
+        subs.insert(uri.to_string());
+        true
     }
 
     /// Whether the client subscribed to this client-facing URI.
@@ -129,23 +155,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct LocalSessions {
     map: moka::sync::Cache<Uuid, Arc<SessionState>>,
     next_id: AtomicU64,
+    replay: Arc<super::resume::ReplayBudget>,
 }
 
 impl LocalSessions {
-    /// An empty map whose entries expire after `idle` without access, holding at most `max`.
-    pub fn new(idle: Duration, max: u64) -> Self {
+    /// An empty map whose entries expire after `idle` without access, holding at most `max`,
+    /// whose response-stream logs hold at most `replay_bytes` together.
+    pub fn new(idle: Duration, max: u64, replay_bytes: usize) -> Self {
         Self {
             map: moka::sync::Cache::builder()
                 .time_to_idle(idle)
                 .max_capacity(max)
                 .build(),
             next_id: AtomicU64::new(1),
+            replay: super::resume::ReplayBudget::new(replay_bytes),
         }
     }
 
     /// The state of session `id`, created on first use.
     pub fn get(&self, id: Uuid) -> Arc<SessionState> {
-        self.map.get_with(id, || Arc::new(SessionState::default()))
+        self.map
+            .get_with(id, || Arc::new(SessionState::new(Arc::clone(&self.replay))))
+    }
+
+    /// Bytes the sessions' response-stream logs hold together.
+    pub fn replay_bytes(&self) -> usize {
+        self.replay.used()
     }
 
     /// Forgets session `id` (its parked requests are answered with errors as they drop).

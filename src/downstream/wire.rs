@@ -32,7 +32,7 @@ impl Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let wire = self.error.to_wire(self.era);
-        if wire.status.is_server_error() {
+        if self.error.is_fault() {
             tracing::error!(error = ?self.error, "request failed");
         } else {
             tracing::debug!(error = %self.error, status = wire.status.as_u16(), "request rejected");
@@ -48,6 +48,11 @@ impl IntoResponse for Failure {
             }
             (None, None) => wire.status.into_response(),
         };
+        if let Some(seconds) = wire.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if wire.status == StatusCode::METHOD_NOT_ALLOWED {
             response
                 .headers_mut()

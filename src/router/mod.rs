@@ -166,8 +166,12 @@ impl Router {
                 let upstream = resource.upstream;
                 match method {
                     "resources/read" => (upstream, Rewrite::ReadResult),
-                    // Legacy only (the modern era subscribes with subscriptions/listen).
-                    "resources/subscribe" => (upstream, Rewrite::None),
+                    // Legacy only (the modern era subscribes with subscriptions/listen); counted
+                    // on connections shared with other clients.
+                    "resources/subscribe" => {
+                        let uri = params["uri"].as_str().unwrap_or_default();
+                        return self.subscribe(ctx, &upstream, uri).await;
+                    }
                     // Answered here: the upstream connection may be shared with other
                     // subscribers, and the gateway delivers updates only to subscribed sessions.
                     _ => return Ok(Routed::Reply(Ok(json!({})))),
@@ -205,6 +209,30 @@ impl Router {
             call.decision = decision;
         }
         Ok(routed)
+    }
+
+    /// `resources/subscribe` of `uri` (the upstream's own) at `upstream`.
+    async fn subscribe(
+        &self,
+        ctx: &CallContext,
+        upstream: &UpstreamId,
+        uri: &str,
+    ) -> Result<Routed, GatewayError> {
+        let upstream_error = |source| GatewayError::Upstream {
+            upstream: upstream.to_string(),
+            source,
+        };
+        let up = self
+            .catalogue
+            .upstreams()
+            .get(upstream.as_str())
+            .ok_or_else(|| {
+                upstream_error(UpstreamError::Unavailable {
+                    detail: "not configured".into(),
+                })
+            })?;
+        let reply = up.subscribe(ctx, uri).await.map_err(upstream_error)?;
+        Ok(Routed::Reply(reply))
     }
 
     async fn forward(

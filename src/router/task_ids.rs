@@ -17,7 +17,7 @@ use crate::config::UpstreamId;
 /// Hex characters of the tag.
 const TAG_HEX: usize = 16;
 /// Most task owners remembered for listing.
-const OWNERS: u64 = 1_000_000;
+pub const OWNERS: u64 = 100_000;
 /// How long a task's owner is remembered for listing.
 const OWNER_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 

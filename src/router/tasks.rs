@@ -14,8 +14,10 @@ use crate::upstream::{CallContext, UpstreamError};
 
 use super::task_ids::TaskIds;
 
-/// Most pages read from one upstream's `tasks/list`.
-const MAX_PAGES: usize = 100;
+/// Most pages read from one upstream's `tasks/list` for one merged `tasks/list`.
+pub const MAX_PAGES: usize = 10;
+/// Most tasks in one merged `tasks/list`.
+pub const MAX_TASKS: usize = 1000;
 
 /// The owning upstream of a client-facing task id in `params.taskId`, which must have been
 /// minted for `owner`; rewrites the param to the upstream's own id.
@@ -88,7 +90,9 @@ pub fn announced(snapshot: &Snapshot) -> bool {
 
 /// `tasks/list` merged across the upstreams that support it, in the caller's context, keeping
 /// the tasks `owner` created (as far as this replica saw) and `visible(upstream, task_id)`
-/// allows. An upstream that fails is left out (and logged): the others' tasks are still listed.
+/// allows. The upstreams are asked at once, each for at most [`MAX_PAGES`] pages within its
+/// timeout; at most [`MAX_TASKS`] are listed. An upstream that fails is left out (and logged):
+/// the others' tasks are still listed.
 pub async fn list(
     snapshot: &Snapshot,
     upstreams: &crate::upstream::UpstreamSet,
@@ -97,16 +101,22 @@ pub async fn list(
     owner: &str,
     visible: &(dyn Fn(&UpstreamId, &str) -> bool + Sync),
 ) -> Value {
-    let mut tasks = Vec::new();
-    for (id, listing) in &snapshot.upstreams {
+    let asked = snapshot.upstreams.iter().filter_map(|(id, listing)| {
         let supports = listing
             .info
             .as_ref()
             .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());
-        let Some(upstream) = upstreams.get(id.as_str()).filter(|_| supports) else {
-            continue;
-        };
-        match list_one(upstream, ctx).await {
+        let upstream = upstreams.get(id.as_str()).filter(|_| supports)?;
+        Some(async move {
+            let listed = tokio::time::timeout(upstream.timeout(), list_one(upstream, ctx))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
+            (id, listed)
+        })
+    });
+    let mut tasks = Vec::new();
+    for (id, listed) in futures::future::join_all(asked).await {
+        match listed {
             Ok(found) => tasks.extend(
                 found
                     .into_iter()
@@ -124,6 +134,7 @@ pub async fn list(
             }
         }
     }
+    tasks.truncate(MAX_TASKS);
     json!({ "tasks": tasks })
 }
 
@@ -143,8 +154,8 @@ async fn list_one(
             })?;
         all.extend(page["tasks"].as_array().cloned().unwrap_or_default());
         match page.get("nextCursor").and_then(Value::as_str) {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(all),
+            Some(next) if all.len() < MAX_TASKS => cursor = Some(next.to_string()),
+            _ => return Ok(all),
         }
     }
     Ok(all)

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// `mcpgate_policy_reloads_total{outcome}`: policy reloads (`applied`, `unchanged`,
     /// `rejected`).
     pub policy_reloads: IntCounterVec,
+    /// `mcpgate_open_connections{listener}`: client connections open now, by listener
+    /// (`mcp`, `admin`); at most `listen.max_connections`.
+    pub open_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -101,8 +104,17 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "mcpgate_open_connections",
+                "Client connections open now, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(policy_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(open_connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_decisions.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
@@ -121,6 +133,7 @@ impl Metrics {
             auth_rejections,
             policy_decisions,
             policy_reloads,
+            open_connections,
         }
     }
 

@@ -1,9 +1,8 @@
 //! TLS termination (rustls): the server configuration ([`config`]) with certificates reloaded
-//! from disk without dropping connections, client certificate identities for mTLS
-//! ([`identity`]), and the accept loop that serves the gateway over TLS ([`serve`]).
+//! from disk without dropping connections, and client certificate identities for mTLS
+//! ([`identity`]). The accept loop is [`crate::listener`]'s, the same as for plain HTTP.
 
 pub mod config;
 pub mod identity;
-pub mod serve;
 
 pub use config::{TlsError, TlsSetup};

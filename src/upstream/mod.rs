@@ -14,6 +14,7 @@ pub mod mcp;
 mod mux;
 mod sse;
 mod stdio;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,6 +168,8 @@ pub struct Upstream {
     id: UpstreamId,
     timeout: Duration,
     link: Link,
+    /// Resource subscriptions held on the shared connection, counted ([`subscriptions`]).
+    shared_subscriptions: subscriptions::Counts,
 }
 
 enum Link {
@@ -246,12 +249,18 @@ impl Upstream {
             id: cfg.id.clone(),
             timeout: cfg.timeout,
             link,
+            shared_subscriptions: subscriptions::Counts::default(),
         }
     }
 
     /// The upstream id.
     pub fn id(&self) -> &UpstreamId {
         &self.id
+    }
+
+    /// Whole-call timeout (`upstreams[].timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends one request and waits for its outcome, at most the upstream's `timeout` (which

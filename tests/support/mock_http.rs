@@ -45,6 +45,9 @@ pub struct MockSpec {
     pub get_stream: bool,
     /// Answer every `GET` with 401.
     pub reject_get: bool,
+    /// Legacy: announce `tasks.list` and answer `tasks/list` with one task per page and a next
+    /// cursor, forever.
+    pub endless_tasks: bool,
 }
 
 impl MockSpec {
@@ -65,6 +68,7 @@ impl MockSpec {
             reject_authorization: Vec::new(),
             get_stream: false,
             reject_get: false,
+            endless_tasks: false,
         }
     }
 }
@@ -246,9 +250,12 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
                 );
                 mock.sessions.lock().unwrap().insert(sid.clone());
                 let version = params["protocolVersion"].as_str().unwrap_or("2025-11-25");
-                let result = json!({"protocolVersion": version, "serverInfo": {"name": "mock-legacy", "version": "1"},
+                let mut result = json!({"protocolVersion": version, "serverInfo": {"name": "mock-legacy", "version": "1"},
                     "capabilities": {"tools": {}, "prompts": {}, "resources": {}, "completions": {}},
                     "instructions": "Legacy mock instructions."});
+                if mock.spec.lock().unwrap().endless_tasks {
+                    result["capabilities"]["tasks"] = json!({"list": {}});
+                }
                 let mut r = json_response(
                     StatusCode::OK,
                     json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -440,6 +447,12 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     );
                 }
             },
+            "tasks/list" if spec.endless_tasks => {
+                let n: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                json!({"tasks": [{"taskId": format!("t{n}"), "status": "working",
+                    "createdAt": "2026-11-22T00:00:00Z", "lastUpdatedAt": "2026-11-22T00:00:00Z", "ttl": 60000}],
+                    "nextCursor": (n + 1).to_string()})
+            }
             "tasks/get" | "tasks/update" | "tasks/cancel" => {
                 if !tasks {
                     return json_response(

@@ -5,7 +5,9 @@ Tools: echo (returns its message and the pid), crash (exits the process at once)
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
 notifications, then a result), ask (asks the client elicitation/create and returns the answer),
 slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
-touch (sends notifications/resources/updated for mock://r1), spew (writes 1 MiB of stderr in
+touch (sends notifications/resources/updated for mock://r1), subscribed (the URIs subscribed to
+now, after every resources/subscribe and resources/unsubscribe), big (a text of `size` bytes),
+bigstream (a progress notification, then a text of `size` bytes), spew (writes 1 MiB of stderr in
 256 KiB lines that are not UTF-8, then answers), flood (writes a stdout line of 33 MiB, more than
 the gateway reads as one message, then answers). Resources: mock://r1, subscribable.
 """
@@ -17,10 +19,11 @@ import sys
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 tools = [{"name": n, "inputSchema": {"type": "object"}}
          for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch",
-                   "spew", "flood")]
+                   "spew", "flood", "subscribed", "big", "bigstream")]
 cancelled = []
 CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
+subscribed = set()
 next_own_id = 1000
 
 
@@ -74,6 +77,10 @@ for line in sys.stdin:
     elif method == "resources/templates/list":
         result(rid, {"resourceTemplates": []})
     elif method in ("resources/subscribe", "resources/unsubscribe"):
+        if method == "resources/subscribe":
+            subscribed.add(params.get("uri"))
+        else:
+            subscribed.discard(params.get("uri"))
         result(rid, {})
     elif method == "tools/call":
         name = params.get("name")
@@ -113,6 +120,15 @@ for line in sys.stdin:
             sys.stdout.write("x" * (33 * 1024 * 1024) + "\n")
             sys.stdout.flush()
             result(rid, {"content": [{"type": "text", "text": "flooded"}]})
+        elif name in ("big", "bigstream"):
+            size = int(params.get("arguments", {}).get("size", 1024))
+            token = (params.get("_meta") or {}).get("progressToken")
+            if name == "bigstream":
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token if token is not None else "none", "progress": 1}})
+            result(rid, {"content": [{"type": "text", "text": "x" * size}]})
+        elif name == "subscribed":
+            result(rid, {"content": [{"type": "text", "text": json.dumps(sorted(subscribed))}]})
         elif name == "cancellations":
             result(rid, {"content": [{"type": "text", "text": json.dumps(cancelled)}]})
         elif name == "grow":

@@ -6,6 +6,7 @@
 pub mod idp;
 pub mod mock_http;
 pub mod pki;
+pub mod process;
 pub mod token_endpoint;
 
 use std::path::Path;
