@@ -459,6 +459,66 @@ auth:
 }
 
 #[tokio::test]
+async fn a_shared_upstream_never_gives_one_principals_task_traffic_to_another() {
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
+upstreams:
+  - {{ id: pipe, stdio: {} }}
+auth:
+  api_keys:
+    - {{ name: alice, sha256: '{}' }}
+    - {{ name: bob, sha256: '{}' }}
+",
+        support::stdio_mock_with("legacy", &["tasks"]),
+        support::sha256_hex("key-alice"),
+        support::sha256_hex("key-bob"),
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let alice = client.with_header("x-api-key", "key-alice");
+    let bob = client.with_header("x-api-key", "key-bob");
+    let alice_sid = alice.initialize().await;
+    let created = alice
+        .legacy(
+            &alice_sid,
+            "tools/call",
+            json!({"name": "mktask", "arguments": {}}),
+        )
+        .await;
+    let task = created.result()["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(task.ends_with(".T1"), "{task}");
+    // Bob's call is the only one in flight on the shared process when it sends a status
+    // notification and a request about Alice's task: neither may reach Bob.
+    let bob_sid = bob.initialize_with(json!({"elicitation": {}})).await;
+    let leaked = bob
+        .legacy(
+            &bob_sid,
+            "tools/call",
+            json!({"name": "leak", "arguments": {"taskId": "T1"}}),
+        )
+        .await;
+    assert!(
+        leaked.stream.iter().all(|m| m.get("method").is_none()),
+        "bob got nothing but his answer: {:?}",
+        leaked.stream
+    );
+    let answer = leaked.result()["content"][0]["text"].as_str().unwrap();
+    assert!(
+        answer.contains("error"),
+        "the request about alice's task was refused: {answer}"
+    );
+    // The task stays Alice's.
+    let for_alice = alice.legacy(&alice_sid, "tasks/list", json!({})).await;
+    assert_eq!(for_alice.result()["tasks"][0]["taskId"], task.as_str());
+    let for_bob = bob.legacy(&bob_sid, "tasks/list", json!({})).await;
+    assert_eq!(for_bob.result()["tasks"], json!([]));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn origin_is_checked_before_credentials_on_every_route() {
     let (s, _, _) = setup("").await;
     let evil = s.client.with_header("origin", "https://evil.example");

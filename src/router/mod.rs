@@ -378,16 +378,24 @@ impl RoutedCall {
     pub async fn next(&mut self) -> Option<Step> {
         Some(match self.call.next().await? {
             CallItem::Notification(mut n) => {
-                if n["method"]
+                let status = n["method"]
                     .as_str()
-                    .is_some_and(tasks::is_status_notification)
-                    && let Some(params) = n.get_mut("params")
-                {
-                    tasks::rewrite_ids(params, &self.upstream, &self.task_ids, &self.owner);
+                    .is_some_and(tasks::is_status_notification);
+                if let Some(params) = n.get_mut("params") {
+                    if status {
+                        tasks::rewrite_ids(params, &self.upstream, &self.task_ids, &self.owner);
+                    } else {
+                        tasks::rewrite_related(params, &self.upstream, &self.task_ids, &self.owner);
+                    }
                 }
                 Step::Notification(n)
             }
-            CallItem::Request(r) => Step::Request(r),
+            CallItem::Request(mut r) => {
+                if let Some(params) = r.params.as_mut() {
+                    tasks::rewrite_related(params, &self.upstream, &self.task_ids, &self.owner);
+                }
+                Step::Request(r)
+            }
             CallItem::Final(outcome) => Step::Done(self.finish(outcome)),
         })
     }

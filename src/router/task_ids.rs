@@ -67,11 +67,13 @@ impl TaskIds {
             .collect()
     }
 
-    /// The client-facing id of `task_id` of `upstream`, created for `owner` (a principal
-    /// digest; empty for the gateway itself), remembered for `owner`'s task list.
+    /// The client-facing id of `task_id` of `upstream`, minted for `owner` (a principal
+    /// digest; empty for the gateway itself). The first principal an id is minted for is
+    /// remembered as the task's owner for listing, and is never replaced.
     pub fn wire(&self, upstream: &UpstreamId, task_id: &str, owner: &str) -> String {
         self.owners
-            .insert((upstream.clone(), task_id.to_string()), owner.to_string());
+            .entry((upstream.clone(), task_id.to_string()))
+            .or_insert_with(|| owner.to_string());
         format!(
             "{upstream}+{}.{task_id}",
             self.tag(owner, upstream, task_id)
@@ -120,6 +122,10 @@ mod tests {
         assert_eq!(ids.open(&wire, "bob", find), None);
         assert_eq!(ids.open("jobs+t.1+x", "alice", find), None, "untagged");
         assert_eq!(ids.open("other+0000000000000000.t", "alice", find), None);
+        assert!(ids.owned_by(&up, "t.1+x", "alice"));
+        assert!(!ids.owned_by(&up, "t.1+x", "bob"));
+        // Minting the id for someone else later never changes the recorded owner.
+        let _ = ids.wire(&up, "t.1+x", "bob");
         assert!(ids.owned_by(&up, "t.1+x", "alice"));
         assert!(!ids.owned_by(&up, "t.1+x", "bob"));
         let replica = TaskIds::new(Some([7; 32]));

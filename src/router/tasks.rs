@@ -73,10 +73,20 @@ pub fn rewrite_ids(value: &mut Value, upstream: &UpstreamId, ids: &TaskIds, owne
     };
     fix(value.get_mut("taskId"));
     fix(value.get_mut("task").and_then(|t| t.get_mut("taskId")));
-    fix(value
+    rewrite_related(value, upstream, ids, owner);
+}
+
+/// Rewrites only the related-task `_meta` of a message's params (any notification or server
+/// request about a task) for `owner`.
+pub fn rewrite_related(params: &mut Value, upstream: &UpstreamId, ids: &TaskIds, owner: &str) {
+    if let Some(slot) = params
         .get_mut("_meta")
         .and_then(|m| m.get_mut("io.modelcontextprotocol/related-task"))
-        .and_then(|t| t.get_mut("taskId")));
+        .and_then(|t| t.get_mut("taskId"))
+        && let Some(id) = slot.as_str()
+    {
+        *slot = Value::from(ids.wire(upstream, id, owner));
+    }
 }
 
 /// Whether any upstream announced task support.

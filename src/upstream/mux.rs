@@ -11,10 +11,13 @@
 //!
 //! Attribution: responses carry the gateway's id; progress notifications carry a progress token
 //! the gateway rewrote to a unique one per request (clients sharing the connection may pick the
-//! same token) and restores on the way back. A log message or a server→client request has no such
-//! link: it goes to the one request in flight, or, when several are in flight, it cannot be
-//! attributed (DESIGN.md §5.2) — notifications are dropped and requests answered with an error,
-//! both logged.
+//! same token) and restores on the way back. A message tied to a task (a task status
+//! notification, or any message whose `_meta` names a related task) goes only to a request in
+//! flight about that same task (`tasks/get`, `tasks/result`, ...), which only the task's creator
+//! can make: never to whoever else happens to be calling. Any other log message or
+//! server→client request has no link: it goes to the one request in flight, or, when several
+//! are in flight, it cannot be attributed (DESIGN.md §5.2) — notifications are dropped and
+//! requests answered with an error, both logged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +163,8 @@ struct Pending {
     attributable: bool,
     /// The client's progress token, replaced upstream by `mcpgate-{id}`.
     progress_token: Option<Value>,
+    /// For a request about a task (`tasks/*`), the upstream's id of the task.
+    task: Option<String>,
 }
 
 impl Core {
@@ -185,6 +190,10 @@ impl Core {
             .and_then(|p| p.get_mut("_meta"))
             .and_then(|m| m.get_mut("progressToken"))
             .map(|token| std::mem::replace(token, Value::from(gateway_token(id))));
+        let task = method
+            .starts_with("tasks/")
+            .then(|| params.as_ref()?.get("taskId")?.as_str().map(str::to_string))
+            .flatten();
         let (tx, rx) = mpsc::channel(CALL_CHANNEL);
         self.lock_pending().insert(
             id,
@@ -192,6 +201,7 @@ impl Core {
                 items: tx,
                 progress_token,
                 attributable: method != "subscriptions/listen",
+                task,
             },
         );
         let weak = Arc::downgrade(self);
@@ -393,7 +403,10 @@ pub(super) async fn dispatch(
                     .await;
                 return;
             }
-            let target = only_pending(core);
+            let target = match related_task(params.as_ref()) {
+                Some(task) => about_task(core, task),
+                None => only_pending(core),
+            };
             let responder: Arc<dyn Respond> = Arc::new(MuxResponder {
                 core: Arc::downgrade(core),
             });
@@ -439,8 +452,17 @@ pub(super) async fn dispatch(
                 .and_then(Value::as_str)
                 .and_then(|t| t.strip_prefix("mcpgate-"))
                 .and_then(|n| n.parse::<u64>().ok());
-            let target = match token {
-                Some(n) => {
+            let task = if crate::router::tasks::is_status_notification(&method) {
+                params
+                    .as_ref()
+                    .and_then(|p| p.get("taskId"))
+                    .and_then(Value::as_str)
+            } else {
+                related_task(params.as_ref())
+            };
+            let target = match (token, task) {
+                (_, Some(task)) => about_task(core, task),
+                (Some(n), None) => {
                     let pending = core.lock_pending();
                     pending.get(&n).map(|p| {
                         if let (Some(params), Some(original)) = (params.as_mut(), &p.progress_token)
@@ -450,7 +472,7 @@ pub(super) async fn dispatch(
                         p.items.clone()
                     })
                 }
-                None => only_pending(core),
+                (None, None) => only_pending(core),
             };
             match target {
                 Some(items) => {
@@ -472,6 +494,23 @@ pub(super) async fn dispatch(
             tracing::warn!(upstream = %id, error = %e, "ignoring a line that is not JSON-RPC")
         }
     }
+}
+
+/// The task a message's `_meta` names (`io.modelcontextprotocol/related-task`), if any.
+fn related_task(params: Option<&Value>) -> Option<&str> {
+    params?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/related-task")?
+        .get("taskId")?
+        .as_str()
+}
+
+/// The call channel of a request in flight about `task`, if any.
+fn about_task(core: &Core, task: &str) -> Option<mpsc::Sender<CallItem>> {
+    core.lock_pending()
+        .values()
+        .find(|p| p.task.as_deref() == Some(task))
+        .map(|p| p.items.clone())
 }
 
 /// The call channel of the only request in flight, if exactly one is.

@@ -1,6 +1,6 @@
 """A stdio MCP server for mcpgate's integration tests (standard library only).
 
-Usage: python3 mock_stdio.py legacy|modern
+Usage: python3 mock_stdio.py legacy|modern [tasks]
 Tools: echo (returns its message and the pid), crash (exits the process at once), grow (adds a
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
 notifications, then a result), ask (asks the client elicitation/create and returns the answer),
@@ -10,6 +10,9 @@ now, after every resources/subscribe and resources/unsubscribe), big (a text of 
 bigstream (a progress notification, then a text of `size` bytes), spew (writes 1 MiB of stderr in
 256 KiB lines that are not UTF-8, then answers), flood (writes a stdout line of 33 MiB, more than
 the gateway reads as one message, then answers). Resources: mock://r1, subscribable.
+With `tasks` (2025-11-25 tasks): mktask (creates task T<n>: a CreateTaskResult), leak (sends a
+notifications/tasks/status and an elicitation/create related to task `taskId`, then answers
+with what the elicitation got), and tasks/list, tasks/get.
 """
 
 import json
@@ -17,11 +20,16 @@ import os
 import sys
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
+TASKS = "tasks" in sys.argv[2:]
 tools = [{"name": n, "inputSchema": {"type": "object"}}
          for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch",
                    "spew", "flood", "subscribed", "big", "bigstream")]
 cancelled = []
 CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
+if TASKS:
+    CAPS["tasks"] = {"list": {}, "requests": {"tools": {"call": {}}}}
+    tools += [{"name": n, "inputSchema": {"type": "object"}} for n in ("mktask", "leak")]
+tasks = {}  # task id -> Task
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
 subscribed = set()
 next_own_id = 1000
@@ -72,6 +80,14 @@ for line in sys.stdin:
                          "serverInfo": {"name": "mock-stdio", "version": "1"}})
     elif method == "tools/list":
         result(rid, {"tools": tools})
+    elif method == "tasks/list" and TASKS:
+        result(rid, {"tasks": list(tasks.values())})
+    elif method == "tasks/get" and TASKS:
+        task = tasks.get(params.get("taskId"))
+        if task is None:
+            error(rid, -32602, "Unknown task")
+        else:
+            result(rid, task)
     elif method == "resources/list":
         result(rid, {"resources": [{"uri": "mock://r1", "name": "r1"}]})
     elif method == "resources/templates/list":
@@ -120,6 +136,21 @@ for line in sys.stdin:
             sys.stdout.write("x" * (33 * 1024 * 1024) + "\n")
             sys.stdout.flush()
             result(rid, {"content": [{"type": "text", "text": "flooded"}]})
+        elif name == "mktask":
+            task_id = f"T{len(tasks) + 1}"
+            tasks[task_id] = {"taskId": task_id, "status": "working", "ttl": 60000,
+                              "createdAt": "2026-11-22T00:00:00Z", "lastUpdatedAt": "2026-11-22T00:00:00Z"}
+            result(rid, {"task": tasks[task_id]})
+        elif name == "leak":
+            task_id = params.get("arguments", {}).get("taskId")
+            related = {"io.modelcontextprotocol/related-task": {"taskId": task_id}}
+            send({"jsonrpc": "2.0", "method": "notifications/tasks/status",
+                  "params": dict(tasks.get(task_id, {"taskId": task_id}), status="completed")})
+            next_own_id += 1
+            waiting[next_own_id] = rid
+            send({"jsonrpc": "2.0", "id": next_own_id, "method": "elicitation/create",
+                  "params": {"message": "About your task", "_meta": related,
+                             "requestedSchema": {"type": "object", "properties": {}}}})
         elif name in ("big", "bigstream"):
             size = int(params.get("arguments", {}).get("size", 1024))
             token = (params.get("_meta") or {}).get("progressToken")

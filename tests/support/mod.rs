@@ -66,9 +66,15 @@ pub async fn stdio_gateway(era: &str, prefixed: bool) -> Running {
 
 /// The command line of the stdio mock in `era`.
 pub fn stdio_mock(era: &str) -> String {
+    stdio_mock_with(era, &[])
+}
+
+/// The command line of the stdio mock in `era` with `options` (e.g. `tasks`).
+pub fn stdio_mock_with(era: &str, options: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mock_stdio.py");
+    let extra: String = options.iter().map(|o| format!(", \"{o}\"")).collect();
     format!(
-        "{{ command: python3, args: [\"{}\", \"{era}\"] }}",
+        "{{ command: python3, args: [\"{}\", \"{era}\"{extra}] }}",
         script.display()
     )
 }
