@@ -619,3 +619,38 @@ async fn a_merged_tasks_list_reads_a_bounded_number_of_pages() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn several_json_messages_in_one_answer_are_relayed_in_order() {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    for name in ["chatty", "chatty_garbage"] {
+        spec.tools
+            .push(json!({"name": name, "inputSchema": {"type": "object"}}));
+    }
+    let (addr, _mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\n"
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let call = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .modern("tools/call", json!({"name": name, "arguments": {}}))
+                .await
+        }
+    };
+    // A progress notification, then the response, one per line of an application/json body:
+    // the client gets both, in order, as a client talking to the server directly would.
+    let chatty = call("chatty").await;
+    assert_eq!(chatty.stream.len(), 2, "{:?}", chatty.stream);
+    assert_eq!(chatty.stream[0]["method"], "notifications/progress");
+    assert_eq!(chatty.stream[0]["params"]["total"], 2);
+    assert_eq!(chatty.result()["content"][0]["text"], "chatted");
+    // What cannot be parsed is still refused.
+    let garbage = call("chatty_garbage").await;
+    assert_eq!(garbage.error_code(), -32603, "{}", garbage.body);
+    assert_eq!(garbage.body["error"]["data"]["reason"], "protocol_error");
+    gw.shutdown().await;
+}

@@ -436,6 +436,25 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     )
                         .into_response();
                 }
+                // Listed only when a test adds them: `application/json` with a progress
+                // notification on its own line before the response, or before garbage.
+                name @ ("chatty" | "chatty_garbage") => {
+                    let token = params["_meta"]["progressToken"].clone();
+                    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": 1, "total": 2}});
+                    let last = if name == "chatty" {
+                        json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "chatted"}]}})
+                            .to_string()
+                    } else {
+                        "<html>oops</html>".to_string()
+                    };
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        format!("{progress}\n{last}\n"),
+                    )
+                        .into_response();
+                }
                 "http500" => {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
                         .into_response();

@@ -80,7 +80,7 @@ impl Endpoint {
         let answer = if is_sse {
             read_sse_answer(response, &id).await?
         } else {
-            read_json_answer(response, &id).await?
+            read_json_answer(response, &id).await?.answer
         };
         Ok(Posted {
             status,
@@ -223,11 +223,22 @@ impl Endpoint {
     }
 }
 
-/// Reads a JSON body; `Some` when it is the JSON-RPC response to `id` (or an id-less error).
+/// What a JSON body held: the messages before the response, and the response.
+pub(super) struct JsonAnswer {
+    /// Notifications and requests the upstream wrote before the response, in order.
+    pub(super) before: Vec<Message>,
+    /// The response to the request (or an id-less error); `None` when the body held none.
+    pub(super) answer: Option<Reply>,
+}
+
+/// Reads a JSON body: one JSON-RPC message, or several separated by whitespace (some servers
+/// answer `application/json` with a progress notification, then the response, one per line;
+/// a client talking to them directly copes, so the gateway does too). Anything that is not a
+/// sequence of JSON-RPC messages is a protocol error; after a failure status it is no answer.
 pub(super) async fn read_json_answer(
     mut response: reqwest::Response,
     id: &Value,
-) -> Result<Option<Reply>, UpstreamError> {
+) -> Result<JsonAnswer, UpstreamError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Closed {
         detail: crate::redact::error(&e).into(),
@@ -239,21 +250,56 @@ pub(super) async fn read_json_answer(
         }
         body.extend_from_slice(&chunk);
     }
+    let success = response.status().is_success();
+    let mut found = JsonAnswer {
+        before: Vec::new(),
+        answer: None,
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok(found);
     }
-    match Message::decode(&body) {
-        Ok(Message::Response { id: got, outcome }) if &got == id || got.is_null() => {
-            Ok(Some(outcome))
+    let messages = match decode_sequence(&body) {
+        Ok(messages) => messages,
+        Err(_) if !success => return Ok(found),
+        Err(detail) => {
+            return Err(UpstreamError::Protocol {
+                detail: detail.into(),
+            });
         }
-        Ok(_) | Err(_) if !response.status().is_success() => Ok(None),
-        Ok(other) => Err(UpstreamError::Protocol {
-            detail: format!("expected the response to request {id}, got {other:?}").into(),
-        }),
-        Err(e) => Err(UpstreamError::Protocol {
-            detail: e.to_string().into(),
-        }),
+    };
+    for message in messages {
+        match message {
+            Message::Response { id: got, outcome } if &got == id || got.is_null() => {
+                found.answer = Some(outcome);
+                return Ok(found);
+            }
+            Message::Response { id: got, .. } if success => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!("expected the response to request {id}, got one to {got}")
+                        .into(),
+                });
+            }
+            Message::Response { .. } => {}
+            other => found.before.push(other),
+        }
     }
+    Ok(found)
+}
+
+/// One JSON-RPC message, or a whitespace-separated sequence of them.
+fn decode_sequence(body: &[u8]) -> Result<Vec<Message>, String> {
+    if let Ok(one) = Message::decode(body) {
+        return Ok(vec![one]);
+    }
+    let mut messages = Vec::new();
+    let values =
+        serde_json::Deserializer::from_slice(body).into_iter::<&serde_json::value::RawValue>();
+    for value in values {
+        let value = value.map_err(|e| format!("not JSON-RPC: {e}"))?;
+        let message = Message::decode(value.get().as_bytes()).map_err(|e| e.to_string())?;
+        messages.push(message);
+    }
+    Ok(messages)
 }
 
 /// Reads an SSE stream until the response to `id` arrives. Other messages are skipped here; the

@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 use uuid::Uuid;
 
-use super::call::{CALL_CHANNEL, Call, CallItem, Respond};
+use super::call::{CALL_CHANNEL, Call, Respond};
 use super::credentials::Credentials;
 use super::mcp::{self, UpstreamInfo};
 use super::{CallContext, UpstreamError, UpstreamEvent};
@@ -33,8 +33,8 @@ use crate::protocol::{
     Era, HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, LATEST_MODERN,
     encode_header_value,
 };
-use endpoint::{Endpoint, Opened, Posted, read_json_answer};
-use stream::{HttpResponder, listen_get, relay_sse};
+use endpoint::{Endpoint, Opened};
+use stream::{HttpResponder, listen_get, relay_json, relay_sse};
 
 /// One legacy upstream session.
 #[derive(Debug)]
@@ -230,8 +230,8 @@ impl HttpUpstream {
         }
     }
 
-    /// Turns an opened POST into a [`Call`]: an SSE body is relayed item by item by a reader
-    /// task; a JSON body is the final item.
+    /// Turns an opened POST into a [`Call`] fed by a reader task: an SSE body item by item, a
+    /// JSON body (one message, or several) once read.
     fn stream(
         &self,
         opened: Opened,
@@ -239,38 +239,18 @@ impl HttpUpstream {
         deadline: tokio::time::Instant,
         legacy: bool,
     ) -> Call {
-        if !opened.is_sse {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let endpoint = Arc::clone(&self.endpoint);
-            let reader = tokio::spawn(async move {
-                let Opened {
-                    id,
-                    status,
-                    session_id,
-                    response,
-                    ..
-                } = opened;
-                let answer = read_json_answer(response, &id).await;
-                let outcome = answer.and_then(|answer| {
-                    Posted {
-                        status,
-                        session_id,
-                        answer,
-                    }
-                    .into_reply()
-                });
-                drop(endpoint);
-                let _ = tx.send(CallItem::Final(outcome)).await;
-            });
-            return Call::new(rx, deadline, Some(Box::new(move || reader.abort())));
-        }
         let (tx, rx) = tokio::sync::mpsc::channel(CALL_CHANNEL);
         let responder: Arc<dyn Respond> = Arc::new(HttpResponder {
             endpoint: Arc::clone(&self.endpoint),
             headers: headers.clone(),
         });
         let request_id = opened.id.clone();
-        let reader = tokio::spawn(relay_sse(opened, tx, responder, Arc::clone(&self.endpoint)));
+        let endpoint = Arc::clone(&self.endpoint);
+        let reader = if opened.is_sse {
+            tokio::spawn(relay_sse(opened, tx, responder, endpoint))
+        } else {
+            tokio::spawn(relay_json(opened, tx, responder, endpoint))
+        };
         let endpoint = Arc::clone(&self.endpoint);
         let on_cancel = move || {
             reader.abort();

@@ -56,16 +56,10 @@ pub(super) async fn relay_sse(
                 Ok(Message::Response { id: got, outcome }) if got == id => {
                     CallItem::Final(Ok(outcome))
                 }
-                Ok(Message::Response { .. }) => continue,
-                Ok(Message::Notification { method, params }) => {
-                    if announce(&responder_endpoint, &method, params.as_ref(), None) {
-                        continue;
-                    }
-                    CallItem::Notification(jsonrpc::notification(&method, params))
-                }
-                Ok(Message::Request { id, method, params }) => CallItem::Request(
-                    ServerRequest::new(id, method, params, Arc::clone(&responder)),
-                ),
+                Ok(message) => match item(message, &responder_endpoint, &responder) {
+                    Some(item) => item,
+                    None => continue,
+                },
                 Err(e) => CallItem::Final(Err(UpstreamError::Protocol {
                     detail: format!("bad SSE event: {e}").into(),
                 })),
@@ -81,6 +75,65 @@ pub(super) async fn relay_sse(
             detail: "SSE stream ended before the response".into(),
         })))
         .await;
+}
+
+/// Relays a JSON answer of request `opened.id` into a call's channel: the messages written
+/// before the response (see [`super::endpoint::read_json_answer`]) in order, then the outcome.
+pub(super) async fn relay_json(
+    opened: Opened,
+    tx: tokio::sync::mpsc::Sender<CallItem>,
+    responder: Arc<dyn Respond>,
+    endpoint: Arc<Endpoint>,
+) {
+    let Opened {
+        id,
+        status,
+        session_id,
+        response,
+        ..
+    } = opened;
+    let outcome = match super::endpoint::read_json_answer(response, &id).await {
+        Err(e) => Err(e),
+        Ok(found) => {
+            for message in found.before {
+                if let Some(item) = item(message, &endpoint, &responder)
+                    && tx.send(item).await.is_err()
+                {
+                    return;
+                }
+            }
+            super::endpoint::Posted {
+                status,
+                session_id,
+                answer: found.answer,
+            }
+            .into_reply()
+        }
+    };
+    let _ = tx.send(CallItem::Final(outcome)).await;
+}
+
+/// What a message other than the call's response is for the call: a notification (unless it
+/// is a list change or resource update, announced to the gateway instead), or a server
+/// request answered through `responder`; `None` for nothing to relay.
+fn item(message: Message, endpoint: &Endpoint, responder: &Arc<dyn Respond>) -> Option<CallItem> {
+    match message {
+        Message::Response { .. } => None,
+        Message::Notification { method, params } => {
+            if announce(endpoint, &method, params.as_ref(), None) {
+                return None;
+            }
+            Some(CallItem::Notification(jsonrpc::notification(
+                &method, params,
+            )))
+        }
+        Message::Request { id, method, params } => Some(CallItem::Request(ServerRequest::new(
+            id,
+            method,
+            params,
+            Arc::clone(responder),
+        ))),
+    }
 }
 
 /// Turns an upstream's list-change and resource-update notifications into events for the
