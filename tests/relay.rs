@@ -572,6 +572,61 @@ async fn a_legacy_session_records_only_subscriptions_that_went_through() {
 }
 
 #[tokio::test]
+async fn an_upstreams_list_change_reaches_listeners_at_once() {
+    for era in ["modern", "legacy"] {
+        let gw = stdio_gateway(era, true).await;
+        let client = Client::new(&gw);
+        let listen = Client::modern_body(
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+            json!({}),
+            None,
+        );
+        let mut stream = client
+            .open_stream(
+                &listen,
+                &Client::modern_headers("subscriptions/listen", None),
+            )
+            .await;
+        let ack = stream.next().await.unwrap();
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+        // The upstream announces the change, then stays busy two more seconds (it handles one
+        // request at a time, so the gateway cannot re-list it meanwhile): a client talking to
+        // it directly hears of the change at once, so must a client of the gateway.
+        let started = tokio::time::Instant::now();
+        let call = {
+            let client = Client::new(&gw);
+            tokio::spawn(async move {
+                client
+                    .modern(
+                        "tools/call",
+                        json!({"name": "pipe__grow_slowly", "arguments": {}}),
+                    )
+                    .await
+            })
+        };
+        let changed = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("a list change")
+            .unwrap();
+        assert_eq!(
+            changed["method"], "notifications/tools/list_changed",
+            "{era}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{era}: it took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            call.await.unwrap().result()["content"][0]["text"],
+            "grown slowly"
+        );
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn a_legacy_client_resumes_a_lost_response_stream() {
     let gw = stdio_gateway("legacy", false).await;
     let client = Client::new(&gw);

@@ -23,7 +23,7 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
     for upstream in catalogue.upstreams().all().to_vec() {
         let notify = Arc::new(Notify::new());
         wakers.insert(upstream.id().clone(), Arc::clone(&notify));
-        tasks.spawn(listen(Arc::clone(&upstream)));
+        tasks.spawn(listen(Arc::clone(&upstream), Arc::clone(&notify)));
         let catalogue = Arc::clone(&catalogue);
         let first_round = Arc::clone(&first_round);
         tasks.spawn(async move {
@@ -55,7 +55,7 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
         loop {
             match events.recv().await {
                 Ok(
-                    UpstreamEvent::ListChanged { upstream }
+                    UpstreamEvent::ListChanged { upstream, .. }
                     | UpstreamEvent::Reconnected { upstream },
                 ) => {
                     if let Some(n) = wakers.get(&upstream) {
@@ -75,9 +75,12 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
 
 /// Keeps a `subscriptions/listen` open on a modern upstream that announces list changes, so its
 /// changes reach the catalogue at once (a legacy upstream sends them unasked). Reopened with
-/// backoff when it ends; stops for an upstream that turns out legacy or announces no changes.
-async fn listen(upstream: Arc<crate::upstream::Upstream>) {
+/// backoff when it ends, and the upstream re-listed (`refresh`) each time it is reopened: the
+/// stream has no replay, so a change made while it was closed is heard of no other way. Stops
+/// for an upstream that turns out legacy or announces no changes.
+async fn listen(upstream: Arc<crate::upstream::Upstream>, refresh: Arc<Notify>) {
     let mut backoff = std::time::Duration::from_secs(1);
+    let mut reopened = false;
     loop {
         match upstream.info().await {
             Ok(info) if info.era != crate::protocol::Era::Modern => return,
@@ -85,6 +88,10 @@ async fn listen(upstream: Arc<crate::upstream::Upstream>) {
             Ok(_) => match upstream.listen().await {
                 Ok(mut call) => {
                     tracing::debug!(upstream = %upstream.id(), "listening for upstream list changes");
+                    if reopened {
+                        refresh.notify_one();
+                    }
+                    reopened = true;
                     backoff = std::time::Duration::from_secs(1);
                     while call.next().await.is_some() {}
                 }

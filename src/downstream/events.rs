@@ -234,6 +234,17 @@ async fn pump(
                 None => return,
             },
             event = upstream_events.recv() => match event {
+                // Passed on at once, as the client would hear it from the upstream directly;
+                // the refreshed merged list announces itself again once it is in.
+                Ok(UpstreamEvent::ListChanged { upstream, method }) => {
+                    let kind = ListKind::ALL.into_iter().find(|k| k.list_changed() == method);
+                    match kind {
+                        Some(kind) if policy.sees(&catalogue, &upstream) => {
+                            list_changed(listener, &[kind])
+                        }
+                        _ => continue,
+                    }
+                }
                 Ok(UpstreamEvent::ResourceUpdated { upstream, uri, downstream }) => {
                     let wire = catalogue.snapshot().wire_uri(&upstream, &uri);
                     if !listener.wants_resource(&wire, downstream) {
@@ -272,6 +283,12 @@ impl PolicyWatch {
             access,
             principal,
         }
+    }
+
+    /// Whether the principal sees anything of `upstream` in the current catalogue.
+    fn sees(&self, catalogue: &Catalogue, upstream: &crate::config::UpstreamId) -> bool {
+        let snapshot = catalogue.snapshot();
+        super::identity::View::new(&snapshot, &self.grant).sees(upstream)
     }
 
     /// Waits for a new policy set; the lists whose visible entries it changed for this

@@ -53,6 +53,15 @@ impl<'a> View<'a> {
         Self { snapshot, visible }
     }
 
+    /// Whether the caller sees anything of `upstream`.
+    pub fn sees(&self, upstream: &UpstreamId) -> bool {
+        self.snapshot
+            .upstreams
+            .iter()
+            .zip(&self.visible)
+            .any(|((id, _), v)| *v && id == upstream)
+    }
+
     /// The listings of the upstreams the caller sees.
     fn listings(&self) -> impl Iterator<Item = &'a (UpstreamId, Arc<UpstreamListing>)> + '_ {
         self.snapshot

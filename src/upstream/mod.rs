@@ -145,6 +145,8 @@ pub enum UpstreamEvent {
     ListChanged {
         /// Which upstream.
         upstream: UpstreamId,
+        /// The notification's method (which list changed).
+        method: String,
     },
     /// The upstream announced `notifications/resources/updated` for one of its resources.
     ResourceUpdated {

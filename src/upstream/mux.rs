@@ -429,6 +429,7 @@ pub(super) async fn dispatch(
             if method.ends_with("/list_changed") {
                 let _ = events.send(UpstreamEvent::ListChanged {
                     upstream: id.clone(),
+                    method,
                 });
                 return;
             }

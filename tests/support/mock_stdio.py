@@ -7,7 +7,9 @@ notifications, then a result), ask (asks the client elicitation/create and retur
 slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
 touch (sends notifications/resources/updated for mock://r1), subscribed (the URIs subscribed to
 now, after every resources/subscribe and resources/unsubscribe), big (a text of `size` bytes),
-bigstream (a progress notification, then a text of `size` bytes), spew (writes 1 MiB of stderr in
+bigstream (a progress notification, then a text of `size` bytes), grow_slowly (adds a tool
+named `grown_slowly`, sends notifications/tools/list_changed, then keeps the process busy for two
+seconds before it answers: this server handles one request at a time), spew (writes 1 MiB of stderr in
 256 KiB lines that are not UTF-8, then answers), flood (writes a stdout line of 33 MiB, more than
 the gateway reads as one message, then answers). Resources: mock://r1, subscribable.
 With `tasks` (2025-11-25 tasks): mktask (creates task T<n>: a CreateTaskResult), leak (sends a
@@ -18,12 +20,13 @@ with what the elicitation got), and tasks/list, tasks/get.
 import json
 import os
 import sys
+import time
 
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 TASKS = "tasks" in sys.argv[2:]
 tools = [{"name": n, "inputSchema": {"type": "object"}}
          for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch",
-                   "spew", "flood", "subscribed", "big", "bigstream")]
+                   "spew", "flood", "subscribed", "big", "bigstream", "grow_slowly")]
 cancelled = []
 CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
 if TASKS:
@@ -162,6 +165,12 @@ for line in sys.stdin:
             result(rid, {"content": [{"type": "text", "text": json.dumps(sorted(subscribed))}]})
         elif name == "cancellations":
             result(rid, {"content": [{"type": "text", "text": json.dumps(cancelled)}]})
+        elif name == "grow_slowly":
+            if not any(t["name"] == "grown_slowly" for t in tools):
+                tools.append({"name": "grown_slowly", "inputSchema": {"type": "object"}})
+            send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            time.sleep(2)
+            result(rid, {"content": [{"type": "text", "text": "grown slowly"}]})
         elif name == "grow":
             if not any(t["name"] == "grown" for t in tools):
                 tools.append({"name": "grown", "inputSchema": {"type": "object"}})

@@ -148,6 +148,7 @@ fn announce(
     let event = if method.ends_with("/list_changed") {
         UpstreamEvent::ListChanged {
             upstream: endpoint.id.clone(),
+            method: method.to_string(),
         }
     } else if method == "notifications/resources/updated" {
         match params.and_then(|p| p.get("uri")).and_then(Value::as_str) {
