@@ -204,6 +204,51 @@ async fn a_modern_client_gets_input_required_for_a_legacy_upstreams_request() {
 }
 
 #[tokio::test]
+async fn a_legacy_upstreams_concurrent_requests_are_asked_in_one_round() {
+    let gw = stdio_gateway("legacy", false).await;
+    let client = Client::new(&gw);
+    let both = json!({"elicitation": {}, "roots": {}});
+    let first = client
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask_two", "arguments": {}}),
+            both.clone(),
+        )
+        .await;
+    let result = first.result();
+    assert_eq!(result["resultType"], "input_required");
+    let asked = result["inputRequests"].as_object().unwrap();
+    let methods: Vec<&str> = asked
+        .values()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["elicitation/create", "roots/list"], "{result}");
+    let state = result["requestState"].clone();
+    let retry = client
+        .modern_caps(
+            "tools/call",
+            json!({"name": "ask_two", "arguments": {}, "requestState": state, "inputResponses": {
+                "upstream_request": {"action": "accept", "content": {"name": "Ada"}},
+                "upstream_request_2": {"roots": [{"uri": "file:///work", "name": "work"}]}}}),
+            both,
+        )
+        .await;
+    let texts: Vec<&str> = retry.result()["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 2, "{}", retry.body);
+    assert!(
+        texts[0].contains("Ada") && texts[1].contains("file:///work"),
+        "{texts:?}"
+    );
+    assert_eq!(retry.result()["resultType"], "complete");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn mrtr_with_a_modern_upstream_in_both_eras() {
     let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
     let gw = gateway(&format!("listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}\n")).await;

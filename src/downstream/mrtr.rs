@@ -3,9 +3,10 @@
 //!
 //! A legacy upstream asks the client mid-call (`elicitation/create`, `sampling/createMessage`,
 //! `roots/list`); a modern client can only be asked by an `InputRequiredResult`. The gateway
-//! parks the live upstream call, answers the client with the upstream's request under
-//! `inputRequests`, and a `requestState` that is sealed (AEAD), bound to the principal, to the
-//! method and target of the original request, and expires. The client's retry carries
+//! parks the live upstream call, answers the client with the upstream's requests under
+//! `inputRequests` (those it makes concurrently together, in one round: `upstream_request`,
+//! `upstream_request_2`, ...), and a `requestState` that is sealed (AEAD), bound to the
+//! principal, to the method and target of the original request, and expires. The client's retry carries
 //! `inputResponses` and that state: the gateway opens it, hands the answer to the waiting
 //! upstream and continues relaying the same call. Any other `requestState` (a modern upstream's
 //! own) passes through untouched.
@@ -34,8 +35,17 @@ const PURPOSE: &[u8] = b"mcpgate/request-state/v1";
 /// Most calls parked at once on this replica (each holds a live upstream request); beyond it
 /// the least recently used is cancelled.
 pub const MAX_PARKED: u64 = 10_000;
-/// The `inputRequests` key of the bridged request.
+/// The `inputRequests` key of the first bridged request.
 const INPUT_KEY: &str = "upstream_request";
+
+/// The `inputRequests` key of the `i`-th (from 0) request asked together.
+fn input_key(i: usize) -> String {
+    if i == 0 {
+        INPUT_KEY.to_string()
+    } else {
+        format!("{INPUT_KEY}_{}", i + 1)
+    }
+}
 
 /// What a sealed `requestState` carries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,7 +65,8 @@ struct RequestState {
 /// A call waiting for the client's input.
 struct Parked {
     call: RoutedCall,
-    request: ServerRequest,
+    /// The upstream's requests, by their `inputRequests` key.
+    requests: Vec<(String, ServerRequest)>,
 }
 
 type Slot = Arc<Mutex<Option<Parked>>>;
@@ -95,10 +106,28 @@ impl Continuations {
         matches!(method, "tools/call" | "prompts/get" | "resources/read")
     }
 
-    /// Parks `call` while the client answers `request`; returns the `InputRequiredResult`.
-    pub fn park(&self, call: RoutedCall, request: ServerRequest, binding: &Binding<'_>) -> Value {
+    /// Parks `call` while the client answers `requests` (the upstream's, asked together);
+    /// returns the `InputRequiredResult`. The first request's key is `upstream_request`, the
+    /// next ones' `upstream_request_2`, `upstream_request_3`, ...
+    pub fn park(
+        &self,
+        call: RoutedCall,
+        requests: Vec<ServerRequest>,
+        binding: &Binding<'_>,
+    ) -> Value {
         let cid = Uuid::new_v4();
-        let input = json!({ "method": request.method, "params": request.params.clone().unwrap_or_else(|| json!({})) });
+        let keyed: Vec<(String, ServerRequest)> = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (input_key(i), r))
+            .collect();
+        let inputs: serde_json::Map<String, Value> = keyed
+            .iter()
+            .map(|(key, r)| {
+                let params = r.params.clone().unwrap_or_else(|| json!({}));
+                (key.clone(), json!({ "method": r.method, "params": params }))
+            })
+            .collect();
         let state = RequestState {
             cid,
             pd: binding.principal.to_string(),
@@ -107,11 +136,14 @@ impl Continuations {
             t: binding.target.to_string(),
         };
         let token = format!("{STATE_PREFIX}{}", self.sealer.seal(PURPOSE, &state));
-        self.parked
-            .insert(cid, Arc::new(Mutex::new(Some(Parked { call, request }))));
+        let parked = Parked {
+            call,
+            requests: keyed,
+        };
+        self.parked.insert(cid, Arc::new(Mutex::new(Some(parked))));
         json!({
             "resultType": "input_required",
-            "inputRequests": { INPUT_KEY: input },
+            "inputRequests": inputs,
             "requestState": token,
         })
     }
@@ -156,20 +188,23 @@ impl Continuations {
             .ok_or_else(|| {
                 invalid("the request is no longer waiting; send it again without requestState")
             })?;
-        let Parked { call, request } = parked;
-        match params.get("inputResponses").and_then(|r| r.get(INPUT_KEY)) {
-            Some(answer) => {
-                if let Err(e) = request.respond(Ok(answer.clone())).await {
-                    tracing::warn!(error = %e, "could not deliver the client's input upstream");
+        let Parked { call, requests } = parked;
+        let responses = params.get("inputResponses");
+        for (key, request) in requests {
+            match responses.and_then(|r| r.get(&key)) {
+                Some(answer) => {
+                    if let Err(e) = request.respond(Ok(answer.clone())).await {
+                        tracing::warn!(error = %e, "could not deliver the client's input upstream");
+                    }
                 }
-            }
-            None => {
-                request
-                    .reject(
-                        code::INVALID_PARAMS,
-                        "the client sent no answer for this request",
-                    )
-                    .await;
+                None => {
+                    request
+                        .reject(
+                            code::INVALID_PARAMS,
+                            "the client sent no answer for this request",
+                        )
+                        .await;
+                }
             }
         }
         Ok(Some(call))

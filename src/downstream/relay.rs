@@ -37,6 +37,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const ASK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most `input_required` rounds bridged for one legacy request.
 const MAX_INPUT_ROUNDS: usize = 8;
+/// How long after one request of a legacy upstream the next is awaited, to ask a modern client
+/// for requests the upstream makes concurrently in one `InputRequiredResult`.
+const GATHER_WINDOW: Duration = Duration::from_millis(25);
+/// Most requests of a legacy upstream asked in one `InputRequiredResult`.
+const MAX_GATHERED: usize = 8;
 
 /// What the client's era needs from the relay.
 pub enum Peer {
@@ -124,7 +129,7 @@ pub async fn respond(id: Value, routed: Routed, peer: Peer) -> Response {
         }
         Action::Park(request) => match &peer {
             Peer::Modern(m) => {
-                let result = park(call, request, m);
+                let result = park(call, request, m).await;
                 wire::json(StatusCode::OK, &jsonrpc::result_response(id, result))
             }
             Peer::Legacy(_) => final_json(&id, Err(closed(&call)), &peer),
@@ -173,13 +178,49 @@ fn final_message(id: &Value, reply: Reply, peer: &Peer) -> Value {
     }
 }
 
-fn park(call: RoutedCall, request: ServerRequest, m: &ModernPeer) -> Value {
+/// A legacy upstream's request a modern client can be asked through MRTR; one it cannot is
+/// refused here (`None`).
+async fn admissible(request: ServerRequest, m: &ModernPeer) -> Option<ServerRequest> {
+    let why = if Continuations::supports(&m.method) {
+        client_can_answer(&request.method, request.params.as_ref(), &m.capabilities).err()
+    } else {
+        Some("this request cannot ask the client for input".to_string())
+    };
+    match why {
+        None => Some(request),
+        Some(why) => {
+            request.reject(code::METHOD_NOT_FOUND, &why).await;
+            None
+        }
+    }
+}
+
+/// Parks the call for MRTR with `first` and every other request the upstream sends with it (it
+/// asks concurrently: they arrive back to back, within [`GATHER_WINDOW`] of each other, at most
+/// [`MAX_GATHERED`]); returns the `InputRequiredResult` asking them all at once. A step that is
+/// not a request ends the gathering and is kept for when the call resumes.
+async fn park(mut call: RoutedCall, first: ServerRequest, m: &ModernPeer) -> Value {
+    let mut requests = vec![first];
+    while requests.len() < MAX_GATHERED {
+        match tokio::time::timeout(GATHER_WINDOW, call.next()).await {
+            Ok(Some(Step::Request(request))) => {
+                if let Some(request) = admissible(request, m).await {
+                    requests.push(request);
+                }
+            }
+            Ok(Some(other)) => {
+                call.push_back(other);
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
     let binding = Binding {
         principal: &m.principal,
         method: &m.method,
         target: &m.target,
     };
-    m.continuations.park(call, request, &binding)
+    m.continuations.park(call, requests, &binding)
 }
 
 /// Starts an SSE response and relays the call onto it from a task. A legacy stream is logged
@@ -283,7 +324,7 @@ async fn relay(
             }
             Action::Park(request) => {
                 if let Peer::Modern(m) = &peer {
-                    let result = park(call, request, m);
+                    let result = park(call, request, m).await;
                     tx.send(&jsonrpc::result_response(id, result)).await;
                 }
                 return;
@@ -337,24 +378,10 @@ async fn decide(id: &Value, step: Step, peer: &Peer) -> Action {
                 Some(message) => Action::Send(message),
                 None => Action::Skip,
             },
-            Peer::Modern(m) => {
-                if !Continuations::supports(&m.method) {
-                    request
-                        .reject(
-                            code::METHOD_NOT_FOUND,
-                            "this request cannot ask the client for input",
-                        )
-                        .await;
-                    return Action::Skip;
-                }
-                if let Err(why) =
-                    client_can_answer(&request.method, request.params.as_ref(), &m.capabilities)
-                {
-                    request.reject(code::METHOD_NOT_FOUND, &why).await;
-                    return Action::Skip;
-                }
-                Action::Park(request)
-            }
+            Peer::Modern(m) => match admissible(request, m).await {
+                Some(request) => Action::Park(request),
+                None => Action::Skip,
+            },
         },
         Step::Done(Ok(Ok(result)))
             if is_input_required(&result) && matches!(peer, Peer::Legacy(_)) =>

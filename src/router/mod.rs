@@ -285,6 +285,7 @@ impl Router {
                 decision: None,
                 task_ids: Arc::clone(&self.task_ids),
                 owner,
+                pushed_back: None,
             }))),
             Err(source) => {
                 self.metrics
@@ -335,6 +336,8 @@ pub struct RoutedCall {
     task_ids: Arc<task_ids::TaskIds>,
     /// The caller's principal digest (empty for the gateway's own calls).
     owner: String,
+    /// A step taken and given back ([`RoutedCall::push_back`]), yielded next.
+    pushed_back: Option<Step>,
 }
 
 /// The principal digest task ids are bound to: the caller's, or empty for the gateway.
@@ -374,8 +377,17 @@ impl RoutedCall {
         self.decision.as_ref()
     }
 
+    /// Gives a step back: the next [`RoutedCall::next`] yields it again (one at most).
+    pub fn push_back(&mut self, step: Step) {
+        debug_assert!(self.pushed_back.is_none());
+        self.pushed_back = Some(step);
+    }
+
     /// The next step; `None` after [`Step::Done`].
     pub async fn next(&mut self) -> Option<Step> {
+        if let Some(step) = self.pushed_back.take() {
+            return Some(step);
+        }
         Some(match self.call.next().await? {
             CallItem::Notification(mut n) => {
                 let status = n["method"]

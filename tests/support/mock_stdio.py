@@ -4,7 +4,8 @@ Usage: python3 mock_stdio.py legacy|modern [tasks]
 Tools: echo (returns its message and the pid), crash (exits the process at once), grow (adds a
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
 notifications, then a result), ask (asks the client elicitation/create and returns the answer),
-slow (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
+ask_two (asks elicitation/create and roots/list at once, answers with both answers), slow
+(answers only when cancelled: never), cancellations (the request ids it saw cancelled),
 touch (sends notifications/resources/updated for mock://r1), subscribed (the URIs subscribed to
 now, after every resources/subscribe and resources/unsubscribe), big (a text of `size` bytes),
 bigstream (a progress notification, then a text of `size` bytes), grow_slowly (adds a tool
@@ -25,7 +26,7 @@ import time
 ERA = sys.argv[1] if len(sys.argv) > 1 else "legacy"
 TASKS = "tasks" in sys.argv[2:]
 tools = [{"name": n, "inputSchema": {"type": "object"}}
-         for n in ("echo", "crash", "grow", "progress", "ask", "slow", "cancellations", "touch",
+         for n in ("echo", "crash", "grow", "progress", "ask", "ask_two", "slow", "cancellations", "touch",
                    "spew", "flood", "subscribed", "big", "bigstream", "grow_slowly")]
 cancelled = []
 CAPS = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
@@ -34,6 +35,7 @@ if TASKS:
     tools += [{"name": n, "inputSchema": {"type": "object"}} for n in ("mktask", "leak")]
 tasks = {}  # task id -> Task
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
+gathering = {}  # id of a tools/call asking several at once -> {our request id: answer or None}
 subscribed = set()
 next_own_id = 1000
 
@@ -61,6 +63,13 @@ for line in sys.stdin:
     if method is None and rid in waiting:
         call_id = waiting.pop(rid)
         answer = msg.get("result") or {"error": msg.get("error")}
+        if call_id in gathering:
+            gathering[call_id][rid] = answer
+            if all(a is not None for a in gathering[call_id].values()):
+                answers = gathering.pop(call_id)
+                result(call_id, {"content": [{"type": "text", "text": json.dumps(answers[i])}
+                                             for i in sorted(answers)]})
+            continue
         result(call_id, {"content": [{"type": "text", "text": json.dumps(answer)}]})
         continue
     if method == "notifications/cancelled":
@@ -124,6 +133,15 @@ for line in sys.stdin:
             send({"jsonrpc": "2.0", "id": next_own_id, "method": "elicitation/create",
                   "params": {"message": "Your name?", "requestedSchema": {"type": "object",
                              "properties": {"name": {"type": "string"}}}}})
+        elif name == "ask_two":
+            gathering[rid] = {}
+            for request in ({"method": "elicitation/create", "params": {"message": "Your name?",
+                             "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}},
+                            {"method": "roots/list", "params": {}}):
+                next_own_id += 1
+                waiting[next_own_id] = rid
+                gathering[rid][next_own_id] = None
+                send(dict({"jsonrpc": "2.0", "id": next_own_id}, **request))
         elif name == "touch":
             send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "mock://r1"}})
             result(rid, {"content": [{"type": "text", "text": "touched"}]})
