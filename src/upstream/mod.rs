@@ -126,6 +126,16 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// The era of the client the call is made for: legacy for a legacy session (which has a
+    /// downstream session), modern for a modern client and for the gateway's own calls.
+    pub fn client_era(&self) -> crate::protocol::Era {
+        if self.downstream_session.is_some() {
+            crate::protocol::Era::Legacy
+        } else {
+            crate::protocol::Era::Modern
+        }
+    }
+
     /// The gateway's own shared context (catalogue plane).
     pub fn shared() -> Self {
         Self {
@@ -177,7 +187,7 @@ pub struct Upstream {
 enum Link {
     Http(Box<http::HttpUpstream>),
     /// stdio, or the 2024-11-05 HTTP+SSE transport: one multiplexed connection.
-    Mux(mux::MuxUpstream),
+    Mux(Box<mux::MuxUpstream>),
 }
 
 impl Upstream {
@@ -221,11 +231,11 @@ impl Upstream {
                     headers: header_map(headers),
                     client: http_client,
                 };
-                Link::Mux(mux::MuxUpstream::spawn(
+                Link::Mux(Box::new(mux::MuxUpstream::spawn(
                     cfg.clone(),
                     Arc::new(connector),
                     events,
-                ))
+                )))
             }
             UpstreamTransport::Stdio {
                 command,
@@ -240,11 +250,11 @@ impl Upstream {
                     env: env.clone(),
                     cwd: cwd.clone(),
                 };
-                Link::Mux(mux::MuxUpstream::spawn(
+                Link::Mux(Box::new(mux::MuxUpstream::spawn(
                     cfg.clone(),
                     Arc::new(connector),
                     events,
-                ))
+                )))
             }
         };
         Self {

@@ -4,6 +4,13 @@
 //! `server/discover`, fall back to `initialize`), served, and replaced with exponential backoff
 //! when it ends (DESIGN.md §5.2).
 //!
+//! A dual-era server selects its era per connection (an `initialize` makes a stdio process
+//! legacy; 2026-07-28 `basic/versioning`): when the connection is modern, the legacy clients get
+//! a companion connection of their own, opened with `initialize` on their first call, so that
+//! what they do with the server directly (sampling, elicitation, roots from a tool,
+//! subscriptions) works through the gateway too. A server that refuses `initialize` is
+//! modern-only: its legacy clients are bridged over the modern connection.
+//!
 //! Every request gets a fresh gateway id so concurrent callers never collide. When a connection
 //! ends, every pending request fails at once with [`UpstreamError::Closed`], and requests fail
 //! fast with [`UpstreamError::Unavailable`] until the next generation is ready. Dropping the
@@ -47,13 +54,28 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 enum State {
     Starting,
     Ready(Arc<Conn>),
-    Down { detail: crate::redact::Detail },
+    Down {
+        detail: crate::redact::Detail,
+        /// The server answered the handshake with a refusal (not: could not be reached).
+        refused: bool,
+    },
 }
 
 /// A supervised, multiplexed upstream connection.
 pub(super) struct MuxUpstream {
     state: watch::Receiver<State>,
     supervisor: tokio::task::JoinHandle<()>,
+    /// What it takes to open the legacy companion of a modern connection.
+    opener: Opener,
+    /// The legacy companion: `Some` once opened, `None` for a modern-only server.
+    companion: tokio::sync::OnceCell<Option<Box<MuxUpstream>>>,
+}
+
+/// The configuration a connection was opened with, kept to open its companion.
+struct Opener {
+    cfg: UpstreamConfig,
+    connector: Arc<dyn Connector>,
+    events: broadcast::Sender<UpstreamEvent>,
 }
 
 impl Drop for MuxUpstream {
@@ -91,10 +113,21 @@ impl MuxUpstream {
         events: broadcast::Sender<UpstreamEvent>,
     ) -> Self {
         let (tx, rx) = watch::channel(State::Starting);
-        let supervisor = tokio::spawn(supervise(cfg, connector, tx, events));
+        let supervisor = tokio::spawn(supervise(
+            cfg.clone(),
+            Arc::clone(&connector),
+            tx,
+            events.clone(),
+        ));
         Self {
             state: rx,
             supervisor,
+            opener: Opener {
+                cfg,
+                connector,
+                events,
+            },
+            companion: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -106,8 +139,47 @@ impl MuxUpstream {
         deadline: tokio::time::Instant,
     ) -> Result<Call, UpstreamError> {
         let conn = self.ready().await?;
+        if conn.info().era == Era::Modern
+            && ctx.client_era() == Era::Legacy
+            && let Some(companion) = self.companion().await
+        {
+            return Box::pin(companion.call(ctx, method, params, deadline)).await;
+        }
         let params = mcp::shape_params(conn.info().era, params, ctx);
         conn.core.call(method, params, deadline).await
+    }
+
+    /// The legacy companion of this (modern) connection, opened with `initialize` on first use;
+    /// `None` when the server refuses `initialize` (modern-only), which is remembered.
+    async fn companion(&self) -> Option<&MuxUpstream> {
+        self.companion
+            .get_or_init(|| async {
+                let cfg = UpstreamConfig {
+                    era: EraPreference::Legacy,
+                    ..self.opener.cfg.clone()
+                };
+                let companion = MuxUpstream::spawn(
+                    cfg,
+                    Arc::clone(&self.opener.connector),
+                    self.opener.events.clone(),
+                );
+                let mut state = companion.state.clone();
+                let refused = state
+                    .wait_for(|s| !matches!(s, State::Starting))
+                    .await
+                    .map(|s| matches!(*s, State::Down { refused: true, .. }))
+                    .unwrap_or(true);
+                if refused {
+                    tracing::info!(upstream = %self.opener.cfg.id,
+                        "the modern upstream refuses initialize; bridging its legacy clients");
+                    return None;
+                }
+                tracing::info!(upstream = %self.opener.cfg.id,
+                    "the upstream speaks both eras: its legacy clients get a legacy connection");
+                Some(Box::new(companion))
+            })
+            .await
+            .as_deref()
     }
 
     pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
@@ -120,7 +192,7 @@ impl MuxUpstream {
         loop {
             match &*rx.borrow_and_update() {
                 State::Ready(conn) => return Ok(Arc::clone(conn)),
-                State::Down { detail } => {
+                State::Down { detail, .. } => {
                     return Err(UpstreamError::Unavailable {
                         detail: detail.clone(),
                     });
@@ -307,12 +379,13 @@ async fn supervise(
         // themselves so their (possibly changed) catalogue is fetched at once.
         let announce = (generation > 0).then_some(&events);
         let outcome = run_generation(&cfg, connector.as_ref(), &state, announce, &events).await;
+        let refused = matches!(outcome, Err(UpstreamError::Handshake { .. }));
         let detail = crate::redact::Detail::from(match outcome {
             Ok(exit) => exit,
             Err(e) => e.to_string(),
         });
         tracing::warn!(upstream = %cfg.id, detail = %detail, retry_in = ?backoff, "upstream connection is down");
-        state.send_replace(State::Down { detail });
+        state.send_replace(State::Down { detail, refused });
         if started.elapsed() >= STABLE_AFTER {
             backoff = MIN_BACKOFF;
         }

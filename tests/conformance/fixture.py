@@ -7,6 +7,10 @@ either era, so the suite exercises the gateway's relay of each feature:
     python3 fixture.py legacy   # initialize handshake, real server->client requests (2025-11-25)
     python3 fixture.py modern   # per-request _meta, MRTR InputRequiredResults (2026-07-28),
                                 # and the tasks extension (tasks_ext.py)
+    python3 fixture.py dual     # both, as servers on the current official SDKs: the process
+                                # answers server/discover and initialize, and the first of them
+                                # it gets selects its era (2026-07-28 basic/versioning: an
+                                # initialize selects legacy semantics for the stdio process)
 
 Standard library only. Requests are handled concurrently: a tool waiting for the client's answer
 to its sampling or elicitation request does not block the others.
@@ -381,13 +385,22 @@ CAPABILITIES = {"tools": {"listChanged": True}, "prompts": {"listChanged": True}
                 "resources": {"subscribe": True, "listChanged": True}, "logging": {}, "completions": {}}
 
 
+def select_era(era):
+    """A dual-era process takes the era of the first handshake it gets."""
+    global ERA
+    if ERA == "dual":
+        ERA = era
+
+
 async def handle(method, params):
     if method == "initialize":
+        select_era("legacy")
         if ERA == "modern":
             raise RpcError(-32601, "Method not found: this server speaks 2026-07-28 only")
         return {"protocolVersion": params.get("protocolVersion", "2025-11-25"), "capabilities": CAPABILITIES,
                 "serverInfo": {"name": "mcpgate-conformance-fixture", "version": "1.0.0"}}
     if method == "server/discover":
+        select_era("modern")
         if ERA != "modern":
             raise RpcError(-32601, "Method not found")
         caps = {k: v for k, v in CAPABILITIES.items() if k != "logging"}

@@ -78,6 +78,9 @@ pub(super) struct HttpUpstream {
     listeners: Arc<Listeners>,
     era_pref: EraPreference,
     era: OnceCell<(Era, Option<UpstreamInfo>)>,
+    /// For a modern upstream: whether it also serves legacy sessions (answers `initialize`, as
+    /// dual-era servers do), learnt from the first legacy client's session.
+    serves_legacy: std::sync::OnceLock<bool>,
     sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
     /// Runs the session cache's housekeeping, so idle sessions end (DELETE upstream, listener
     /// stopped) even when no request comes.
@@ -165,6 +168,7 @@ impl HttpUpstream {
             listeners,
             era_pref,
             era: OnceCell::new(),
+            serves_legacy: std::sync::OnceLock::new(),
             sessions,
             housekeeping,
         }
@@ -188,45 +192,74 @@ impl HttpUpstream {
     ) -> Result<Call, UpstreamError> {
         let (era, _) = self.era().await?;
         let caller = self.caller_authorization(ctx).await?;
-        match era {
-            Era::Modern => {
-                let params = mcp::shape_params(Era::Modern, params, ctx);
-                let name = params.as_ref().and_then(mirrored_name(method));
-                let mut headers = modern_headers(method, name.as_deref());
-                add_param_headers(&mut headers, param_headers);
-                headers.extend(caller);
-                let opened = self.endpoint.open(method, params, &headers).await?;
-                Ok(self.stream(opened, headers, deadline, false))
-            }
-            Era::Legacy => {
-                let params = mcp::shape_params(Era::Legacy, params, ctx);
-                let key = ctx.downstream_session;
-                let caller_token = ctx.principal.as_ref().and_then(|p| p.token.clone());
-                let mut retried = false;
-                loop {
-                    let session = self
-                        .session(key, &ctx.client_capabilities, caller.clone())
-                        .await?;
-                    // A subscription needs the session's notifications; so does a session
-                    // re-initialised while it had a listener (the old one saw the 404).
-                    if method == "resources/subscribe"
-                        || (retried && self.listeners.lock().contains_key(&key))
-                    {
-                        self.ensure_listening(key, &session, caller_token.clone());
-                    }
-                    let mut headers = legacy_headers(&session);
-                    headers.extend(caller.clone());
-                    let opened = self.endpoint.open(method, params.clone(), &headers).await?;
-                    if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
-                        tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
-                        // Replacing (not invalidating) the entry skips the DELETE: it is gone.
-                        self.sessions.insert(key, Arc::new(OnceCell::new())).await;
-                        retried = true;
-                        continue;
-                    }
-                    return Ok(self.stream(opened, headers, deadline, true));
+        // A legacy client's session gets a legacy upstream session from a dual-era upstream
+        // too: server→client requests and subscriptions work as they do talking to it directly.
+        let speak_legacy = *era == Era::Legacy
+            || (ctx.client_era() == Era::Legacy && self.serves_legacy.get() != Some(&false));
+        if speak_legacy {
+            match self
+                .call_legacy(ctx, method, params.clone(), &caller, deadline)
+                .await
+            {
+                Err(e) if *era == Era::Modern && refuses_initialize(&e) => {
+                    tracing::info!(upstream = %self.id, error = %e,
+                        "the modern upstream does not serve legacy sessions; bridging its legacy clients");
+                    let _ = self.serves_legacy.set(false);
                 }
+                Ok(call) => {
+                    if *era == Era::Modern {
+                        let _ = self.serves_legacy.set(true);
+                    }
+                    return Ok(call);
+                }
+                Err(e) => return Err(e),
             }
+        }
+        let params = mcp::shape_params(Era::Modern, params, ctx);
+        let name = params.as_ref().and_then(mirrored_name(method));
+        let mut headers = modern_headers(method, name.as_deref());
+        add_param_headers(&mut headers, param_headers);
+        headers.extend(caller);
+        let opened = self.endpoint.open(method, params, &headers).await?;
+        Ok(self.stream(opened, headers, deadline, false))
+    }
+
+    /// Starts one request in the legacy upstream session of `ctx`'s downstream session (the
+    /// gateway's own for `None`), opening it first if needed.
+    async fn call_legacy(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+        caller: &Option<(HeaderName, HeaderValue)>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Call, UpstreamError> {
+        let params = mcp::shape_params(Era::Legacy, params, ctx);
+        let key = ctx.downstream_session;
+        let caller_token = ctx.principal.as_ref().and_then(|p| p.token.clone());
+        let mut retried = false;
+        loop {
+            let session = self
+                .session(key, &ctx.client_capabilities, caller.clone())
+                .await?;
+            // A subscription needs the session's notifications; so does a session
+            // re-initialised while it had a listener (the old one saw the 404).
+            if method == "resources/subscribe"
+                || (retried && self.listeners.lock().contains_key(&key))
+            {
+                self.ensure_listening(key, &session, caller_token.clone());
+            }
+            let mut headers = legacy_headers(&session);
+            headers.extend(caller.clone());
+            let opened = self.endpoint.open(method, params.clone(), &headers).await?;
+            if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
+                tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
+                // Replacing (not invalidating) the entry skips the DELETE: it is gone.
+                self.sessions.insert(key, Arc::new(OnceCell::new())).await;
+                retried = true;
+                continue;
+            }
+            return Ok(self.stream(opened, headers, deadline, true));
         }
     }
 
@@ -435,6 +468,18 @@ impl HttpUpstream {
             .await?;
         tracing::info!(upstream = %self.id, version = %session.info.protocol_version, "opened legacy upstream session");
         Ok(session)
+    }
+}
+
+/// Whether opening a legacy session failed because the upstream refuses `initialize` (a
+/// modern-only server), rather than because it could not be reached.
+fn refuses_initialize(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Handshake { .. } => true,
+        UpstreamError::HttpStatus { status } => {
+            (400..500).contains(status) && !matches!(status, 401 | 403)
+        }
+        _ => false,
     }
 }
 

@@ -1,6 +1,12 @@
-"""An upstream built on the official Python SDK changes its own lists during a call and
-announces it; a modern client (the official Python SDK) listening through mcpgate hears of it
-within a second, as it does talking to the upstream directly. Over Streamable HTTP and stdio."""
+"""mcpgate in front of a server built on the official Python SDK (tests/e2e/servers/sdk_server.py),
+over Streamable HTTP and stdio, with the official Python SDK client in each era; what works
+talking to the server directly works through the gateway:
+
+- the server changes its own lists during a call and announces it: a modern client listening
+  through mcpgate hears of it within a second;
+- the server is dual-era: a legacy client through mcpgate gets a legacy session from it, so the
+  server's elicitation and sampling requests from a tool reach the client.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ import time
 import anyio
 import pytest
 from mcp import Client
+from mcp.types import CreateMessageResult, ElicitResult, TextContent
 
 from harness import E2E, VENV_BIN, free_port, start_gateway, stop, wait_for_port
 
-SERVER = E2E / "servers" / "mutating.py"
+SERVER = E2E / "servers" / "sdk_server.py"
 
 
 @pytest.fixture(scope="module")
@@ -67,5 +74,33 @@ def test_list_changes_arrive_through_the_gateway_as_they_do_directly(mutating, t
             kind, after = await heard_within(gw.url, f"{upstream}__{tool}", 1.0)
             assert kind == event
             assert after < 1.0, f"{upstream}: {after:.2f}s"
+
+    anyio.run(run)
+
+
+async def legacy_call(url: str, tool: str) -> str:
+    """Calls `tool` as a legacy (2025-11-25) client that answers elicitation and sampling."""
+
+    async def elicit(context, params):
+        return ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def sample(context, params):
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="4"), model="test")
+
+    async with Client(url, mode="legacy", elicitation_callback=elicit, sampling_callback=sample) as client:
+        assert client.protocol_version != "2026-07-28"
+        result = await client.call_tool(tool, {})
+        assert not result.is_error, result
+        return result.content[0].text
+
+
+@pytest.mark.parametrize("tool,answer", [("ask_name", "hello Ada"), ("ask_model", "the model said 4")])
+def test_a_legacy_client_is_served_in_its_own_era_by_a_dual_era_server(mutating, tool, answer):
+    direct, gw = mutating
+
+    async def run():
+        assert await legacy_call(direct, tool) == answer
+        for upstream in ("web", "pipe"):
+            assert await legacy_call(gw.url, f"{upstream}__{tool}") == answer, upstream
 
     anyio.run(run)
