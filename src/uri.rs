@@ -123,6 +123,21 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Decodes triplets of unreserved octets, uppercases the others; malformed `%` kept as is.
 fn percent_normalize(text: &str) -> String {
+    let out = map_triplets(text, |octet, triplet, out| {
+        if is_unreserved(octet) {
+            out.push(octet);
+        } else {
+            out.push(b'%');
+            out.extend(triplet[1..].iter().map(u8::to_ascii_uppercase));
+        }
+    });
+    // Only ASCII octets were decoded into the input's bytes, so it is still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// `text` with every well-formed `%XX` triplet replaced by what `f` writes for its octet (it
+/// gets the octet, the three bytes of the triplet and the output); other bytes copied.
+fn map_triplets(text: &str, f: impl Fn(u8, &[u8], &mut Vec<u8>)) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -133,21 +148,14 @@ fn percent_normalize(text: &str) -> String {
                 bytes.get(i + 2).copied().and_then(hex),
             )
         {
-            let octet = hi * 16 + lo;
-            if is_unreserved(octet) {
-                out.push(octet);
-            } else {
-                out.push(b'%');
-                out.extend(bytes[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
-            }
+            f(hi * 16 + lo, &bytes[i..i + 3], &mut out);
             i += 3;
             continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
-    // Only ASCII octets were decoded into the input's bytes, so it is still UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    out
 }
 
 /// RFC 3986 §5.2.4.
@@ -197,24 +205,7 @@ fn hides_dot_segment(path: &str) -> bool {
 }
 
 fn percent_decode_all(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(hi * 16 + lo);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&map_triplets(text, |octet, _, out| out.push(octet))).into_owned()
 }
 
 #[cfg(test)]

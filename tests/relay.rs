@@ -516,10 +516,11 @@ async fn upstream_subscriptions(client: &Client) -> Vec<String> {
     serde_json::from_str(r.result()["content"][0]["text"].as_str().unwrap()).unwrap()
 }
 
-async fn listen_to(client: &Client, uris: &[String]) -> (support::Stream, Value) {
+/// Opens a `subscriptions/listen` stream with `filter`; returns it and its acknowledgement.
+async fn listen_to(client: &Client, filter: Value) -> (support::Stream, Value) {
     let listen = Client::modern_body(
         "subscriptions/listen",
-        json!({"notifications": {"resourceSubscriptions": uris}}),
+        json!({ "notifications": filter }),
         json!({}),
         None,
     );
@@ -539,7 +540,7 @@ async fn listen_subscriptions_are_bounded_and_released_with_their_stream() {
     let client = Client::new(&gw);
     let many: Vec<String> = (0..500).map(|i| format!("pipe+mock://r{i}")).collect();
     let started = tokio::time::Instant::now();
-    let (first, ack) = listen_to(&client, &many).await;
+    let (first, ack) = listen_to(&client, json!({"resourceSubscriptions": many})).await;
     let honoured = ack["params"]["notifications"]["resourceSubscriptions"]
         .as_array()
         .unwrap()
@@ -551,7 +552,7 @@ async fn listen_subscriptions_are_bounded_and_released_with_their_stream() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(upstream_subscriptions(&client).await.len(), honoured);
     // A second stream on one of the same resources shares the upstream subscription.
-    let (second, ack) = listen_to(&client, &many[..1]).await;
+    let (second, ack) = listen_to(&client, json!({"resourceSubscriptions": &many[..1]})).await;
     assert_eq!(
         ack["params"]["notifications"]["resourceSubscriptions"],
         json!(["pipe+mock://r0"])
@@ -621,19 +622,7 @@ async fn an_upstreams_list_change_reaches_listeners_at_once() {
     for era in ["modern", "legacy"] {
         let gw = stdio_gateway(era, true).await;
         let client = Client::new(&gw);
-        let listen = Client::modern_body(
-            "subscriptions/listen",
-            json!({"notifications": {"toolsListChanged": true}}),
-            json!({}),
-            None,
-        );
-        let mut stream = client
-            .open_stream(
-                &listen,
-                &Client::modern_headers("subscriptions/listen", None),
-            )
-            .await;
-        let ack = stream.next().await.unwrap();
+        let (mut stream, ack) = listen_to(&client, json!({"toolsListChanged": true})).await;
         assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
         // The upstream announces the change, then stays busy two more seconds (it handles one
         // request at a time, so the gateway cannot re-list it meanwhile): a client talking to

@@ -200,6 +200,17 @@ fn streaming_legacy() -> MockSpec {
     spec
 }
 
+/// Waits (at most 10 s) until the mock has `n` standalone streams open.
+async fn open_gets(mock: &mock_http::Mock, n: usize, what: &str) {
+    support::eventually(10, what, || async {
+        mock.seen
+            .open_gets
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == n
+    })
+    .await;
+}
+
 fn get_authorizations(mock: &mock_http::Mock) -> Vec<String> {
     mock.seen
         .gets
@@ -218,14 +229,7 @@ fn get_authorizations(mock: &mock_http::Mock) -> Vec<String> {
 async fn the_standalone_stream_carries_the_sessions_credentials() {
     let s = setup(streaming_legacy(), ", token_exchange: true").await;
     // The gateway's own session (catalogue plane) listens with the gateway's token.
-    support::eventually(5, "the shared session's stream is open", || async {
-        s.mock
-            .seen
-            .open_gets
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    open_gets(&s.mock, 1, "the shared session's stream is open").await;
     assert_eq!(get_authorizations(&s.mock), ["Bearer cc-1"]);
     // A client's session listens with the client's exchanged token once it subscribes.
     let jwt = s.key.sign(&claims("alice"));
@@ -235,14 +239,7 @@ async fn the_standalone_stream_carries_the_sessions_credentials() {
         .legacy(&sid, "resources/subscribe", json!({"uri": "mock://doc/1"}))
         .await;
     assert_eq!(subscribed.status, 200, "{}", subscribed.body);
-    support::eventually(5, "alice's session stream is open", || async {
-        s.mock
-            .seen
-            .open_gets
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 2
-    })
-    .await;
+    open_gets(&s.mock, 2, "alice's session stream is open").await;
     let seen = get_authorizations(&s.mock);
     assert!(seen[1].starts_with("Bearer xchg-"), "{seen:?}");
     assert!(!seen.iter().any(|a| a.contains(&jwt)), "{seen:?}");
@@ -274,24 +271,10 @@ async fn standalone_streams_end_with_their_idle_sessions() {
         .legacy(&sid, "resources/subscribe", json!({"uri": "mock://doc/1"}))
         .await;
     assert_eq!(subscribed.status, 200);
-    support::eventually(5, "the session streams are open", || async {
-        s.mock
-            .seen
-            .open_gets
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 2
-    })
-    .await;
+    open_gets(&s.mock, 2, "the session streams are open").await;
     // Nobody uses either upstream session any more: both idle out, are deleted upstream, and
     // their streams are closed.
-    support::eventually(10, "the idle sessions' streams are closed", || async {
-        s.mock
-            .seen
-            .open_gets
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-    })
-    .await;
+    open_gets(&s.mock, 0, "the idle sessions' streams are closed").await;
     assert_eq!(s.mock.seen.deleted.lock().unwrap().len(), 2);
     s.gw.shutdown().await;
 }

@@ -21,9 +21,8 @@ server = MCPServer("sdk-server", instructions="Changes its lists and asks its cl
 added = {"tools": 0, "prompts": 0}
 
 
-@server.tool()
-async def grow_tools(ctx: Context) -> str:
-    """Adds a tool, then announces that the tool list changed."""
+def add_tool() -> str:
+    """Adds one more tool, `extra_<n>`; returns its name."""
     added["tools"] += 1
     n = added["tools"]
 
@@ -31,23 +30,24 @@ async def grow_tools(ctx: Context) -> str:
         return f"extra {n}"
 
     server.add_tool(extra, name=f"extra_{n}")
+    return f"extra_{n}"
+
+
+@server.tool()
+async def grow_tools(ctx: Context) -> str:
+    """Adds a tool, then announces that the tool list changed."""
+    name = add_tool()
     await ctx.notify_tools_changed()
-    return f"added extra_{n}"
+    return f"added {name}"
 
 
 @server.tool()
 async def grow_tools_slowly(ctx: Context) -> str:
     """Adds a tool and announces it, then takes two more seconds to answer."""
-    added["tools"] += 1
-    n = added["tools"]
-
-    def extra() -> str:
-        return f"extra {n}"
-
-    server.add_tool(extra, name=f"extra_{n}")
+    name = add_tool()
     await ctx.notify_tools_changed()
     await anyio.sleep(2)
-    return f"added extra_{n}"
+    return f"added {name}"
 
 
 @server.tool()
