@@ -5,7 +5,7 @@
 //! secrets expanded into them (`https://user:pass@host/mcp`, `...?api_key=...`), and HTTP
 //! libraries print the full URL in their errors. Every error detail that may hold one goes
 //! through [`text`] (the upstream error type does so on construction: [`Detail`]), and URLs
-//! that are logged on purpose through [`url`]. What is kept: scheme, host, port and path — enough
+//! that are logged on purpose through [`url()`]. What is kept: scheme, host, port and path — enough
 //! to tell which endpoint failed.
 
 use std::fmt;
@@ -31,7 +31,7 @@ pub fn url(url: &Url) -> String {
 }
 
 /// `text` with every absolute URL in it (`scheme://...`, up to whitespace or a closing
-/// delimiter) passed through [`url`]; the rest is unchanged.
+/// delimiter) passed through [`url()`]; the rest is unchanged.
 pub fn text(text: &str) -> String {
     if !text.contains("://") {
         return text.to_string();

@@ -2,7 +2,7 @@
 //! `max_connections` at once, a request head (and a TLS handshake, and the first request of a
 //! new connection) within `header_read_timeout`, and a connection without a request in flight
 //! closed after `idle_timeout`. When the listener is full, a new connection replaces the oldest
-//! one that has not started a request ([`activity::Unstarted`]); only when every connection is
+//! one that has not started a request (`activity::Unstarted`); only when every connection is
 //! serving does the next wait for one to end. A slowloris client that opens many connections and
 //! trickles bytes holds each for at most `header_read_timeout`, never more than
 //! `max_connections` at once, and never at the expense of a client that sends its requests.

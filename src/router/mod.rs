@@ -561,15 +561,8 @@ pub struct Resolved {
     pub target: Option<String>,
 }
 
-/// `params.uri`, a resource URI (or, for `kind` `ListKind::ResourceTemplates`, a template)
-/// → owner and policy target; rewrites it to the URI that is forwarded, the one the policy
-/// decides on: the upstream's URI in RFC 3986 normal form ([`crate::uri`]), or, for an entry
-/// the upstream listed, its URI exactly as listed (the same resource, spelt as the upstream
-/// knows it).
-///
-/// # Errors
-/// [`GatewayError::UnknownTarget`] when no upstream owns the URI; [`GatewayError::InvalidParams`]
-/// for a URI too ambiguous to normalize.
+/// `params.uri` → owner and policy target ([`resolve_uri`]); rewrites it to the URI that is
+/// forwarded.
 fn resolve_uri_param(
     snapshot: &Snapshot,
     params: &mut Value,
@@ -585,10 +578,13 @@ fn resolve_uri_param(
 }
 
 /// A client-facing resource URI (or template, for `kind` [`ListKind::ResourceTemplates`]) →
-/// owner, policy target, and the upstream URI to forward; see [`resolve_uri_param`].
+/// owner, policy target, and the upstream URI to forward: the one the policy decides on, the
+/// upstream's URI in RFC 3986 normal form ([`crate::uri`]), or, for an entry the upstream
+/// listed, its URI exactly as listed (the same resource, spelt as the upstream knows it).
 ///
 /// # Errors
-/// As [`resolve_uri_param`].
+/// [`GatewayError::UnknownTarget`] when no upstream owns the URI; [`GatewayError::InvalidParams`]
+/// for a URI too ambiguous to normalize.
 pub fn resolve_uri(
     snapshot: &Snapshot,
     uri: &str,
