@@ -794,3 +794,60 @@ async fn the_tasks_extension_is_relayed_to_modern_clients() {
     );
     gw.shutdown().await;
 }
+
+/// Opens an HTTP+SSE (2024-11-05) connection; returns its event stream (read as it goes) and
+/// its message endpoint URL.
+async fn sse_connection(gw: &mcpgate::app::Running) -> (support::Stream, String) {
+    let base = format!("http://{}", gw.mcp_addr);
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut body = support::Stream::raw(resp);
+    let endpoint = body.next_event_data().await.unwrap();
+    (body, format!("{base}{endpoint}"))
+}
+
+#[tokio::test]
+async fn a_busy_http_sse_connection_still_takes_the_clients_notifications_and_answers() {
+    let gw = stdio_gateway("legacy", false).await;
+    let (_events, endpoint) = sse_connection(&gw).await;
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        let (http, endpoint) = (http.clone(), endpoint.clone());
+        async move {
+            http.post(endpoint)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    assert_eq!(post(init).await, 202);
+    let slow = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {}}})
+    };
+    let limit = mcpgate::downstream::legacy_sse::MAX_IN_FLIGHT as u64;
+    for id in 1..=limit {
+        assert_eq!(post(slow(id)).await, 202);
+    }
+    assert_eq!(post(slow(limit + 1)).await, 429, "too many in flight");
+    // A notification (here: cancelling one of them) is never refused for that.
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1, "reason": "enough"}});
+    assert_eq!(post(cancel).await, 202);
+    eventually(5, "the cancelled call frees its place", || {
+        let post = post.clone();
+        async move { post(slow(100)).await == 202 }
+    })
+    .await;
+    gw.shutdown().await;
+}

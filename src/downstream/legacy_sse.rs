@@ -153,22 +153,24 @@ pub async fn message(
     if let Err(e) = super::authn::authorize(&gw, &principal, &message) {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
-    let id = match &message {
-        Message::Request { id, .. } => Some(id.clone()),
+    // Backpressure on requests: the client must read its stream, and let answers come, before
+    // it asks more. Its notifications and its answers to the upstreams' requests always go
+    // through (they are what lets waiting calls finish).
+    let permit = match &message {
+        Message::Request { id, .. } => {
+            let busy = |stream_not_read| {
+                let busy = GatewayError::ConnectionBusy { stream_not_read };
+                Failure::new(busy, Era::Legacy, Some(id.clone())).into_response()
+            };
+            if connection.outbox.is_full() {
+                return busy(true);
+            }
+            match Arc::clone(&connection.in_flight).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return busy(false),
+            }
+        }
         _ => None,
-    };
-    // Backpressure: the client must read its stream before it posts more.
-    if connection.outbox.is_full() {
-        let busy = GatewayError::ConnectionBusy {
-            stream_not_read: true,
-        };
-        return Failure::new(busy, Era::Legacy, id).into_response();
-    }
-    let Ok(permit) = Arc::clone(&connection.in_flight).try_acquire_owned() else {
-        let busy = GatewayError::ConnectionBusy {
-            stream_not_read: false,
-        };
-        return Failure::new(busy, Era::Legacy, id).into_response();
     };
     tokio::spawn(async move {
         let response = process(&gw, &principal, &connection, message).await;

@@ -331,6 +331,37 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The SSE body of `resp`, read as it comes.
+    pub fn raw(resp: reqwest::Response) -> Self {
+        Stream {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+            last_event_id: None,
+        }
+    }
+
+    /// The `data` of the next event with data, whatever it holds; `None` when the stream ends.
+    pub async fn next_event_data(&mut self) -> Option<String> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return Some(data.join("\n"));
+                }
+                continue;
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
     /// The next JSON-RPC message on the stream, `None` when it ends.
     pub async fn next(&mut self) -> Option<Value> {
         use futures::StreamExt;
