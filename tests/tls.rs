@@ -220,3 +220,41 @@ async fn without_auth_a_session_belongs_to_its_client_certificate() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tls_client_that_never_finishes_its_handshake_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (addr, _mock, _up) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
+    let (cert, key) = ca.server("gateway-1").write(dir.path(), "server");
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0, header_read_timeout: 1s, max_connections: 4, tls: {{ cert_file: '{}', key_file: '{}' }} }}
+upstreams:
+  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}
+",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    // Four connections that send a few bytes of a ClientHello and stall: the listener is full.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.mcp_addr).await.unwrap();
+        tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        stalled.push(tcp);
+    }
+    let started = std::time::Instant::now();
+    for tcp in &mut stalled {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "the stalled handshake is closed: {read:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A client that completes its handshake is served meanwhile and after.
+    let client = Client::over(url(&gw), https(&ca, None, false));
+    assert_eq!(client.modern("tools/list", json!({})).await.status, 200);
+    gw.shutdown().await;
+}
