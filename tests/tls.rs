@@ -243,7 +243,7 @@ upstreams:
         tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
         stalled.push(tcp);
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     for tcp in &mut stalled {
         let mut buf = [0u8; 64];
         let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
