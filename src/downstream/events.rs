@@ -27,7 +27,8 @@ use crate::catalogue::{Catalogue, ListKind};
 use crate::jsonrpc;
 use crate::policy::{Access, Grant};
 use crate::protocol::Era;
-use crate::upstream::UpstreamEvent;
+use crate::upstream::session_requests::Registration;
+use crate::upstream::{ServerRequest, UpstreamEvent};
 
 /// Who listens, and what they asked for.
 enum Listener {
@@ -36,6 +37,10 @@ enum Listener {
         id: uuid::Uuid,
         state: Arc<SessionState>,
         generation: u64,
+        /// The client's capabilities (for requests relayed on the stream).
+        capabilities: Value,
+        /// Makes ids for requests relayed to the client.
+        ids: Arc<super::session_state::LocalSessions>,
     },
     /// A modern `subscriptions/listen` stream.
     Subscription {
@@ -105,8 +110,33 @@ pub fn open_session_stream(
         id: claims.id,
         state,
         generation,
+        capabilities: claims.capabilities.clone(),
+        ids: Arc::clone(&gw.sessions),
     };
-    start(gw, listener, principal, None, None)
+    // Requests the session's upstream sessions send unattached to a call come here.
+    let requests = gw
+        .router
+        .catalogue()
+        .upstreams()
+        .session_requests()
+        .register(claims.id);
+    let setup = Setup {
+        requests: Some(requests),
+        ..Setup::default()
+    };
+    start(gw, listener, principal, setup)
+}
+
+/// What a stream starts with besides its listener.
+#[derive(Default)]
+struct Setup {
+    /// Sent first (the acknowledgement of `subscriptions/listen`).
+    first: Option<Value>,
+    /// Resource subscriptions to release when the stream ends.
+    held: Option<super::listen_subscriptions::Held>,
+    /// A legacy session's upstream requests, relayed to its client; the registration ends
+    /// with the stream.
+    requests: Option<(Registration, mpsc::Receiver<ServerRequest>)>,
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
@@ -158,18 +188,21 @@ pub async fn listen(
         kinds,
         resources,
     };
-    start(gw, listener, principal, Some(ack), held)
+    let setup = Setup {
+        first: Some(ack),
+        held,
+        ..Setup::default()
+    };
+    start(gw, listener, principal, setup)
 }
 
-/// Runs a stream for `listener`, first sending `first`; `held` subscriptions are released when
-/// it ends.
-fn start(
-    gw: &Gateway,
-    listener: Listener,
-    principal: Arc<Principal>,
-    first: Option<Value>,
-    held: Option<super::listen_subscriptions::Held>,
-) -> Response {
+/// Runs a stream for `listener` (see [`Setup`]).
+fn start(gw: &Gateway, listener: Listener, principal: Arc<Principal>, setup: Setup) -> Response {
+    let Setup {
+        first,
+        held,
+        requests,
+    } = setup;
     let catalogue = Arc::clone(gw.router.catalogue());
     let changes = catalogue.subscribe();
     let upstream_events = catalogue.upstreams().subscribe();
@@ -181,9 +214,20 @@ fn start(
             Some(first) => send(&tx, &first).await,
             None => true,
         };
+        let (_registration, mut requests) = match requests {
+            Some((registration, rx)) => (Some(registration), Some(rx)),
+            None => (None, None),
+        };
         if opened {
+            let sources = Sources {
+                catalogue,
+                changes,
+                upstream_events,
+                policy,
+                requests: requests.as_mut(),
+            };
             tokio::select! {
-                () = pump(&listener, catalogue, changes, upstream_events, policy, &tx) => {}
+                () = pump(&listener, sources, &tx) => {}
                 () = shutdown.cancelled() => {
                     if let Listener::Subscription { id, .. } = &listener {
                         let result = json!({"resultType": "complete", "_meta": {SUBSCRIPTION_ID: id}});
@@ -205,17 +249,46 @@ async fn send(tx: &mpsc::Sender<Event>, message: &Value) -> bool {
         .is_ok()
 }
 
-async fn pump(
-    listener: &Listener,
+/// What a stream's messages come from.
+struct Sources<'a> {
     catalogue: Arc<Catalogue>,
-    mut changes: broadcast::Receiver<Vec<ListKind>>,
-    mut upstream_events: broadcast::Receiver<UpstreamEvent>,
-    mut policy: PolicyWatch,
-    tx: &mpsc::Sender<Event>,
-) {
+    changes: broadcast::Receiver<Vec<ListKind>>,
+    upstream_events: broadcast::Receiver<UpstreamEvent>,
+    policy: PolicyWatch,
+    requests: Option<&'a mut mpsc::Receiver<ServerRequest>>,
+}
+
+/// The next upstream request for the stream's client; pending forever without any.
+async fn next_request(requests: &mut Option<&mut mpsc::Receiver<ServerRequest>>) -> ServerRequest {
+    match requests {
+        Some(rx) => match rx.recv().await {
+            Some(request) => request,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn pump(listener: &Listener, sources: Sources<'_>, tx: &mpsc::Sender<Event>) {
+    let Sources {
+        catalogue,
+        mut changes,
+        mut upstream_events,
+        mut policy,
+        mut requests,
+    } = sources;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let messages: Vec<Value> = tokio::select! {
+            request = next_request(&mut requests) => match listener {
+                Listener::Session { state, capabilities, ids, .. } => {
+                    super::relay::request_for_session(request, state, capabilities, ids)
+                        .await
+                        .into_iter()
+                        .collect()
+                }
+                Listener::Subscription { .. } => continue,
+            },
             () = tx.closed() => return,
             _ = tick.tick() => {
                 if !listener.current() {

@@ -487,17 +487,29 @@ pub fn severity(level: &str) -> Option<u8> {
 /// A legacy upstream's request for a legacy client: relayed with a gateway id if the client
 /// can take it, else answered with an error here.
 async fn relay_request(request: ServerRequest, l: &LegacyPeer) -> Option<Value> {
-    if let Err(why) = client_can_answer(&request.method, request.params.as_ref(), &l.capabilities) {
+    request_for_session(request, &l.state, &l.capabilities, &l.ids).await
+}
+
+/// An upstream's request for the client of a legacy session (with `capabilities`): the message
+/// to send it, under a gateway id the client answers to (the request waits in `state`), when
+/// the client declared what the request needs; else the request is refused here (`None`).
+pub async fn request_for_session(
+    request: ServerRequest,
+    state: &SessionState,
+    capabilities: &Value,
+    ids: &LocalSessions,
+) -> Option<Value> {
+    if let Err(why) = client_can_answer(&request.method, request.params.as_ref(), capabilities) {
         request.reject(code::METHOD_NOT_FOUND, &why).await;
         return None;
     }
-    let gateway_id = l.ids.next_request_id();
+    let gateway_id = ids.next_request_id();
     let message = jsonrpc::request(
         Value::from(gateway_id.clone()),
         &request.method,
         request.params.clone(),
     );
-    l.state.park(gateway_id, request);
+    state.park(gateway_id, request);
     Some(message)
 }
 

@@ -12,6 +12,7 @@ pub mod credentials;
 mod http;
 pub mod mcp;
 mod mux;
+pub mod session_requests;
 mod sse;
 mod stdio;
 pub mod subscriptions;
@@ -198,6 +199,7 @@ impl Upstream {
         http_client: reqwest::Client,
         sessions: &SessionConfig,
         events: broadcast::Sender<UpstreamEvent>,
+        session_requests: Arc<session_requests::SessionRequests>,
     ) -> Self {
         let link = match &cfg.transport {
             UpstreamTransport::Http {
@@ -222,6 +224,7 @@ impl Upstream {
                     http_client,
                     sessions,
                     events,
+                    session_requests,
                 )))
             }
             UpstreamTransport::Sse { url, headers } => {
@@ -375,6 +378,7 @@ impl Upstream {
 pub struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
     events: broadcast::Sender<UpstreamEvent>,
+    session_requests: Arc<session_requests::SessionRequests>,
 }
 
 impl UpstreamSet {
@@ -391,6 +395,7 @@ impl UpstreamSet {
             .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let (events, _) = broadcast::channel(256);
+        let session_requests = Arc::new(session_requests::SessionRequests::default());
         let upstreams = cfgs
             .iter()
             .map(|c| {
@@ -399,10 +404,21 @@ impl UpstreamSet {
                     http_client.clone(),
                     sessions,
                     events.clone(),
+                    Arc::clone(&session_requests),
                 ))
             })
             .collect();
-        Ok(Self { upstreams, events })
+        Ok(Self {
+            upstreams,
+            events,
+            session_requests,
+        })
+    }
+
+    /// Where downstream sessions take the requests their upstream sessions send on standalone
+    /// streams ([`session_requests`]).
+    pub fn session_requests(&self) -> &Arc<session_requests::SessionRequests> {
+        &self.session_requests
     }
 
     /// The upstreams in configuration order.

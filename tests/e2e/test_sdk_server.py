@@ -94,7 +94,11 @@ async def legacy_call(url: str, tool: str) -> str:
         return result.content[0].text
 
 
-@pytest.mark.parametrize("tool,answer", [("ask_name", "hello Ada"), ("ask_model", "the model said 4")])
+@pytest.mark.parametrize("tool,answer", [
+    ("ask_name", "hello Ada"),
+    ("ask_model", "the model said 4"),
+    ("ask_model_unattached", "the model said 4"),
+])
 def test_a_legacy_client_is_served_in_its_own_era_by_a_dual_era_server(mutating, tool, answer):
     direct, gw = mutating
 

@@ -29,6 +29,8 @@ pub(super) struct Endpoint {
     /// OAuth tokens for the upstream: the gateway's own token goes on every request that does
     /// not already carry a caller's exchanged token.
     pub(super) credentials: Option<Credentials>,
+    /// Where requests on a downstream session's standalone stream go.
+    pub(super) session_requests: std::sync::Arc<super::super::session_requests::SessionRequests>,
 }
 
 /// What one POST produced, its body read to the answer.

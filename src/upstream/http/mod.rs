@@ -117,6 +117,7 @@ impl HttpUpstream {
         client: reqwest::Client,
         limits: &crate::config::SessionConfig,
         events: tokio::sync::broadcast::Sender<UpstreamEvent>,
+        session_requests: Arc<super::session_requests::SessionRequests>,
     ) -> Self {
         let endpoint = Arc::new(Endpoint {
             id: id.clone(),
@@ -126,6 +127,7 @@ impl HttpUpstream {
             next_id: AtomicU64::new(1),
             events,
             credentials: target.credentials,
+            session_requests,
         });
         let closer = Arc::clone(&endpoint);
         let listeners = Arc::new(Listeners::default());
@@ -177,7 +179,11 @@ impl HttpUpstream {
     pub(super) async fn info(&self) -> Result<UpstreamInfo, UpstreamError> {
         match self.era().await? {
             (Era::Modern, Some(info)) => Ok(info.clone()),
-            _ => Ok(self.session(None, &Value::Null, None).await?.info.clone()),
+            _ => Ok(self
+                .session(None, &Value::Null, None, None)
+                .await?
+                .info
+                .clone()),
         }
     }
 
@@ -240,7 +246,12 @@ impl HttpUpstream {
         let mut retried = false;
         loop {
             let session = self
-                .session(key, &ctx.client_capabilities, caller.clone())
+                .session(
+                    key,
+                    &ctx.client_capabilities,
+                    caller.clone(),
+                    caller_token.clone(),
+                )
                 .await?;
             // A subscription needs the session's notifications; so does a session
             // re-initialised while it had a listener (the old one saw the 404).
@@ -386,6 +397,7 @@ impl HttpUpstream {
         key: Option<Uuid>,
         capabilities: &Value,
         caller: Option<(HeaderName, HeaderValue)>,
+        caller_token: Option<Secret>,
     ) -> Result<Arc<LegacySession>, UpstreamError> {
         let cell = self
             .sessions
@@ -400,8 +412,14 @@ impl HttpUpstream {
             let mut headers = HeaderMap::new();
             headers.extend(caller);
             let session = Arc::new(self.initialize(&capabilities, headers).await?);
-            if key.is_none() {
-                self.listen(key, &session, None);
+            // The gateway's own session listens for list changes; a client's session, when the
+            // client can answer server requests, for those the upstream sends unattached to a
+            // call (as a client talking to the upstream directly would).
+            let answers = ["sampling", "elicitation", "roots"]
+                .iter()
+                .any(|c| capabilities.get(c).is_some());
+            if key.is_none() || answers {
+                self.listen(key, &session, caller_token);
             }
             Ok(session)
         })

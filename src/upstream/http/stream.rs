@@ -249,10 +249,11 @@ pub(super) async fn listen_get(
     }
 }
 
-/// One message of a standalone stream: notifications announced, `ping` answered, other
-/// requests refused.
+/// One message of a standalone stream: notifications announced, `ping` answered; another
+/// request goes to the downstream session whose upstream session it is, when that session's
+/// own standalone stream takes it ([`super::super::session_requests`]), else it is refused.
 async fn on_standalone_message(
-    endpoint: &Endpoint,
+    endpoint: &Arc<Endpoint>,
     headers: &HeaderMap,
     downstream: Option<Uuid>,
     data: &str,
@@ -261,22 +262,29 @@ async fn on_standalone_message(
         Ok(Message::Notification { method, params }) => {
             announce(endpoint, &method, params.as_ref(), downstream);
         }
-        Ok(Message::Request { id, method, .. }) => {
-            let reply = if method == "ping" {
-                jsonrpc::result_response(id, serde_json::json!({}))
-            } else {
-                jsonrpc::error_response(
-                    Some(id),
-                    jsonrpc::error_object(
-                        crate::jsonrpc::code::METHOD_NOT_FOUND,
-                        format!(
-                            "{method} on the standalone stream cannot be attributed to a client"
-                        ),
-                        None,
-                    ),
-                )
-            };
+        Ok(Message::Request { id, method, .. }) if method == "ping" => {
+            let reply = jsonrpc::result_response(id, serde_json::json!({}));
             let _ = endpoint.post_message(&reply, headers).await;
+        }
+        Ok(Message::Request { id, method, params }) => {
+            let responder: Arc<dyn Respond> = Arc::new(HttpResponder {
+                endpoint: Arc::clone(endpoint),
+                headers: headers.clone(),
+            });
+            let request = ServerRequest::new(id, method, params, responder);
+            let refused = match downstream {
+                Some(session) => endpoint.session_requests.deliver(session, request),
+                None => Some(request),
+            };
+            if let Some(request) = refused {
+                let why = format!(
+                    "{} on the standalone stream reached no client able to take it",
+                    request.method
+                );
+                request
+                    .reject(crate::jsonrpc::code::METHOD_NOT_FOUND, &why)
+                    .await;
+            }
         }
         _ => {}
     }

@@ -3,8 +3,8 @@ the current SDK are (it answers server/discover and initialize).
 
 - Tools that change the server's own lists during a call and announce it: `grow_tools` adds a
   tool, `grow_tools_slowly` too and answers two seconds later, `grow_prompts` adds a prompt.
-- Tools that ask the client mid-call, as legacy sessions allow: `ask_name` (elicitation) and
-  `ask_model` (sampling).
+- Tools that ask the client mid-call, as legacy sessions allow: `ask_name` (elicitation),
+  `ask_model` (sampling) and `ask_model_unattached` (sampling not tied to the call).
 
 Usage: python sdk_server.py [PORT]   (Streamable HTTP at http://127.0.0.1:PORT/mcp, else stdio)
 """
@@ -75,15 +75,26 @@ async def ask_name(ctx: Context) -> str:
     return f"hello {answer.data.name}" if answer.action == "accept" else f"no name ({answer.action})"
 
 
-@server.tool()
-async def ask_model(ctx: Context) -> str:
-    """Asks the client's model a question (sampling/createMessage) and returns its answer."""
+async def sample(ctx: Context, related: bool) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reply = await ctx.session.create_message(
             [SamplingMessage(role="user", content=TextContent(type="text", text="2+2?"))], max_tokens=5,
-            related_request_id=ctx.request_id)
+            related_request_id=ctx.request_id if related else None)
     return f"the model said {reply.content.text}"
+
+
+@server.tool()
+async def ask_model(ctx: Context) -> str:
+    """Asks the client's model a question (sampling/createMessage) and returns its answer."""
+    return await sample(ctx, related=True)
+
+
+@server.tool()
+async def ask_model_unattached(ctx: Context) -> str:
+    """As ask_model, without naming the call the request belongs to: over Streamable HTTP the
+    SDK then sends it on the session's standalone (GET) stream."""
+    return await sample(ctx, related=False)
 
 
 @server.prompt()
