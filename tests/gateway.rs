@@ -654,3 +654,43 @@ async fn several_json_messages_in_one_answer_are_relayed_in_order() {
     assert_eq!(garbage.body["error"]["data"]["reason"], "protocol_error");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upstream_event_that_never_ends_is_cut_off() {
+    let mut spec = MockSpec::new(MockEra::Modern);
+    for name in ["endless_event", "big_sse"] {
+        spec.tools
+            .push(json!({"name": name, "inputSchema": {"type": "object"}}));
+    }
+    let (addr, _mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: m, http: {{ url: 'http://{addr}/mcp' }}, timeout: 60s }}\n"
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let reply = client
+        .modern(
+            "tools/call",
+            json!({"name": "endless_event", "arguments": {}}),
+        )
+        .await;
+    // Past the 32 MiB a message may have, not at the timeout, and without holding more.
+    assert_eq!(reply.error_code(), -32603, "{}", reply.body);
+    assert_eq!(reply.body["error"]["data"]["reason"], "disconnected");
+    let echo = client
+        .modern(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "ok"}}),
+        )
+        .await;
+    assert_eq!(echo.result()["content"][0]["text"], "ok");
+    // A large answer in one event, in many chunks, is read (in time linear in its size).
+    let big = client
+        .modern("tools/call", json!({"name": "big_sse", "arguments": {}}))
+        .await;
+    assert_eq!(
+        big.result()["content"][0]["text"].as_str().map(str::len),
+        Some(8 * 1024 * 1024)
+    );
+    gw.shutdown().await;
+}

@@ -14,6 +14,7 @@ pub mod mcp;
 mod mux;
 pub mod session_requests;
 mod sse;
+mod sse_events;
 mod stdio;
 pub mod subscriptions;
 

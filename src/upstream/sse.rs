@@ -18,6 +18,8 @@ use crate::config::UpstreamId;
 
 /// How long the server may take to announce its message endpoint.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest event (one message) read from the stream, bytes.
+const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Opens HTTP+SSE connections to one upstream.
 pub(super) struct SseConnector {
@@ -49,7 +51,6 @@ async fn open(
     client: reqwest::Client,
     events: broadcast::Sender<UpstreamEvent>,
 ) -> Result<Generation, UpstreamError> {
-    use eventsource_stream::Eventsource as _;
     let unavailable = |detail: String| UpstreamError::Unavailable {
         detail: detail.into(),
     };
@@ -65,7 +66,7 @@ async fn open(
             status: response.status().as_u16(),
         });
     }
-    let mut stream = response.bytes_stream().eventsource();
+    let mut stream = super::sse_events::events(response, MAX_EVENT_BYTES);
     let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
         while let Some(event) = stream.next().await {
             match event {

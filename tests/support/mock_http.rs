@@ -436,6 +436,45 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     )
                         .into_response();
                 }
+                // Listed only when a test adds it: an 8 MiB answer in one SSE event, sent in
+                // 8 KiB chunks.
+                "big_sse" => {
+                    let text = "y".repeat(8 * 1024 * 1024);
+                    let event = format!(
+                        "event: message\ndata: {}\n\n",
+                        json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}})
+                    );
+                    let chunks: Vec<Result<Bytes, std::convert::Infallible>> = event
+                        .into_bytes()
+                        .chunks(8 * 1024)
+                        .map(|c| Ok(Bytes::copy_from_slice(c)))
+                        .collect();
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+                    )
+                        .into_response();
+                }
+                // Listed only when a test adds it: an SSE event that never ends (no blank line).
+                "endless_event" => {
+                    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                    let head = futures::stream::once(async {
+                        Ok::<_, std::convert::Infallible>(Bytes::from_static(
+                            b"event: message\ndata: ",
+                        ))
+                    });
+                    let body = futures::StreamExt::chain(
+                        head,
+                        futures::stream::repeat_with(move || Ok(chunk.clone())),
+                    );
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(body),
+                    )
+                        .into_response();
+                }
                 // Listed only when a test adds them: `application/json` with a progress
                 // notification on its own line before the response, or before garbage.
                 name @ ("chatty" | "chatty_garbage") => {

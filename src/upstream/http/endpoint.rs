@@ -310,8 +310,7 @@ async fn read_sse_answer(
     response: reqwest::Response,
     id: &Value,
 ) -> Result<Option<Reply>, UpstreamError> {
-    use eventsource_stream::Eventsource as _;
-    let mut events = response.bytes_stream().eventsource();
+    let mut events = super::super::sse_events::events(response, MAX_MESSAGE_BYTES);
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| UpstreamError::Closed {
             detail: e.to_string().into(),

@@ -38,9 +38,8 @@ pub(super) async fn relay_sse(
     responder: Arc<dyn Respond>,
     responder_endpoint: Arc<Endpoint>,
 ) {
-    use eventsource_stream::Eventsource as _;
     let id = opened.id;
-    let mut events = opened.response.bytes_stream().eventsource();
+    let mut events = super::super::sse_events::events(opened.response, MAX_MESSAGE_BYTES);
     while let Some(event) = events.next().await {
         let item = match event {
             Err(e) => CallItem::Final(Err(UpstreamError::Closed {
@@ -189,7 +188,6 @@ pub(super) async fn listen_get(
     downstream: Option<Uuid>,
     caller: Option<crate::config::Secret>,
 ) {
-    use eventsource_stream::Eventsource as _;
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut request_headers = headers.clone();
@@ -228,7 +226,7 @@ pub(super) async fn listen_get(
             }
             Ok(r) if r.status().is_success() => {
                 let opened = tokio::time::Instant::now();
-                let mut events = r.bytes_stream().eventsource();
+                let mut events = super::super::sse_events::events(r, MAX_MESSAGE_BYTES);
                 while let Some(Ok(event)) = events.next().await {
                     on_standalone_message(&endpoint, &request_headers, downstream, &event.data)
                         .await;
