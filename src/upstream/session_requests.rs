@@ -64,6 +64,24 @@ impl SessionRequests {
         (registration, rx)
     }
 
+    /// As [`SessionRequests::deliver`], waiting up to `wait` for the session's stream to open
+    /// or make room.
+    pub(super) async fn deliver_waiting(
+        &self,
+        session: Uuid,
+        mut request: ServerRequest,
+        wait: std::time::Duration,
+    ) -> Option<ServerRequest> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            request = self.deliver(session, request)?;
+            if tokio::time::Instant::now() >= until {
+                return Some(request);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Hands `request` to `session`'s stream; gives it back (`Some`) when none takes it (no
     /// stream open, or too many waiting).
     pub(super) fn deliver(&self, session: Uuid, request: ServerRequest) -> Option<ServerRequest> {

@@ -418,8 +418,13 @@ impl HttpUpstream {
             let answers = ["sampling", "elicitation", "roots"]
                 .iter()
                 .any(|c| capabilities.get(c).is_some());
-            if key.is_none() || answers {
-                self.listen(key, &session, caller_token);
+            if key.is_none() {
+                self.listen(key, &session, None);
+            } else if answers {
+                // Open before the session's first call: a request the upstream sends on it
+                // meanwhile would be lost.
+                let opened = self.listen(key, &session, caller_token);
+                let _ = tokio::time::timeout(STREAM_OPEN_WAIT, opened).await;
             }
             Ok(session)
         })
@@ -429,16 +434,25 @@ impl HttpUpstream {
 
     /// (Re)starts the GET stream of the upstream session held for `key`, authenticated as the
     /// session's calls are (`caller`: the downstream client's token, for token exchange).
-    fn listen(&self, key: Option<Uuid>, session: &LegacySession, caller: Option<Secret>) {
+    /// Resolves (`Ok`) once the stream is open; `Err` when it will not open.
+    fn listen(
+        &self,
+        key: Option<Uuid>,
+        session: &LegacySession,
+        caller: Option<Secret>,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (opened, is_open) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(listen_get(
             Arc::clone(&self.endpoint),
             legacy_headers(session),
             key,
             caller,
+            Some(opened),
         ));
         if let Some(previous) = self.listeners.lock().insert(key, task) {
             previous.abort();
         }
+        is_open
     }
 
     /// Starts the GET stream of the upstream session held for `key` if none runs for it.
@@ -449,7 +463,7 @@ impl HttpUpstream {
             .get(&key)
             .is_some_and(|t| !t.is_finished());
         if !running {
-            self.listen(key, session, caller);
+            drop(self.listen(key, session, caller));
         }
     }
 
@@ -488,6 +502,9 @@ impl HttpUpstream {
         Ok(session)
     }
 }
+
+/// How long a client's new upstream session waits for its standalone stream to open.
+const STREAM_OPEN_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether opening a legacy session failed because the upstream refuses `initialize` (a
 /// modern-only server), rather than because it could not be reached.

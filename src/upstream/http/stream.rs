@@ -171,6 +171,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A stream that stayed open this long resets the delay.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long a request on a client session's standalone stream waits for the client's own
+/// stream to open.
+const STREAM_WAIT: Duration = Duration::from_secs(2);
 
 /// Reads the standalone GET stream of a legacy upstream session for as long as the session
 /// lives: announces list changes and resource updates, answers `ping`, refuses other requests
@@ -187,6 +190,7 @@ pub(super) async fn listen_get(
     headers: HeaderMap,
     downstream: Option<Uuid>,
     caller: Option<crate::config::Secret>,
+    mut opened: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -225,6 +229,9 @@ pub(super) async fn listen_get(
                 return;
             }
             Ok(r) if r.status().is_success() => {
+                if let Some(opened) = opened.take() {
+                    let _ = opened.send(());
+                }
                 let opened = tokio::time::Instant::now();
                 let mut events = super::super::sse_events::events(r, MAX_MESSAGE_BYTES);
                 while let Some(Ok(event)) = events.next().await {
@@ -271,7 +278,13 @@ async fn on_standalone_message(
             });
             let request = ServerRequest::new(id, method, params, responder);
             let refused = match downstream {
-                Some(session) => endpoint.session_requests.deliver(session, request),
+                // The client may be opening its stream just now (right after `initialize`).
+                Some(session) => {
+                    endpoint
+                        .session_requests
+                        .deliver_waiting(session, request, STREAM_WAIT)
+                        .await
+                }
                 None => Some(request),
             };
             if let Some(request) = refused {
