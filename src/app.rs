@@ -20,6 +20,7 @@ use crate::downstream::origin::OriginPolicy;
 use crate::downstream::seal::Sealer;
 use crate::downstream::session::SessionSealer;
 use crate::downstream::{self, Gateway};
+use crate::limits::RateLimits;
 use crate::listener::Limits;
 use crate::policy::Access;
 use crate::router::Router;
@@ -108,7 +109,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Metrics: one registry owned by this gateway.
     let metrics = Metrics::new();
     // Upstreams: HTTP clients and stdio children (children start now).
-    let upstreams = Arc::new(UpstreamSet::new(&config.upstreams, &config.session)?);
+    let upstreams = Arc::new(UpstreamSet::new(
+        &config.upstreams,
+        &config.session,
+        &metrics.traffic,
+    )?);
     // Catalogue plane: merged lists, refreshed in the background.
     let catalogue = Arc::new(Catalogue::new(
         upstreams,
@@ -124,12 +129,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     lint_policies(&access, &catalogue);
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
+    // Rate limits: counters per replica, idle keys swept in the background.
+    let limits = Arc::new(RateLimits::new(&config.limits, &config.upstreams));
+    background.spawn(crate::limits::sweep(Arc::clone(&limits)));
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
         router: Router::new(
             Arc::clone(&catalogue),
             metrics.clone(),
             access,
+            Arc::clone(&limits),
             config.session.key,
         ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),

@@ -146,8 +146,18 @@ pub enum GatewayError {
     /// The client sent a JSON-RPC response where none is expected (modern era; 400, -32600).
     #[error("unexpected JSON-RPC response")]
     UnexpectedResponse,
-    /// The owning upstream failed: down, timed out, dead mid-call or answered garbage
-    /// (200, -32603 with `data.upstream` and `data.reason`).
+    /// A rate limit refused the call (429 with `Retry-After`, -32000 with `data.reason`
+    /// `rate_limited`, `data.limit` and `data.retry_after_ms`; DESIGN.md §5.10).
+    #[error("rate limited by the {} limit", limit.as_str())]
+    RateLimited {
+        /// The limit that refused (the one with the longest wait).
+        limit: crate::limits::LimitKind,
+        /// Until the call would be let through.
+        retry_after: std::time::Duration,
+    },
+    /// The owning upstream failed: down, timed out, dead mid-call or answered garbage; or its
+    /// controls refused the call: circuit open, bulkhead full (200, -32603 with
+    /// `data.upstream`, `data.reason`, and `data.retry_after_ms` for an open circuit).
     #[error("upstream {upstream:?} failed")]
     Upstream {
         /// The upstream id.
@@ -338,20 +348,47 @@ impl GatewayError {
                     None,
                 )),
             ),
-            Self::Upstream { upstream, source } => (
-                StatusCode::OK,
+            Self::RateLimited { limit, retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
                 Some(error_object(
-                    code::INTERNAL_ERROR,
-                    format!("Upstream {upstream:?} {}", source.client_message()),
+                    code::SERVER_ERROR,
+                    format!(
+                        "Rate limit exceeded ({}); retry after {} s",
+                        limit.as_str(),
+                        whole_seconds(*retry_after)
+                    ),
                     Some(json!({
-                        "upstream": upstream,
-                        "reason": source.reason(),
+                        "reason": "rate_limited",
+                        "limit": limit.as_str(),
+                        "retry_after_ms": millis(*retry_after),
                         "gateway": "mcpgate",
                     })),
                 )),
             ),
+            Self::Upstream { upstream, source } => {
+                let mut data = json!({
+                    "upstream": upstream,
+                    "reason": source.reason(),
+                    "gateway": "mcpgate",
+                });
+                if let UpstreamError::CircuitOpen { retry_after } = source {
+                    data["retry_after_ms"] = json!(millis(*retry_after));
+                }
+                (
+                    StatusCode::OK,
+                    Some(error_object(
+                        code::INTERNAL_ERROR,
+                        format!("Upstream {upstream:?} {}", source.client_message()),
+                        Some(data),
+                    )),
+                )
+            }
         };
-        let retry_after = matches!(self, Self::ConnectionBusy { .. }).then_some(1);
+        let retry_after = match self {
+            Self::ConnectionBusy { .. } => Some(1),
+            Self::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after)),
+            _ => None,
+        };
         WireError {
             status,
             error,
@@ -368,6 +405,17 @@ impl GatewayError {
         !matches!(self, Self::ConnectionBusy { .. })
             && self.to_wire(Era::Legacy).status.is_server_error()
     }
+}
+
+/// `Retry-After` seconds for a wait: rounded up, at least 1 (RFC 9110 §10.2.3 has no fractions,
+/// and 0 would invite an immediate retry that is refused again).
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// A wait in whole milliseconds, rounded up.
+fn millis(wait: std::time::Duration) -> u64 {
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// The HTTP status of an upstream's own JSON-RPC error relayed to a client of `era`. Legacy:

@@ -15,12 +15,17 @@ use crate::upstream::UpstreamSet;
 /// # Errors
 /// When the upstream HTTP client cannot be built.
 pub async fn live_snapshot(config: &Config) -> anyhow::Result<Arc<Snapshot>> {
-    let upstreams = Arc::new(UpstreamSet::new(&config.upstreams, &config.session)?);
+    let metrics = crate::telemetry::Metrics::new();
+    let upstreams = Arc::new(UpstreamSet::new(
+        &config.upstreams,
+        &config.session,
+        &metrics.traffic,
+    )?);
     let catalogue = Catalogue::new(
         upstreams,
         &config.namespacing,
         config.catalogue.clone(),
-        crate::telemetry::Metrics::new(),
+        metrics,
     );
     catalogue.refresh_all().await;
     Ok(catalogue.snapshot())

@@ -10,7 +10,9 @@
 mod auth;
 mod raw;
 mod raw_auth;
+mod raw_traffic;
 mod secret;
+mod traffic;
 mod validate;
 
 use std::fmt;
@@ -26,6 +28,7 @@ pub use auth::{
 };
 pub use raw::RawConfig;
 pub use secret::{Secret, expand_env};
+pub use traffic::{BreakerConfig, LimitsConfig, RetryConfig, ToolTraffic, UpstreamTraffic};
 
 /// A validated upstream id: `^[a-z0-9][a-z0-9-]{0,31}$` (DESIGN.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +85,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// RBAC policies; `None`: every authenticated caller may use everything.
     pub policies: Option<PolicyConfig>,
+    /// Gateway-wide rate limits.
+    pub limits: LimitsConfig,
 }
 
 /// `listen:` after validation.
@@ -165,6 +170,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Era selection.
     pub era: EraPreference,
+    /// Rate limit, bulkhead, circuit breaker, retries, per-tool settings.
+    pub traffic: UpstreamTraffic,
 }
 
 /// How an upstream is reached.

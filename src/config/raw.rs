@@ -7,9 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub use super::raw_auth::{RawAuth, RawTls, RawUpstreamOAuth};
+pub use super::raw_traffic::{RawCircuitBreaker, RawLimits, RawRetries, RawToolTraffic};
+use crate::limits::rate::RawRate;
 
 /// The root of `mcpgate.yaml` (DESIGN.md §5.6).
 #[derive(Debug, Deserialize)]
@@ -37,6 +40,9 @@ pub struct RawConfig {
     /// RBAC policy files.
     #[serde(default)]
     pub policies: Option<RawPolicies>,
+    /// Gateway-wide rate limits.
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// `policies:`
@@ -146,6 +152,25 @@ pub struct RawUpstream {
     /// `auto` (probe modern, fall back to `initialize`), `modern` or `legacy`.
     #[serde(default)]
     pub era: Option<String>,
+    /// Longest a call may run when progress notifications keep extending it, e.g. `5m`.
+    #[serde(default)]
+    pub max_timeout: Option<String>,
+    /// All callers together, on this upstream, e.g. `50/s`.
+    #[serde(default)]
+    pub rate_limit: Option<RawRate>,
+    /// Calls in flight at once (bulkhead); the next one is rejected at once.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Fail fast while the upstream keeps failing; absent: no breaker.
+    #[serde(default)]
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+    /// Retries of idempotent requests (lists, `server/discover`, `ping`, `resources/read`).
+    #[serde(default)]
+    pub retries: Option<RawRetries>,
+    /// Per tool, by the upstream's own tool name (globs allowed); the first matching entry in
+    /// file order applies.
+    #[serde(default)]
+    pub tools: IndexMap<String, RawToolTraffic>,
 }
 
 /// `http:` of an upstream.

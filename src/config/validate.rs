@@ -77,6 +77,7 @@ pub(super) fn validate(
         Some(PolicyConfig { dir, mode })
     });
     let catalogue = catalogue(&raw.catalogue, &mut issues);
+    let limits = super::traffic::limits(&raw.limits, &mut issues);
     match (listen, session, namespacing, catalogue, auth) {
         (Some(listen), Some(session), Some(namespacing), Some(catalogue), Some(auth))
             if issues.0.is_empty() =>
@@ -90,9 +91,19 @@ pub(super) fn validate(
                 catalogue,
                 auth,
                 policies,
+                limits,
             })
         }
         _ => Err(issues.0),
+    }
+}
+
+/// A duration that must not be zero.
+pub(super) fn positive(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be longer than zero".into())
+    } else {
+        Ok(d)
     }
 }
 
@@ -150,13 +161,6 @@ fn listen(raw: &RawListen, base: &Path, issues: &mut Issues) -> Option<ListenCon
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    let positive = |d: Duration| {
-        if d.is_zero() {
-            Err("must be longer than zero".to_string())
-        } else {
-            Ok(d)
-        }
-    };
     let header_read_timeout = issues.check(
         "listen.header_read_timeout",
         duration(raw.header_read_timeout.as_deref(), Duration::from_secs(10)).and_then(positive),
@@ -296,7 +300,7 @@ fn upstreams(
         let transport = transport(up, &at, base, env, issues);
         let timeout = issues.check(
             &format!("{at}.timeout"),
-            duration(up.timeout.as_deref(), Duration::from_secs(30)),
+            duration(up.timeout.as_deref(), Duration::from_secs(30)).and_then(positive),
         );
         let era = issues.check(
             &format!("{at}.era"),
@@ -307,6 +311,7 @@ fn upstreams(
                 Some(other) => Err(format!("{other:?} is not one of auto, modern, legacy")),
             },
         );
+        let traffic = super::traffic::upstream(up, &at, timeout.unwrap_or_default(), issues);
         if let (Some(id), Some(transport), Some(timeout), Some(era)) = (id, transport, timeout, era)
         {
             out.push(UpstreamConfig {
@@ -314,6 +319,7 @@ fn upstreams(
                 transport,
                 timeout,
                 era,
+                traffic,
             });
         }
     }

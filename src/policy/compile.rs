@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -34,8 +34,8 @@ pub struct Role {
     pub(super) subjects: Vec<Subject>,
     pub(super) allow: Rules,
     pub(super) deny: Rules,
-    /// Requests per period for holders of this role, if limited: (count, period).
-    pub rate_limit: Option<(u32, std::time::Duration)>,
+    /// Calls per period for each principal holding this role, if limited.
+    pub rate_limit: Option<crate::limits::rate::Rate>,
 }
 
 /// How a subject entry matches a principal.
@@ -237,12 +237,12 @@ fn role(
         .collect();
     let rate_limit = match &spec.rate_limit {
         None => None,
-        Some(text) => match parse_rate(text) {
+        Some(raw) => match crate::limits::rate::Rate::parse(raw) {
             Ok(r) => Some(r),
             Err(m) => {
                 push(
                     lines.peek("rate_limit"),
-                    format!("role {:?}: {m}", spec.name),
+                    format!("role {:?}: rate_limit {m}", spec.name),
                 );
                 None
             }
@@ -299,7 +299,9 @@ fn subject(spec: &SubjectSpec) -> Result<Subject, String> {
         } else if let Some(vs) = &spec.any_of {
             ValueMatcher::AnyOf(vs.clone())
         } else {
-            ValueMatcher::Glob(glob(spec.glob.as_deref().unwrap_or_default())?.compile_matcher())
+            ValueMatcher::Glob(
+                crate::glob::compile(spec.glob.as_deref().unwrap_or_default())?.compile_matcher(),
+            )
         };
         return Ok(Subject::Claim {
             name: name.clone(),
@@ -310,7 +312,9 @@ fn subject(spec: &SubjectSpec) -> Result<Subject, String> {
         return Err("`equals`, `any_of` and `glob` go with `claim`".into());
     }
     if let Some(pattern) = &spec.mtls {
-        return Ok(Subject::Mtls(glob(pattern)?.compile_matcher()));
+        return Ok(Subject::Mtls(
+            crate::glob::compile(pattern)?.compile_matcher(),
+        ));
     }
     if let Some(name) = &spec.api_key {
         return Ok(Subject::ApiKey(name.clone()));
@@ -368,63 +372,10 @@ fn rules(
     out
 }
 
-/// Compiles a policy glob: `*`, `?`, `[...]` and `\` escapes as globset reads them, but `{` and
-/// `}` literal. Targets name URI templates (`docs/file:///{path}`); read as alternation, a
-/// pattern naming a template would match nothing and a deny on it would silently fail open.
-fn glob(pattern: &str) -> Result<Glob, String> {
-    GlobBuilder::new(&literal_braces(pattern))
-        .literal_separator(false)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
-}
-
-/// `pattern` with every `{` and `}` outside a character class escaped (already escaped ones,
-/// and those inside `[...]`, are literal to globset anyway).
-fn literal_braces(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 4);
-    let mut chars = pattern.chars();
-    let mut in_class = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                out.push(c);
-                if let Some(next) = chars.next() {
-                    out.push(next);
-                }
-            }
-            '[' if !in_class => {
-                in_class = true;
-                out.push(c);
-                // `[]...]` and `[!]...]`: a `]` right after the opening is a member.
-                let rest = chars.as_str();
-                let skip = if rest.starts_with("!]") || rest.starts_with("^]") {
-                    2
-                } else {
-                    usize::from(rest.starts_with(']'))
-                };
-                for _ in 0..skip {
-                    out.extend(chars.next());
-                }
-            }
-            ']' if in_class => {
-                in_class = false;
-                out.push(c);
-            }
-            '{' | '}' if !in_class => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// A target pattern is `upstream/name`; its upstream part, unless itself a glob, must be a
 /// configured upstream.
 fn check_pattern(pattern: &str, upstreams: &[String]) -> Result<Glob, String> {
-    let compiled = glob(pattern)?;
+    let compiled = crate::glob::compile(pattern)?;
     let upstream = pattern.split('/').next().unwrap_or_default();
     let is_glob = upstream.contains(['*', '?', '[']);
     if !pattern.contains('/') && !is_glob {
@@ -439,21 +390,4 @@ fn check_pattern(pattern: &str, upstreams: &[String]) -> Result<Glob, String> {
         ));
     }
     Ok(compiled)
-}
-
-/// `600/m`, `10/s`, `1000/h` → (count, period).
-fn parse_rate(text: &str) -> Result<(u32, std::time::Duration), String> {
-    let bad = || format!("rate_limit {text:?} is not a rate such as 600/m (units s, m, h)");
-    let (count, unit) = text.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let period = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    if count == 0 {
-        return Err(bad());
-    }
-    Ok((count, std::time::Duration::from_secs(period)))
 }

@@ -291,6 +291,16 @@ impl Grant {
         }
     }
 
+    /// The rate limits of the roles held, as (role name, rate) in policy order: each applies
+    /// to this principal alone (DESIGN.md §5.10 `per_role`).
+    pub fn role_rates(&self) -> impl Iterator<Item = (&str, crate::limits::rate::Rate)> + Clone {
+        let roles = self.set.as_deref().map(|set| set.roles.as_slice());
+        self.held.iter().filter_map(move |&i| {
+            let role = &roles?[i];
+            Some((role.name.as_str(), role.rate_limit?))
+        })
+    }
+
     /// The hash of the policy set, if any.
     pub fn policy_hash(&self) -> Option<&str> {
         self.set.as_deref().map(|s| s.hash.as_str())

@@ -33,9 +33,10 @@ pub struct RoleSpec {
     /// What the role denies; a deny in any held role beats every allow.
     #[serde(default)]
     pub deny: RulesSpec,
-    /// Requests per period for principals holding this role, e.g. `600/m`.
+    /// Calls per period for each principal holding this role: `600/m`, or
+    /// `{ rate: 600/m, burst: 100 }` (DESIGN.md §5.10).
     #[serde(default)]
-    pub rate_limit: Option<String>,
+    pub rate_limit: Option<crate::limits::rate::RawRate>,
 }
 
 /// One way of matching a principal.

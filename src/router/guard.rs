@@ -49,6 +49,13 @@ impl<'a> Guard<'a> {
         }
     }
 
+    /// The (role, rate) of each held role with a rate limit (none without policies).
+    pub(super) fn role_rates(
+        &self,
+    ) -> impl Iterator<Item = (&str, crate::limits::rate::Rate)> + Clone {
+        self.grant.iter().flat_map(|g| g.role_rates())
+    }
+
     /// Whether a merged entry is listed for this caller.
     pub(super) fn lists(&self, kind: ListKind, entry: &Entry) -> bool {
         self.grant.as_ref().is_none_or(|g| g.lists(kind, entry))

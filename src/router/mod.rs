@@ -7,22 +7,27 @@
 //! adds what its era requires.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::UpstreamId;
 use crate::error::{GatewayError, TargetKind};
-use crate::policy::{Access, Kind};
+use crate::limits::{CallKey, RateLimits};
+use crate::policy::Access;
 use crate::telemetry::Metrics;
+use crate::upstream::controls::Lease;
 use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstream, UpstreamError};
 
 mod guard;
+mod resolve;
 mod rewrite;
 pub mod task_ids;
 pub mod tasks;
 pub use guard::Decision;
 use guard::Guard;
+use resolve::{Resolution, Target};
 use rewrite::Rewrite;
 
 /// Routes decoded requests.
@@ -31,15 +36,17 @@ pub struct Router {
     metrics: Metrics,
     access: Arc<Access>,
     task_ids: Arc<task_ids::TaskIds>,
+    limits: Arc<RateLimits>,
 }
 
 impl Router {
-    /// A router over `catalogue`, deciding with the policies of `access`; task ids are keyed
-    /// from `session_key` (random per process when `None`).
+    /// A router over `catalogue`, deciding with the policies of `access` and limiting with
+    /// `limits`; task ids are keyed from `session_key` (random per process when `None`).
     pub fn new(
         catalogue: Arc<Catalogue>,
         metrics: Metrics,
         access: Arc<Access>,
+        limits: Arc<RateLimits>,
         session_key: Option<[u8; 32]>,
     ) -> Self {
         Self {
@@ -47,7 +54,13 @@ impl Router {
             metrics,
             access,
             task_ids: Arc::new(task_ids::TaskIds::new(session_key)),
+            limits,
         }
+    }
+
+    /// The rate limits.
+    pub fn limits(&self) -> &Arc<RateLimits> {
+        &self.limits
     }
 
     /// The policies in force.
@@ -90,148 +103,118 @@ impl Router {
             return Ok(Routed::Reply(Ok(page)));
         }
         let snapshot = self.catalogue.snapshot();
-        let mut params = params.unwrap_or_else(|| json!({}));
-        // The client-facing name, for the "unknown" answer to a denied call.
-        let named = params.get("ref").unwrap_or(&params);
-        let wire_name = ["name", "uri", "taskId"]
-            .iter()
-            .find_map(|k| named.get(*k).and_then(Value::as_str))
-            .unwrap_or_default()
-            .to_string();
-        let unknown = |kind| {
-            let name = wire_name.clone();
-            move || GatewayError::UnknownTarget { kind, name }
+        // Every stage a call passes, in order (DESIGN.md §5.10); the result is rewritten back
+        // and the call's outcome recorded as it ends (`RoutedCall::finish`).
+        let target = match self
+            .resolve(ctx, &snapshot, &guard, &owner, method, params) // resolve → policy
+            .await?
+        {
+            Resolution::Reply(reply) => return Ok(Routed::Reply(reply)),
+            Resolution::Target(target) => target,
         };
-        let mut param_headers = Vec::new();
-        let decision;
-        let (upstream, rewrite) = match method {
-            "tools/call" => {
-                let tool = resolve_named(&snapshot, &mut params, TargetKind::Tool)?;
-                decision = guard.check(
-                    Kind::Tool,
-                    tool.target.as_deref(),
-                    Some(&tool.value),
-                    unknown(TargetKind::Tool),
-                )?;
-                let arguments = params.get("arguments").unwrap_or(&Value::Null);
-                param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
-                (tool.upstream.clone(), Rewrite::ToolResult)
-            }
-            "tasks/get" | "tasks/update" | "tasks/result" | "tasks/cancel" => {
-                let rewrite = if method == "tasks/result" {
-                    Rewrite::TaskPayload
-                } else {
-                    Rewrite::Task
-                };
-                let upstream = tasks::resolve(&snapshot, &mut params, &self.task_ids, &owner)?;
-                let task_id = params["taskId"].as_str().unwrap_or_default();
-                decision = guard.check(
-                    Kind::Task,
-                    Some(&format!("{upstream}/{task_id}")),
-                    None,
-                    unknown(TargetKind::Task),
-                )?;
-                (upstream, rewrite)
-            }
-            "tasks/list" => {
-                let merged = tasks::list(
-                    &snapshot,
-                    self.catalogue.upstreams(),
-                    ctx,
-                    &self.task_ids,
-                    &owner,
-                    &|up, id| guard.sees_task(up, id),
-                )
-                .await;
-                return Ok(Routed::Reply(Ok(merged)));
-            }
-            "prompts/get" => {
-                let prompt = resolve_named(&snapshot, &mut params, TargetKind::Prompt)?;
-                decision = guard.check(
-                    Kind::Prompt,
-                    prompt.target.as_deref(),
-                    None,
-                    unknown(TargetKind::Prompt),
-                )?;
-                (prompt.upstream.clone(), Rewrite::PromptResult)
-            }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let resource = resolve_uri_param(&snapshot, &mut params, ListKind::Resources)?;
-                decision = guard.check(
-                    Kind::Resource,
-                    resource.target.as_deref(),
-                    None,
-                    unknown(TargetKind::Resource),
-                )?;
-                let upstream = resource.upstream;
-                match method {
-                    "resources/read" => (upstream, Rewrite::ReadResult),
-                    // Legacy only (the modern era subscribes with subscriptions/listen); counted
-                    // on connections shared with other clients.
-                    "resources/subscribe" => {
-                        let uri = params["uri"].as_str().unwrap_or_default();
-                        return self.subscribe(ctx, &upstream, uri).await;
-                    }
-                    // Answered here: the upstream connection may be shared with other
-                    // subscribers, and the gateway delivers updates only to subscribed sessions.
-                    _ => return Ok(Routed::Reply(Ok(json!({})))),
-                }
-            }
-            "completion/complete" => {
-                // Authorized on exactly what is routed: the prompt or template that `ref.type`
-                // selects, whatever else the client put in `ref`.
-                let (routed, kind) = resolve_completion(&snapshot, &mut params)?;
-                decision = guard.check(
-                    Kind::Completion,
-                    routed.target.as_deref(),
-                    None,
-                    unknown(kind),
-                )?;
-                (routed.upstream, Rewrite::None)
-            }
-            "ping" => return Ok(Routed::Reply(Ok(json!({})))),
-            _ => {
-                return Err(GatewayError::MethodNotFound {
-                    method: method.to_string(),
-                });
-            }
-        };
-        let call = Forward {
-            upstream: &upstream,
-            method,
-            params,
-            param_headers: &param_headers,
-            rewrite,
-            owner,
-        };
-        let mut routed = self.forward(ctx, snapshot, call).await?;
-        if let Routed::Call(call) = &mut routed {
-            call.decision = decision;
+        let upstream = self.upstream(&target.upstream)?;
+        self.rate_limit(ctx, &guard, &owner, method, &target)?; // limits
+        if method == "resources/subscribe" {
+            // Held per shared connection; one cheap request, so no bulkhead slot of its own.
+            return self.subscribe(ctx, upstream, &target).await;
         }
-        Ok(routed)
+        let controls = upstream.controls();
+        let refused = |source| self.refused(method, &target.upstream, source);
+        let slot = controls.bulkhead().map_err(refused)?; // bulkhead
+        let lease = controls
+            .breaker(ctx.principal.is_none(), Some(slot)) // breaker
+            .map_err(refused)?;
+        let timeout = controls.timeout(target.tool.as_deref()); // timeout
+        let call = Forward {
+            upstream,
+            method,
+            target,
+            owner,
+            lease,
+            timeout,
+        };
+        self.forward(ctx, snapshot, call).await // upstream → rewrite
     }
 
-    /// `resources/subscribe` of `uri` (the upstream's own) at `upstream`.
+    /// The upstream a resolved call goes to.
+    fn upstream(&self, id: &UpstreamId) -> Result<&Arc<Upstream>, GatewayError> {
+        self.catalogue
+            .upstreams()
+            .get(id.as_str())
+            .ok_or_else(|| GatewayError::Upstream {
+                upstream: id.to_string(),
+                source: UpstreamError::Unavailable {
+                    detail: "not configured".into(),
+                },
+            })
+    }
+
+    /// The rate limits stage: every limit that applies to the caller, its roles, the upstream
+    /// and the tool, checked all before any is consumed ([`crate::limits`]). The gateway's
+    /// own calls are not limited.
+    fn rate_limit(
+        &self,
+        ctx: &CallContext,
+        guard: &Guard<'_>,
+        owner: &str,
+        method: &str,
+        target: &Target,
+    ) -> Result<(), GatewayError> {
+        if ctx.principal.is_none() {
+            return Ok(());
+        }
+        let key = CallKey {
+            principal: crate::limits::principal_key(owner),
+            upstream: target.upstream.as_str(),
+            tool: target.tool.as_deref(),
+        };
+        self.limits
+            .admit(&key, guard.role_rates())
+            .map_err(|refused| {
+                self.metrics
+                    .traffic
+                    .rate_limited
+                    .with_label_values(&[refused.limit.as_str()])
+                    .inc();
+                self.metrics
+                    .requests
+                    .with_label_values(&[method, target.upstream.as_str(), "rate_limited"])
+                    .inc();
+                GatewayError::RateLimited {
+                    limit: refused.limit,
+                    retry_after: refused.retry_after,
+                }
+            })
+    }
+
+    /// A call the upstream's controls refused (bulkhead full, circuit open), counted.
+    fn refused(&self, method: &str, upstream: &UpstreamId, source: UpstreamError) -> GatewayError {
+        self.metrics
+            .requests
+            .with_label_values(&[method, upstream.as_str(), source.reason()])
+            .inc();
+        GatewayError::Upstream {
+            upstream: upstream.to_string(),
+            source,
+        }
+    }
+
+    /// `resources/subscribe` of the resolved URI (the upstream's own).
     async fn subscribe(
         &self,
         ctx: &CallContext,
-        upstream: &UpstreamId,
-        uri: &str,
+        upstream: &Upstream,
+        target: &Target,
     ) -> Result<Routed, GatewayError> {
-        let upstream_error = |source| GatewayError::Upstream {
-            upstream: upstream.to_string(),
-            source,
-        };
-        let up = self
-            .catalogue
-            .upstreams()
-            .get(upstream.as_str())
-            .ok_or_else(|| {
-                upstream_error(UpstreamError::Unavailable {
-                    detail: "not configured".into(),
-                })
-            })?;
-        let reply = up.subscribe(ctx, uri).await.map_err(upstream_error)?;
+        let uri = target.params["uri"].as_str().unwrap_or_default();
+        let reply =
+            upstream
+                .subscribe(ctx, uri)
+                .await
+                .map_err(|source| GatewayError::Upstream {
+                    upstream: target.upstream.to_string(),
+                    source,
+                })?;
         Ok(Routed::Reply(reply))
     }
 
@@ -242,22 +225,21 @@ impl Router {
         call: Forward<'_>,
     ) -> Result<Routed, GatewayError> {
         let Forward {
-            upstream: upstream_id,
+            upstream,
             method,
+            target,
+            owner,
+            lease,
+            timeout,
+        } = call;
+        let Target {
+            upstream: upstream_id,
             params,
             param_headers,
             rewrite,
-            owner,
-        } = call;
-        let upstream_error = |source| GatewayError::Upstream {
-            upstream: upstream_id.to_string(),
-            source,
-        };
-        let Some(upstream) = self.catalogue.upstreams().get(upstream_id.as_str()) else {
-            return Err(upstream_error(UpstreamError::Unavailable {
-                detail: "not configured".into(),
-            }));
-        };
+            decision,
+            tool: _,
+        } = target;
         let timer = self
             .metrics
             .request_duration
@@ -267,33 +249,39 @@ impl Router {
             upstream: Arc::clone(upstream),
             ctx: ctx.clone(),
             params: params.clone(),
-            param_headers: param_headers.to_vec(),
+            param_headers: param_headers.clone(),
+            timeout,
         };
         match upstream
-            .call(ctx, method, Some(params), param_headers)
+            .call(ctx, method, Some(params), &param_headers, timeout)
             .await
         {
             Ok(call) => Ok(Routed::Call(Box::new(RoutedCall {
                 call,
-                upstream: upstream_id.clone(),
+                upstream: upstream_id,
                 method: method.to_string(),
                 snapshot,
                 rewrite,
                 metrics: self.metrics.clone(),
                 timer: Some(timer),
                 retry,
-                decision: None,
+                decision,
                 task_ids: Arc::clone(&self.task_ids),
                 owner,
                 pushed_back: None,
+                lease: Some(lease),
             }))),
             Err(source) => {
+                lease.settle(Err(&source));
                 self.metrics
                     .requests
                     .with_label_values(&[method, upstream_id.as_str(), "upstream_error"])
                     .inc();
                 tracing::warn!(upstream = %upstream_id, method, error = %source, "upstream call failed");
-                Err(upstream_error(source))
+                Err(GatewayError::Upstream {
+                    upstream: upstream_id.to_string(),
+                    source,
+                })
             }
         }
     }
@@ -338,6 +326,9 @@ pub struct RoutedCall {
     owner: String,
     /// A step taken and given back ([`RoutedCall::push_back`]), yielded next.
     pushed_back: Option<Step>,
+    /// Bulkhead slot and breaker ticket, settled when the call ends (dropped with the call
+    /// when the client goes away first).
+    lease: Option<Lease>,
 }
 
 /// The principal digest task ids are bound to: the caller's, or empty for the gateway.
@@ -355,6 +346,8 @@ struct Retry {
     /// Params in the upstream's own names.
     params: Value,
     param_headers: Vec<(String, String)>,
+    /// The call's whole-call timeout.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RoutedCall {
@@ -416,6 +409,9 @@ impl RoutedCall {
         if let Some(timer) = self.timer.take() {
             timer.observe_duration();
         }
+        if let Some(lease) = self.lease.take() {
+            lease.settle(outcome.as_ref());
+        }
         let label = match &outcome {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "error",
@@ -472,6 +468,7 @@ impl RoutedCall {
                 &self.method,
                 Some(params.clone()),
                 &self.retry.param_headers,
+                self.retry.timeout,
             )
             .await;
         match started {
@@ -511,17 +508,17 @@ impl RoutedCall {
     }
 }
 
-/// One resolved call on its way to its owner.
+/// One resolved call past its controls, on its way to its owner.
 struct Forward<'a> {
-    upstream: &'a UpstreamId,
+    upstream: &'a Arc<Upstream>,
     method: &'a str,
-    /// Params in the upstream's own names.
-    params: Value,
-    /// `Mcp-Param-*` headers for a modern HTTP upstream.
-    param_headers: &'a [(String, String)],
-    rewrite: Rewrite,
+    target: Target,
     /// The caller's principal digest, computed once per request.
     owner: String,
+    /// Its bulkhead slot and breaker ticket.
+    lease: Lease,
+    /// Its whole-call timeout.
+    timeout: Duration,
 }
 
 fn invalid(message: &str) -> GatewayError {

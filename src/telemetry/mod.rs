@@ -4,6 +4,8 @@
 //! a fixed set, upstream ids from the configuration, outcomes from a fixed set; never arguments,
 //! tokens or user ids.
 
+pub mod traffic;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -12,6 +14,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Rate limits, circuit breakers, bulkheads, timeouts, retries.
+    pub traffic: traffic::TrafficMetrics,
     /// `mcpgate_requests_total{method,upstream,outcome}`: requests answered, by outcome
     /// (`ok`, `error`, `upstream_error`).
     pub requests: IntCounterVec,
@@ -125,6 +129,7 @@ impl Metrics {
             registry.register(c).expect("unique metric");
         }
         Self {
+            traffic: traffic::TrafficMetrics::register(&registry).expect("unique metrics"),
             registry,
             requests,
             request_duration,

@@ -152,6 +152,8 @@ impl Drop for ServerRequest {
 pub struct Call {
     items: mpsc::Receiver<CallItem>,
     deadline: Instant,
+    /// How far a progress notification moves the deadline, and the latest it may move to.
+    extension: Option<(std::time::Duration, Instant)>,
     finished: bool,
     on_cancel: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -176,9 +178,21 @@ impl Call {
         Self {
             items,
             deadline,
+            extension: None,
             finished: false,
             on_cancel,
         }
+    }
+
+    /// The same call, its deadline moved by each `notifications/progress` to `timeout` from
+    /// then, never past `longest` (DESIGN.md §5.10 `max_timeout`).
+    pub(super) fn extended_by_progress(
+        mut self,
+        timeout: std::time::Duration,
+        longest: Instant,
+    ) -> Self {
+        self.extension = Some((timeout, longest));
+        self
     }
 
     /// A call that has already ended with `outcome`.
@@ -208,6 +222,11 @@ impl Call {
             })),
             Ok(Some(item)) => item,
         };
+        if let (CallItem::Notification(n), Some((timeout, longest))) = (&item, self.extension)
+            && n.get("method").and_then(Value::as_str) == Some("notifications/progress")
+        {
+            self.deadline = self.deadline.max((Instant::now() + timeout).min(longest));
+        }
         if matches!(item, CallItem::Final(_)) {
             self.finished = true;
             self.on_cancel = None;

@@ -7,16 +7,20 @@
 //! child process live behind that one call (DESIGN.md §5.2). Names and URIs are not rewritten
 //! here: this module speaks the upstream's own names; the router translates.
 
+pub mod breaker;
 pub mod call;
+pub mod controls;
 pub mod credentials;
 mod http;
 pub mod mcp;
 mod mux;
+pub mod retry;
 pub mod session_requests;
 mod sse;
 mod sse_events;
 mod stdio;
 pub mod subscriptions;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +80,16 @@ pub enum UpstreamError {
         /// What was wrong, for logs.
         detail: Detail,
     },
+    /// The upstream's circuit breaker is open: it kept failing, and calls are refused until
+    /// the next probe ([`breaker`]).
+    #[error("circuit open")]
+    CircuitOpen {
+        /// Until the next call may be let through.
+        retry_after: Duration,
+    },
+    /// `max_concurrency` calls are in flight at the upstream (the bulkhead is full).
+    #[error("too many calls in flight")]
+    Overloaded,
 }
 
 impl UpstreamError {
@@ -89,6 +103,26 @@ impl UpstreamError {
             Self::Protocol { .. } => "protocol_error",
             Self::Handshake { .. } => "handshake_failed",
             Self::Credentials { .. } => "upstream_credentials",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::Overloaded => "overloaded",
+        }
+    }
+
+    /// What the outcome says about the upstream's health (DESIGN.md §5.10): connect errors,
+    /// timeouts, HTTP 5xx, protocol garbage, a connection or child process gone are failures;
+    /// the gateway's own refusals and credential trouble say nothing about it.
+    pub fn verdict(&self) -> breaker::Verdict {
+        match self {
+            Self::Unavailable { .. }
+            | Self::Timeout
+            | Self::Closed { .. }
+            | Self::Protocol { .. }
+            | Self::Handshake { .. } => breaker::Verdict::Failure,
+            Self::HttpStatus { status } if *status >= 500 => breaker::Verdict::Failure,
+            Self::HttpStatus { .. }
+            | Self::Credentials { .. }
+            | Self::CircuitOpen { .. }
+            | Self::Overloaded => breaker::Verdict::Neutral,
         }
     }
 
@@ -102,6 +136,10 @@ impl UpstreamError {
             Self::Protocol { .. } => "sent an invalid MCP response".into(),
             Self::Handshake { .. } => "could not negotiate a protocol version".into(),
             Self::Credentials { .. } => "could not be authenticated to".into(),
+            Self::CircuitOpen { .. } => {
+                "is failing; calls to it are refused until it recovers".into()
+            }
+            Self::Overloaded => "has too many calls in flight; try again shortly".into(),
         }
     }
 }
@@ -180,8 +218,9 @@ pub enum UpstreamEvent {
 /// One configured upstream MCP server.
 pub struct Upstream {
     id: UpstreamId,
-    timeout: Duration,
     link: Link,
+    /// Bulkhead, breaker, timeouts, retry budget.
+    controls: controls::Controls,
     /// Resource subscriptions held on the shared connection, counted ([`subscriptions`]).
     shared_subscriptions: subscriptions::Counts,
 }
@@ -201,6 +240,7 @@ impl Upstream {
         sessions: &SessionConfig,
         events: broadcast::Sender<UpstreamEvent>,
         session_requests: Arc<session_requests::SessionRequests>,
+        metrics: &crate::telemetry::traffic::TrafficMetrics,
     ) -> Self {
         let link = match &cfg.transport {
             UpstreamTransport::Http {
@@ -263,7 +303,12 @@ impl Upstream {
         };
         Self {
             id: cfg.id.clone(),
-            timeout: cfg.timeout,
+            controls: controls::Controls::new(
+                cfg.id.as_str(),
+                cfg.timeout,
+                cfg.traffic.clone(),
+                metrics,
+            ),
             link,
             shared_subscriptions: subscriptions::Counts::default(),
         }
@@ -276,12 +321,20 @@ impl Upstream {
 
     /// Whole-call timeout (`upstreams[].timeout`).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.controls.timeout(None)
+    }
+
+    /// Bulkhead, breaker, timeouts and retry budget of this upstream.
+    pub fn controls(&self) -> &controls::Controls {
+        &self.controls
     }
 
     /// Sends one request and waits for its outcome, at most the upstream's `timeout` (which
-    /// includes connecting and any handshake). Server→client requests are rejected and
-    /// notifications dropped: this is for the gateway's own requests (catalogue plane).
+    /// includes connecting, any handshake and retries). Server→client requests are rejected
+    /// and notifications dropped. For the gateway's own requests (`ctx` without a principal:
+    /// the catalogue plane), which pass an open circuit as its probe, and for a client's
+    /// fan-out requests (`tasks/list`), which an open circuit refuses. Idempotent methods are
+    /// retried ([`retry`]).
     ///
     /// `params` are in the upstream's own names; `_meta` is shaped for the upstream's era.
     ///
@@ -293,14 +346,30 @@ impl Upstream {
         method: &str,
         params: Option<Value>,
     ) -> Result<Reply, UpstreamError> {
-        self.call(ctx, method, params, &[]).await?.finish().await
+        let lease = self.controls.breaker(ctx.principal.is_none(), None)?;
+        let timeout = self.controls.timeout(None);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome = self
+            .controls
+            .retries
+            .run(method, deadline, params, |params| async {
+                self.start(ctx, method, params, &[], deadline, timeout)
+                    .await?
+                    .finish()
+                    .await
+            })
+            .await;
+        lease.settle(outcome.as_ref());
+        outcome
     }
 
     /// Starts one request and returns it as a [`Call`]: everything the upstream sends for it,
-    /// in order, then the outcome. The upstream's `timeout` bounds the whole call, connecting
-    /// and handshake included. `param_headers` are `Mcp-Param-{name}` values for a modern HTTP
+    /// in order, then the outcome. The whole call, connecting, handshake and retries of an
+    /// idempotent method included, is bounded by `timeout`; each progress notification the
+    /// upstream sends extends it to `timeout` from then, up to the upstream's `max_timeout`
+    /// from the start. `param_headers` are `Mcp-Param-{name}` values for a modern HTTP
     /// upstream (see [`crate::param_headers::header_values`]); other transports ignore them, as
-    /// the spec allows.
+    /// the spec allows. Bulkhead and breaker are the caller's ([`controls`]).
     ///
     /// # Errors
     /// [`UpstreamError`] when the request could not be sent.
@@ -310,17 +379,38 @@ impl Upstream {
         method: &str,
         params: Option<Value>,
         param_headers: &[(String, String)],
+        timeout: Duration,
     ) -> Result<Call, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.controls
+            .retries
+            .run(method, deadline, params, |params| {
+                self.start(ctx, method, params, param_headers, deadline, timeout)
+            })
+            .await
+    }
+
+    /// One attempt of [`Upstream::call`], by `deadline`.
+    async fn start(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+        param_headers: &[(String, String)],
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Call, UpstreamError> {
         let start = async {
             match &self.link {
                 Link::Http(h) => h.call(ctx, method, params, param_headers, deadline).await,
                 Link::Mux(s) => s.call(ctx, method, params, deadline).await,
             }
         };
-        tokio::time::timeout_at(deadline, start)
+        let call = tokio::time::timeout_at(deadline, start)
             .await
-            .unwrap_or(Err(UpstreamError::Timeout))
+            .unwrap_or(Err(UpstreamError::Timeout))?;
+        let longest = deadline - timeout + self.controls.traffic.max_timeout;
+        Ok(call.extended_by_progress(timeout, longest))
     }
 
     /// Opens a long-lived `subscriptions/listen` on a modern upstream for its list changes; the
@@ -346,7 +436,7 @@ impl Upstream {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, start)
+        tokio::time::timeout(self.timeout(), start)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))
     }
@@ -362,7 +452,7 @@ impl Upstream {
                 Link::Mux(s) => s.info().await,
             }
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.timeout(), call)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))
     }
@@ -384,11 +474,15 @@ pub struct UpstreamSet {
 
 impl UpstreamSet {
     /// Builds every upstream of the configuration; `sessions` bounds the legacy upstream
-    /// sessions held per downstream session. Must be called inside a tokio runtime.
+    /// sessions held per downstream session; `metrics` takes their traffic-control series. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// When the shared HTTP client cannot be built (TLS roots unavailable).
-    pub fn new(cfgs: &[UpstreamConfig], sessions: &SessionConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        cfgs: &[UpstreamConfig],
+        sessions: &SessionConfig,
+        metrics: &crate::telemetry::traffic::TrafficMetrics,
+    ) -> Result<Self, reqwest::Error> {
         let http_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -406,6 +500,7 @@ impl UpstreamSet {
                     sessions,
                     events.clone(),
                     Arc::clone(&session_requests),
+                    metrics,
                 ))
             })
             .collect();

@@ -428,6 +428,39 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                         json!({"jsonrpc": "2.0", "id": id, "result": {"content": []}}),
                     );
                 }
+                // Listed only when a test adds it: `ticks` progress notifications `every_ms`
+                // apart on an SSE stream, then the result.
+                "ticking" => {
+                    let ticks = params["arguments"]["ticks"].as_u64().unwrap_or(3);
+                    let every = Duration::from_millis(
+                        params["arguments"]["every_ms"].as_u64().unwrap_or(100),
+                    );
+                    let token = params["_meta"]["progressToken"].clone();
+                    let done = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ticked"}]}});
+                    let events = futures::stream::unfold(0, move |n| {
+                        let (token, done) = (token.clone(), done.clone());
+                        async move {
+                            if n > ticks {
+                                return None;
+                            }
+                            tokio::time::sleep(every).await;
+                            let message = if n == ticks {
+                                done
+                            } else {
+                                json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": token, "progress": n + 1, "total": ticks}})
+                            };
+                            let event = Bytes::from(format!("event: message\ndata: {message}\n\n"));
+                            Some((Ok::<_, std::convert::Infallible>(event), n + 1))
+                        }
+                    });
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(events),
+                    )
+                        .into_response();
+                }
                 "garbage" => {
                     return (
                         StatusCode::OK,

@@ -1,0 +1,273 @@
+//! Traffic control after validation (DESIGN.md §5.10): `limits:` and each upstream's rate
+//! limit, bulkhead, circuit breaker, retries and per-tool settings.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use globset::GlobMatcher;
+
+use super::raw::{RawCircuitBreaker, RawLimits, RawRetries, RawUpstream};
+use super::validate::{Issues, duration, positive};
+use crate::limits::rate::{Rate, RawRate};
+
+/// `limits:` after validation.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    /// All calls through this replica together.
+    pub global: Option<Rate>,
+    /// Each principal.
+    pub per_principal: Option<Rate>,
+}
+
+/// One upstream's traffic controls after validation.
+#[derive(Debug, Clone)]
+pub struct UpstreamTraffic {
+    /// How far progress notifications may extend a call's timeout, measured from its start.
+    pub max_timeout: Duration,
+    /// All callers together, on this upstream.
+    pub rate_limit: Option<Rate>,
+    /// Calls in flight at once (bulkhead).
+    pub max_concurrency: Option<NonZeroU32>,
+    /// The circuit breaker, if configured.
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Retries of idempotent requests.
+    pub retries: RetryConfig,
+    /// Per-tool settings in file order; the first matching entry applies.
+    pub tools: Vec<ToolTraffic>,
+}
+
+impl UpstreamTraffic {
+    /// No controls beyond the defaults (no limits, no breaker, default retries).
+    pub fn unlimited(timeout: Duration) -> Self {
+        Self {
+            max_timeout: default_max_timeout(timeout),
+            rate_limit: None,
+            max_concurrency: None,
+            circuit_breaker: None,
+            retries: RetryConfig::default(),
+            tools: Vec::new(),
+        }
+    }
+
+    /// The settings for the upstream's own tool `name`: the first matching `tools:` entry.
+    pub fn tool(&self, name: &str) -> Option<(usize, &ToolTraffic)> {
+        self.tools
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.matcher.is_match(name))
+    }
+}
+
+/// An upstream's `tools:` entry.
+#[derive(Debug, Clone)]
+pub struct ToolTraffic {
+    /// The glob as written.
+    pub pattern: String,
+    /// The compiled glob ([`crate::glob`]).
+    pub matcher: GlobMatcher,
+    /// All callers together, per matching tool.
+    pub rate_limit: Option<Rate>,
+    /// Whole-call timeout instead of the upstream's.
+    pub timeout: Option<Duration>,
+}
+
+/// `circuit_breaker:` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the circuit (default 5).
+    pub consecutive_failures: NonZeroU32,
+    /// Share of failed calls in `window` that opens the circuit, in (0, 1] (default 0.5).
+    pub failure_rate: f64,
+    /// The window of `failure_rate` (default 30 s).
+    pub window: Duration,
+    /// Calls in `window` before `failure_rate` counts (default 20).
+    pub min_calls: u32,
+    /// How long the circuit stays open (default 30 s).
+    pub open_for: Duration,
+    /// Probe calls let through while half-open (default 1).
+    pub half_open_calls: NonZeroU32,
+}
+
+/// `retries:` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Extra attempts after the first (default 2; 0 disables retries).
+    pub attempts: u32,
+    /// Retries allowed as a share of recent requests, in [0, 1] (default 0.2).
+    pub budget: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            budget: 0.2,
+        }
+    }
+}
+
+/// Progress may extend a call to ten times its timeout, and at least 5 minutes.
+fn default_max_timeout(timeout: Duration) -> Duration {
+    (timeout * 10).max(Duration::from_secs(300))
+}
+
+/// Validates `limits:`.
+pub(super) fn limits(raw: &RawLimits, issues: &mut Issues) -> LimitsConfig {
+    match raw.store.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => issues.push(
+            "limits.store",
+            "redis is not available in this version; use memory (counters per replica)",
+        ),
+        Some(other) => issues.push("limits.store", format!("{other:?} is not one of memory")),
+    }
+    LimitsConfig {
+        global: rate(raw.global.as_ref(), "limits.global", issues),
+        per_principal: rate(raw.per_principal.as_ref(), "limits.per_principal", issues),
+    }
+}
+
+/// Validates the traffic controls of upstream `at` (`upstreams[i]`), whose whole-call timeout
+/// is `timeout`.
+pub(super) fn upstream(
+    raw: &RawUpstream,
+    at: &str,
+    timeout: Duration,
+    issues: &mut Issues,
+) -> UpstreamTraffic {
+    let mut out = UpstreamTraffic::unlimited(timeout);
+    if let Some(t) = issues.check(
+        &format!("{at}.max_timeout"),
+        duration(raw.max_timeout.as_deref(), out.max_timeout),
+    ) {
+        out.max_timeout = t;
+    }
+    out.rate_limit = rate(raw.rate_limit.as_ref(), &format!("{at}.rate_limit"), issues);
+    out.max_concurrency = match raw.max_concurrency {
+        None => None,
+        Some(n) => {
+            let n = NonZeroU32::new(n);
+            if n.is_none() {
+                issues.push(format!("{at}.max_concurrency"), "must be at least 1");
+            }
+            n
+        }
+    };
+    out.circuit_breaker = raw
+        .circuit_breaker
+        .as_ref()
+        .and_then(|b| breaker(b, &format!("{at}.circuit_breaker"), issues));
+    if let Some(r) = &raw.retries {
+        out.retries = retries(r, &format!("{at}.retries"), issues);
+    }
+    let mut longest = timeout;
+    for (pattern, tool) in &raw.tools {
+        let path = format!("{at}.tools[{pattern:?}]");
+        let matcher = issues.check(
+            &path,
+            crate::glob::compile(pattern).map(|g| g.compile_matcher()),
+        );
+        let rate_limit = rate(
+            tool.rate_limit.as_ref(),
+            &format!("{path}.rate_limit"),
+            issues,
+        );
+        let timeout = match &tool.timeout {
+            None => None,
+            Some(t) => issues.check(
+                &format!("{path}.timeout"),
+                duration(Some(t), timeout).and_then(positive),
+            ),
+        };
+        longest = longest.max(timeout.unwrap_or_default());
+        if let Some(matcher) = matcher {
+            out.tools.push(ToolTraffic {
+                pattern: pattern.clone(),
+                matcher,
+                rate_limit,
+                timeout,
+            });
+        }
+    }
+    if out.max_timeout < longest {
+        issues.push(
+            format!("{at}.max_timeout"),
+            format!(
+                "{} is shorter than a timeout it should extend ({})",
+                humantime::format_duration(out.max_timeout),
+                humantime::format_duration(longest)
+            ),
+        );
+    }
+    out
+}
+
+fn breaker(raw: &RawCircuitBreaker, at: &str, issues: &mut Issues) -> Option<BreakerConfig> {
+    let count = |value: Option<u32>, default: u32, key: &str, issues: &mut Issues| {
+        let n = NonZeroU32::new(value.unwrap_or(default));
+        if n.is_none() {
+            issues.push(format!("{at}.{key}"), "must be at least 1");
+        }
+        n
+    };
+    let consecutive_failures = count(raw.consecutive_failures, 5, "consecutive_failures", issues);
+    let half_open_calls = count(raw.half_open_calls, 1, "half_open_calls", issues);
+    let failure_rate = issues.check(
+        &format!("{at}.failure_rate"),
+        share(raw.failure_rate.as_deref(), 0.5).and_then(|r| {
+            if r > 0.0 {
+                Ok(r)
+            } else {
+                Err("must be above 0%".into())
+            }
+        }),
+    );
+    let window = issues.check(
+        &format!("{at}.window"),
+        duration(raw.window.as_deref(), Duration::from_secs(30)).and_then(positive),
+    );
+    let open_for = issues.check(
+        &format!("{at}.open_for"),
+        duration(raw.open_for.as_deref(), Duration::from_secs(30)).and_then(positive),
+    );
+    Some(BreakerConfig {
+        consecutive_failures: consecutive_failures?,
+        failure_rate: failure_rate?,
+        window: window?,
+        min_calls: raw.min_calls.unwrap_or(20),
+        open_for: open_for?,
+        half_open_calls: half_open_calls?,
+    })
+}
+
+fn retries(raw: &RawRetries, at: &str, issues: &mut Issues) -> RetryConfig {
+    let default = RetryConfig::default();
+    let budget = issues
+        .check(
+            &format!("{at}.budget"),
+            share(raw.budget.as_deref(), default.budget),
+        )
+        .unwrap_or(default.budget);
+    RetryConfig {
+        attempts: raw.attempts.unwrap_or(default.attempts),
+        budget,
+    }
+}
+
+fn rate(raw: Option<&RawRate>, path: &str, issues: &mut Issues) -> Option<Rate> {
+    issues.check(path, Rate::parse(raw?))
+}
+
+/// `50%` → 0.5; at most 100%.
+fn share(text: Option<&str>, default: f64) -> Result<f64, String> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let bad = || format!("{text:?} is not a percentage such as 50%");
+    let number = text.trim().strip_suffix('%').ok_or_else(bad)?;
+    let percent: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(format!("{text:?} is not between 0% and 100%"));
+    }
+    Ok(percent / 100.0)
+}

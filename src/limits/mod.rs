@@ -1,0 +1,323 @@
+//! Rate limits per MCP call (DESIGN.md §5.10): global, per principal, per role, per upstream,
+//! per tool, each a GCRA limiter ([`governor`]).
+//!
+//! A call is subject to every limit that applies to it. [`RateLimits::admit`] first asks each of
+//! them without consuming ([`store`]), and only when all would let the call through consumes one
+//! cell from each: a call one limit refuses costs nothing in the others. (Two calls racing
+//! between the two passes can still both pass the first and one fail the second after a cell
+//! was taken; that costs at most one cell per race and never lets a call exceed a limit.)
+//! Nothing queues: a refused call is answered at once with the longest wait among the limits
+//! that refused it.
+//!
+//! Memory stays bounded whatever the number of distinct principals: a key whose state is
+//! indistinguishable from a fresh one (its bucket has refilled) carries no information, and
+//! [`RateLimits::retain_recent`], run periodically, drops every such key.
+
+pub mod rate;
+pub mod store;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+
+use crate::config::{LimitsConfig, UpstreamConfig};
+use rate::Rate;
+use store::{Probe, Store};
+
+/// Which limit refused a call: the `limit` of the rejection and of
+/// `mcpgate_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `limits.global`.
+    Global,
+    /// `limits.per_principal`.
+    PerPrincipal,
+    /// A held role's `rate_limit` (policy files).
+    PerRole,
+    /// `upstreams[].rate_limit`.
+    PerUpstream,
+    /// `upstreams[].tools[…].rate_limit`.
+    PerTool,
+}
+
+impl LimitKind {
+    /// The name used on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::PerPrincipal => "per_principal",
+            Self::PerRole => "per_role",
+            Self::PerUpstream => "per_upstream",
+            Self::PerTool => "per_tool",
+        }
+    }
+}
+
+/// A call refused by a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit with the longest wait among those that refused.
+    pub limit: LimitKind,
+    /// When the call would next be let through by every limit that refused it.
+    pub retry_after: Duration,
+}
+
+/// What one call is limited as.
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey<'a> {
+    /// The caller ([`principal_key`]).
+    pub principal: u64,
+    /// The target's upstream.
+    pub upstream: &'a str,
+    /// For `tools/call`: the upstream's own tool name.
+    pub tool: Option<&'a str>,
+}
+
+/// A GCRA limiter over 64-bit keys that can be peeked, and the rate it enforces.
+struct Limiter<C: Clock> {
+    rate: Rate,
+    gcra: governor::RateLimiter<Probe, Store, C, NoOpMiddleware<C::Instant>>,
+}
+
+impl<C: Clock + Clone> Limiter<C> {
+    fn new(rate: Rate, clock: &C) -> Self {
+        Self {
+            rate,
+            gcra: governor::RateLimiter::new(rate.quota(), Store::default(), clock.clone()),
+        }
+    }
+
+    /// `Err(wait)` when `key` has no cell now; consumes one unless `peek`.
+    fn check(&self, key: u64, peek: bool, clock: &C) -> Result<(), Duration> {
+        self.gcra
+            .check_key(&Probe { key, peek })
+            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+    }
+}
+
+/// One upstream's limiters: the whole upstream's and one per `tools:` entry with a rate.
+struct UpstreamLimiters<C: Clock> {
+    whole: Option<Limiter<C>>,
+    /// By `tools:` entry index; `None` where the entry sets no rate.
+    tools: Vec<Option<Limiter<C>>>,
+    config: crate::config::UpstreamTraffic,
+}
+
+/// Every rate limit of the gateway. Generic over the clock so tests can drive time.
+pub struct RateLimits<C: Clock = DefaultClock> {
+    clock: C,
+    global: Option<Limiter<C>>,
+    per_principal: Option<Limiter<C>>,
+    /// One limiter per distinct role rate, keyed by (role, principal): roles come and go
+    /// with policy reloads, rates are few.
+    per_role: RwLock<HashMap<Rate, Arc<Limiter<C>>>>,
+    upstreams: HashMap<String, UpstreamLimiters<C>>,
+}
+
+impl RateLimits<DefaultClock> {
+    /// The limits of a configuration, on the real clock.
+    pub fn new(limits: &LimitsConfig, upstreams: &[UpstreamConfig]) -> Self {
+        Self::with_clock(limits, upstreams, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    /// The limits of a configuration, on `clock`.
+    pub fn with_clock(limits: &LimitsConfig, upstreams: &[UpstreamConfig], clock: C) -> Self {
+        let limiter = |rate: Option<Rate>| rate.map(|r| Limiter::new(r, &clock));
+        let upstreams = upstreams
+            .iter()
+            .map(|u| {
+                let limiters = UpstreamLimiters {
+                    whole: limiter(u.traffic.rate_limit),
+                    tools: u
+                        .traffic
+                        .tools
+                        .iter()
+                        .map(|t| limiter(t.rate_limit))
+                        .collect(),
+                    config: u.traffic.clone(),
+                };
+                (u.id.to_string(), limiters)
+            })
+            .collect();
+        Self {
+            global: limiter(limits.global),
+            per_principal: limiter(limits.per_principal),
+            per_role: RwLock::new(HashMap::new()),
+            upstreams,
+            clock,
+        }
+    }
+
+    /// Lets a call through when every applicable limit has a cell for it, consuming one from
+    /// each; `roles` are the (name, rate) of the caller's held roles that carry a rate limit.
+    ///
+    /// # Errors
+    /// [`RateLimited`] naming the limit that refused (the longest wait among them); nothing
+    /// is consumed then.
+    pub fn admit<'r>(
+        &self,
+        call: &CallKey<'_>,
+        roles: impl Iterator<Item = (&'r str, Rate)> + Clone,
+    ) -> Result<(), RateLimited> {
+        let mut refused: Option<RateLimited> = None;
+        self.each(call, roles.clone(), |limiter, key, kind| {
+            if let Err(wait) = limiter.check(key, true, &self.clock)
+                && refused.is_none_or(|r| r.retry_after < wait)
+            {
+                refused = Some(RateLimited {
+                    limit: kind,
+                    retry_after: wait,
+                });
+            }
+        });
+        if let Some(refused) = refused {
+            return Err(refused);
+        }
+        self.each(call, roles, |limiter, key, kind| {
+            if let Err(wait) = limiter.check(key, false, &self.clock)
+                && refused.is_none_or(|r| r.retry_after < wait)
+            {
+                refused = Some(RateLimited {
+                    limit: kind,
+                    retry_after: wait,
+                });
+            }
+        });
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Runs `f` on every limiter that applies to `call`, with the key the call has in it.
+    fn each<'r>(
+        &self,
+        call: &CallKey<'_>,
+        roles: impl Iterator<Item = (&'r str, Rate)>,
+        mut f: impl FnMut(&Limiter<C>, u64, LimitKind),
+    ) {
+        if let Some(l) = &self.global {
+            f(l, 0, LimitKind::Global);
+        }
+        if let Some(l) = &self.per_principal {
+            f(l, call.principal, LimitKind::PerPrincipal);
+        }
+        for (role, rate) in roles {
+            let limiter = self.role_limiter(rate);
+            f(&limiter, mix(call.principal, role), LimitKind::PerRole);
+        }
+        let Some(upstream) = self.upstreams.get(call.upstream) else {
+            return;
+        };
+        if let Some(l) = &upstream.whole {
+            f(l, 0, LimitKind::PerUpstream);
+        }
+        if let Some(tool) = call.tool
+            && let Some((i, _)) = upstream.config.tool(tool)
+            && let Some(Some(l)) = upstream.tools.get(i)
+        {
+            f(l, mix(0, tool), LimitKind::PerTool);
+        }
+    }
+
+    fn role_limiter(&self, rate: Rate) -> Arc<Limiter<C>> {
+        let read = self.per_role.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = read.get(&rate) {
+            return Arc::clone(l);
+        }
+        drop(read);
+        let mut write = self.per_role.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            write
+                .entry(rate)
+                .or_insert_with(|| Arc::new(Limiter::new(rate, &self.clock))),
+        )
+    }
+
+    /// Drops every key whose bucket has refilled (it is then the same as a key never seen) and
+    /// gives the memory back. Run it periodically.
+    pub fn retain_recent(&self) {
+        let roles = self.per_role.read().unwrap_or_else(|p| p.into_inner());
+        let upstreams = self
+            .upstreams
+            .values()
+            .flat_map(|u| u.whole.iter().chain(u.tools.iter().flatten()));
+        for l in self
+            .global
+            .iter()
+            .chain(&self.per_principal)
+            .chain(roles.values().map(|l| l.as_ref()))
+            .chain(upstreams)
+        {
+            l.gcra.retain_recent();
+            l.gcra.shrink_to_fit();
+        }
+    }
+
+    /// Keys held across all limiters (what [`RateLimits::retain_recent`] bounds).
+    pub fn keys(&self) -> usize {
+        let roles = self.per_role.read().unwrap_or_else(|p| p.into_inner());
+        let upstreams: usize = self
+            .upstreams
+            .values()
+            .flat_map(|u| u.whole.iter().chain(u.tools.iter().flatten()))
+            .map(|l| l.gcra.len())
+            .sum();
+        self.global.iter().map(|l| l.gcra.len()).sum::<usize>()
+            + self
+                .per_principal
+                .iter()
+                .map(|l| l.gcra.len())
+                .sum::<usize>()
+            + roles.values().map(|l| l.gcra.len()).sum::<usize>()
+            + upstreams
+    }
+
+    /// The limits that apply to `call` and their rates, in checking order (for
+    /// `mcpgate policy explain`).
+    pub fn applicable<'r>(
+        &self,
+        call: &CallKey<'_>,
+        roles: impl Iterator<Item = (&'r str, Rate)>,
+    ) -> Vec<(LimitKind, Rate)> {
+        let mut out = Vec::new();
+        self.each(call, roles, |l, _, kind| out.push((kind, l.rate)));
+        out
+    }
+}
+
+/// How often [`sweep`] drops refilled keys.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Drops refilled keys every [`SWEEP_INTERVAL`], for as long as it runs.
+pub async fn sweep(limits: Arc<RateLimits>) {
+    let mut every = tokio::time::interval(SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        limits.retain_recent();
+    }
+}
+
+/// The limiter key of a principal: the first 64 bits of its digest
+/// ([`crate::auth::Principal::digest`], hex SHA-256), already uniformly spread.
+pub fn principal_key(digest: &str) -> u64 {
+    digest
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
+/// A key for `name` within `key` (a role of a principal, a tool of an upstream).
+fn mix(key: u64, name: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests;
