@@ -7,8 +7,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -122,6 +120,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.clone(),
     ));
     let mut background = catalogue::refresh::spawn(Arc::clone(&catalogue));
+    // Active health checks, one task per upstream.
+    for upstream in catalogue.upstreams().all() {
+        let interval = upstream.controls().traffic.health_interval;
+        background.spawn(crate::upstream::health::run(Arc::clone(upstream), interval));
+    }
     // Front door: the issuer's keys are fetched before the first request is served.
     let auth = Arc::new(authenticator(&config, &mut background).await?);
     let access = access(&config, &catalogue, &metrics, &mut background)?;
@@ -194,7 +197,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 limits: ADMIN_LIMITS,
                 open: metrics.open_connections.with_label_values(&["admin"]),
             };
-            let router = admin_routes(Arc::clone(&catalogue), metrics);
+            let router = crate::admin::routes(Arc::clone(&catalogue), metrics);
             let addr = serve(
                 &mut servers,
                 admin.addr,
@@ -259,41 +262,6 @@ async fn serve(
         shutdown,
     ));
     Ok(local)
-}
-
-/// `/healthz` (process up), `/readyz` (first catalogue round done), `/metrics` (Prometheus).
-fn admin_routes(catalogue: Arc<Catalogue>, metrics: Metrics) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = catalogue.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let body = metrics.render();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
 }
 
 /// The authenticator of `config`: its JWKS fetched once now (a failure is logged, and the key

@@ -32,12 +32,15 @@
 //! # Layout
 //!
 //! - [`app`]: the composition root; builds the stack, binds listeners, shuts down.
+//! - [`admin`]: the operations listener (`/healthz`, `/readyz`, `/metrics`).
 //! - [`listener`]: accepting connections (plain and TLS) within connection and time bounds.
 //! - [`config`]: YAML → validated [`config::Config`], every issue reported with its key path.
 //! - [`downstream`]: the client-facing Streamable HTTP endpoint for both eras.
 //! - [`router`]: method dispatch, name/URI rewriting.
 //! - [`catalogue`]: merging, namespacing, cursors, background refresh.
-//! - [`upstream`]: the MCP client side (Streamable HTTP and stdio, both eras).
+//! - [`upstream`]: the MCP client side (Streamable HTTP and stdio, both eras), with each
+//!   upstream's bulkhead, circuit breaker, timeouts, retries and health checks.
+//! - [`limits`]: rate limits per call (global, principal, role, upstream, tool).
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
 //! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
 //! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
@@ -47,6 +50,7 @@
 //! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
 //! `telemetry`, `jsonrpc` and `protocol` are leaves.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod catalogue;

@@ -206,8 +206,15 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             } else {
                 Some(live_snapshot(&cfg).await?)
             };
-            let explanation =
-                policy::explain(&set, mode, &principal, &kind, &target, snapshot.as_deref())?;
+            let explanation = policy::explain(
+                &cfg,
+                &set,
+                mode,
+                &principal,
+                &kind,
+                &target,
+                snapshot.as_deref(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&explanation)?);
             } else {

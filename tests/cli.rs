@@ -128,7 +128,7 @@ fn policy_check_explain_and_diff_for_security_teams() {
     }
     let role = |tools: &str| {
         format!(
-            "roles:\n  - name: ops\n    subjects: [{{ claim: groups, equals: ops }}]\n    allow: {{ tools: [{tools}] }}\n"
+            "roles:\n  - name: ops\n    subjects: [{{ claim: groups, equals: ops }}]\n    allow: {{ tools: [{tools}] }}\n    rate_limit: {{ rate: 60/m, burst: 10 }}\n"
         )
     };
     write(
@@ -145,7 +145,7 @@ fn policy_check_explain_and_diff_for_security_teams() {
         dir.path(),
         "mcpgate.yaml",
         &format!(
-            "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: pipe, stdio: {} }}\npolicies: {{ dir: old }}\n",
+            "listen: {{ addr: 127.0.0.1:0 }}\nlimits: {{ per_principal: 600/m }}\nupstreams:\n  - {{ id: pipe, stdio: {}, tools: {{ \"ec*\": {{ rate_limit: 10/m, timeout: 5s }} }} }}\npolicies: {{ dir: old }}\n",
             support::stdio_mock("legacy")
         ),
     );
@@ -183,6 +183,12 @@ fn policy_check_explain_and_diff_for_security_teams() {
         stdout.contains("decided by ops.yaml:4  role \"ops\"  allow \"pipe/echo\""),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "limits     per_principal 600/m, per_role 60/m (burst 10) (role \"ops\"), per_tool 10/m\ntimeout    5s"
+        ),
+        "{stdout}"
+    );
     let (code, stdout, _) = mcpgate(&[
         "policy",
         "explain",
@@ -198,6 +204,12 @@ fn policy_check_explain_and_diff_for_security_teams() {
     let explained: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(explained["verdict"]["effect"], "deny");
     assert_eq!(explained["roles"], json!(["ops"]));
+    assert_eq!(
+        explained["limits"],
+        json!([{"limit": "per_principal", "rate": "600/m"},
+            {"limit": "per_role", "rate": "60/m (burst 10)", "role": "ops"}])
+    );
+    assert_eq!(explained["timeout"], "30s");
 
     let old = dir.path().join("old").display().to_string();
     let new = dir.path().join("new").display().to_string();

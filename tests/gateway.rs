@@ -110,9 +110,20 @@ catalogue: {{ page_size: 5 }}
         body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
         "2026-07-28"
     );
+    // One discover probes the era; the first health check sends the other.
+    eventually(5, "the first health check", || async {
+        modern.seen.discovers.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    for _ in 0..3 {
+        client
+            .modern("tools/call", json!({"name": "new__echo", "arguments": {}}))
+            .await
+            .result();
+    }
     assert_eq!(
         modern.seen.discovers.load(Ordering::SeqCst),
-        1,
+        2,
         "the era is probed once and cached"
     );
 

@@ -405,3 +405,77 @@ namespacing: {{ prefix: always }}
     .await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn readyz_reports_each_upstreams_health_without_failing_for_one() {
+    let (sick, _sick_mock, _sick_task) = mock_http::start({
+        let mut spec = MockSpec::new(MockEra::Legacy);
+        spec.ping_error = true;
+        spec
+    })
+    .await;
+    // A port nothing listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (gw, mock, _task) = with_mock(
+        &[],
+        "    health_check: { interval: 200ms }\n    circuit_breaker: {}",
+        &format!(
+            "  - {{ id: sick, http: {{ url: 'http://{sick}/mcp' }}, health_check: {{ interval: 200ms }} }}
+  - {{ id: dead, http: {{ url: 'http://{dead}/mcp' }}, timeout: 1s }}
+  - {{ id: pipe, stdio: {}, health_check: {{ interval: 200ms }} }}
+namespacing: {{ prefix: always }}
+",
+            stdio_mock("legacy")
+        ),
+    )
+    .await;
+    let admin = gw.admin_addr.unwrap();
+    let readyz = || async {
+        let resp = reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            serde_json::from_str::<Value>(&resp.text().await.unwrap()).unwrap(),
+        )
+    };
+    eventually(10, "every upstream has been checked", || async {
+        let (_, body) = readyz().await;
+        ["m", "sick", "dead", "pipe"]
+            .iter()
+            .all(|u| !body["upstreams"][u]["health"]["healthy"].is_null())
+    })
+    .await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    let up = &body["upstreams"];
+    assert_eq!(up["m"]["health"]["healthy"], true);
+    assert_eq!(up["m"]["circuit"], "closed");
+    assert_eq!(up["m"]["catalogue"], "fresh");
+    assert_eq!(up["pipe"]["health"]["healthy"], true);
+    // A JSON-RPC error in an HTTP 200 is unhealthy.
+    assert_eq!(up["sick"]["health"]["healthy"], false);
+    assert_eq!(up["sick"]["health"]["reason"], "jsonrpc_error");
+    assert_eq!(up["dead"]["health"]["healthy"], false);
+    assert_eq!(up["dead"]["health"]["reason"], "unavailable");
+    assert_eq!(up["dead"]["catalogue"], "stale");
+    assert!(up["dead"].get("circuit").is_none());
+    // A modern upstream is checked with server/discover, again and again.
+    let discovers = mock
+        .seen
+        .discovers
+        .load(std::sync::atomic::Ordering::SeqCst);
+    eventually(5, "more checks of m", || async {
+        mock.seen
+            .discovers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > discovers + 1
+    })
+    .await;
+    gw.shutdown().await;
+}

@@ -375,6 +375,11 @@ impl Catalogue {
         ok
     }
 
+    /// Whether the most recent refresh of upstream `id` succeeded (`None`: not configured).
+    pub fn is_fresh(&self, id: &UpstreamId) -> Option<bool> {
+        self.listing(id).map(|l| l.up)
+    }
+
     fn listing(&self, id: &UpstreamId) -> Option<Arc<UpstreamListing>> {
         let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
         listings

@@ -106,11 +106,12 @@ pub fn principal(
 }
 
 /// `policy explain`: the decision on `target` of `kind`, with the tool's annotations from
-/// `snapshot` when given.
+/// `snapshot` when given, and the rate limits and timeout of `config` the call would pass.
 ///
 /// # Errors
 /// When `kind` is not a policy kind.
 pub fn explain(
+    config: &Config,
     set: &Arc<PolicySet>,
     mode: PolicyMode,
     principal: &Principal,
@@ -129,12 +130,41 @@ pub fn explain(
             .map(|e| e.value.clone()),
         _ => None,
     };
-    Ok(explain::explain(
-        set,
-        mode,
-        principal,
-        kind,
-        target,
-        tool.as_ref(),
-    ))
+    let mut explanation = explain::explain(set, mode, principal, kind, target, tool.as_ref());
+    traffic(config, set, mode, principal, kind, target, &mut explanation);
+    Ok(explanation)
+}
+
+/// The limits and timeout a call to `target` passes (DESIGN.md §5.10), into `explanation`.
+fn traffic(
+    config: &Config,
+    set: &Arc<PolicySet>,
+    mode: PolicyMode,
+    principal: &Principal,
+    kind: Kind,
+    target: &str,
+    explanation: &mut explain::Explanation,
+) {
+    let (upstream, name) = target.split_once('/').unwrap_or((target, ""));
+    let tool = (kind == Kind::Tool).then_some(name);
+    let grant = crate::policy::Grant::new(Arc::clone(set), principal, mode);
+    let call = crate::limits::CallKey {
+        principal: crate::limits::principal_key(&principal.digest()),
+        upstream,
+        tool,
+    };
+    let limits = crate::limits::RateLimits::new(&config.limits, &config.upstreams);
+    explanation.limits = limits
+        .applicable(&call, grant.role_rates())
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    explanation.timeout = config
+        .upstreams
+        .iter()
+        .find(|u| u.id.as_str() == upstream)
+        .map(|u| {
+            let timeout = u.traffic.tool_timeout(tool).unwrap_or(u.timeout);
+            humantime::format_duration(timeout).to_string()
+        });
 }

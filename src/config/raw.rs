@@ -11,7 +11,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub use super::raw_auth::{RawAuth, RawTls, RawUpstreamOAuth};
-pub use super::raw_traffic::{RawCircuitBreaker, RawLimits, RawRetries, RawToolTraffic};
+pub use super::raw_traffic::{
+    RawCircuitBreaker, RawHealthCheck, RawLimits, RawRetries, RawToolTraffic,
+};
 use crate::limits::rate::RawRate;
 
 /// The root of `mcpgate.yaml` (DESIGN.md §5.6).
@@ -167,6 +169,9 @@ pub struct RawUpstream {
     /// Retries of idempotent requests (lists, `server/discover`, `ping`, `resources/read`).
     #[serde(default)]
     pub retries: Option<RawRetries>,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
     /// Per tool, by the upstream's own tool name (globs allowed); the first matching entry in
     /// file order applies.
     #[serde(default)]

@@ -56,6 +56,15 @@ pub struct RawRetries {
     pub budget: Option<String>,
 }
 
+/// `health_check:` of an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Time between checks of a healthy upstream, e.g. `30s`.
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
 /// One entry of an upstream's `tools:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

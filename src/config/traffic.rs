@@ -34,6 +34,8 @@ pub struct UpstreamTraffic {
     pub retries: RetryConfig,
     /// Per-tool settings in file order; the first matching entry applies.
     pub tools: Vec<ToolTraffic>,
+    /// Time between health checks of a healthy upstream (default 30 s).
+    pub health_interval: Duration,
 }
 
 impl UpstreamTraffic {
@@ -46,7 +48,13 @@ impl UpstreamTraffic {
             circuit_breaker: None,
             retries: RetryConfig::default(),
             tools: Vec::new(),
+            health_interval: Duration::from_secs(30),
         }
+    }
+
+    /// The timeout of tool `name` (the upstream's own), when its `tools:` entry sets one.
+    pub fn tool_timeout(&self, name: Option<&str>) -> Option<Duration> {
+        self.tool(name?).and_then(|(_, t)| t.timeout)
     }
 
     /// The settings for the upstream's own tool `name`: the first matching `tools:` entry.
@@ -159,6 +167,14 @@ pub(super) fn upstream(
         .and_then(|b| breaker(b, &format!("{at}.circuit_breaker"), issues));
     if let Some(r) = &raw.retries {
         out.retries = retries(r, &format!("{at}.retries"), issues);
+    }
+    if let Some(h) = &raw.health_check
+        && let Some(interval) = issues.check(
+            &format!("{at}.health_check.interval"),
+            duration(h.interval.as_deref(), out.health_interval).and_then(positive),
+        )
+    {
+        out.health_interval = interval;
     }
     let mut longest = timeout;
     for (pattern, tool) in &raw.tools {

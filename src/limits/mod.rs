@@ -66,6 +66,59 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
+/// One limit that applies to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied<'r> {
+    /// Which limit.
+    pub limit: LimitKind,
+    /// Its rate.
+    pub rate: Rate,
+    /// For a role's limit, the role.
+    pub role: Option<&'r str>,
+}
+
+impl Applied<'_> {
+    fn new(limit: LimitKind, rate: Rate) -> Self {
+        Self {
+            limit,
+            rate,
+            role: None,
+        }
+    }
+}
+
+/// An [`Applied`] limit as reported (`mcpgate policy explain`): `{ limit, rate, role? }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedLimit {
+    /// `global`, `per_principal`, `per_role`, `per_upstream` or `per_tool`.
+    pub limit: &'static str,
+    /// The rate as written back, e.g. `600/m` or `10/s (burst 3)`.
+    pub rate: String,
+    /// For a role's limit, the role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl From<Applied<'_>> for AppliedLimit {
+    fn from(a: Applied<'_>) -> Self {
+        Self {
+            limit: a.limit.as_str(),
+            rate: a.rate.to_string(),
+            role: a.role.map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Display for AppliedLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.limit, self.rate)?;
+        if let Some(role) = &self.role {
+            write!(f, " (role {role:?})")?;
+        }
+        Ok(())
+    }
+}
+
 /// What one call is limited as.
 #[derive(Debug, Clone, Copy)]
 pub struct CallKey<'a> {
@@ -166,30 +219,22 @@ impl<C: Clock + Clone> RateLimits<C> {
         roles: impl Iterator<Item = (&'r str, Rate)> + Clone,
     ) -> Result<(), RateLimited> {
         let mut refused: Option<RateLimited> = None;
-        self.each(call, roles.clone(), |limiter, key, kind| {
-            if let Err(wait) = limiter.check(key, true, &self.clock)
-                && refused.is_none_or(|r| r.retry_after < wait)
-            {
-                refused = Some(RateLimited {
-                    limit: kind,
-                    retry_after: wait,
-                });
+        for peek in [true, false] {
+            self.each(call, roles.clone(), |limiter, key, applied| {
+                if let Err(wait) = limiter.check(key, peek, &self.clock)
+                    && refused.is_none_or(|r| r.retry_after < wait)
+                {
+                    refused = Some(RateLimited {
+                        limit: applied.limit,
+                        retry_after: wait,
+                    });
+                }
+            });
+            if let Some(refused) = refused {
+                return Err(refused);
             }
-        });
-        if let Some(refused) = refused {
-            return Err(refused);
         }
-        self.each(call, roles, |limiter, key, kind| {
-            if let Err(wait) = limiter.check(key, false, &self.clock)
-                && refused.is_none_or(|r| r.retry_after < wait)
-            {
-                refused = Some(RateLimited {
-                    limit: kind,
-                    retry_after: wait,
-                });
-            }
-        });
-        refused.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Runs `f` on every limiter that applies to `call`, with the key the call has in it.
@@ -197,29 +242,37 @@ impl<C: Clock + Clone> RateLimits<C> {
         &self,
         call: &CallKey<'_>,
         roles: impl Iterator<Item = (&'r str, Rate)>,
-        mut f: impl FnMut(&Limiter<C>, u64, LimitKind),
+        mut f: impl FnMut(&Limiter<C>, u64, Applied<'r>),
     ) {
         if let Some(l) = &self.global {
-            f(l, 0, LimitKind::Global);
+            f(l, 0, Applied::new(LimitKind::Global, l.rate));
         }
         if let Some(l) = &self.per_principal {
-            f(l, call.principal, LimitKind::PerPrincipal);
+            f(
+                l,
+                call.principal,
+                Applied::new(LimitKind::PerPrincipal, l.rate),
+            );
         }
         for (role, rate) in roles {
             let limiter = self.role_limiter(rate);
-            f(&limiter, mix(call.principal, role), LimitKind::PerRole);
+            let applied = Applied {
+                role: Some(role),
+                ..Applied::new(LimitKind::PerRole, rate)
+            };
+            f(&limiter, mix(call.principal, role), applied);
         }
         let Some(upstream) = self.upstreams.get(call.upstream) else {
             return;
         };
         if let Some(l) = &upstream.whole {
-            f(l, 0, LimitKind::PerUpstream);
+            f(l, 0, Applied::new(LimitKind::PerUpstream, l.rate));
         }
         if let Some(tool) = call.tool
             && let Some((i, _)) = upstream.config.tool(tool)
             && let Some(Some(l)) = upstream.tools.get(i)
         {
-            f(l, mix(0, tool), LimitKind::PerTool);
+            f(l, mix(0, tool), Applied::new(LimitKind::PerTool, l.rate));
         }
     }
 
@@ -276,15 +329,14 @@ impl<C: Clock + Clone> RateLimits<C> {
             + upstreams
     }
 
-    /// The limits that apply to `call` and their rates, in checking order (for
-    /// `mcpgate policy explain`).
+    /// The limits that apply to `call`, in checking order (for `mcpgate policy explain`).
     pub fn applicable<'r>(
         &self,
         call: &CallKey<'_>,
         roles: impl Iterator<Item = (&'r str, Rate)>,
-    ) -> Vec<(LimitKind, Rate)> {
+    ) -> Vec<Applied<'r>> {
         let mut out = Vec::new();
-        self.each(call, roles, |l, _, kind| out.push((kind, l.rate)));
+        self.each(call, roles, |_, _, applied| out.push(applied));
         out
     }
 }

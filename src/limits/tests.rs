@@ -110,11 +110,22 @@ fn tool_limits_follow_the_first_matching_glob_per_tool() {
     clock.advance(Duration::from_secs(60));
     l.admit(&tool("search"), no_roles()).unwrap();
     assert_eq!(
-        l.applicable(&tool("create_user"), no_roles())
-            .iter()
-            .map(|(k, r)| format!("{}={r}", k.as_str()))
-            .collect::<Vec<_>>(),
-        ["per_upstream=1/m", "per_tool=1/h"]
+        l.applicable(
+            &tool("create_user"),
+            [(
+                "ops",
+                Rate::parse(&rate::RawRate::Text("5/s".into())).unwrap()
+            )]
+            .into_iter()
+        )
+        .into_iter()
+        .map(|a| AppliedLimit::from(a).to_string())
+        .collect::<Vec<_>>(),
+        [
+            "per_role 5/s (role \"ops\")",
+            "per_upstream 1/m",
+            "per_tool 1/h"
+        ]
     );
 }
 

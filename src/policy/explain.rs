@@ -34,6 +34,12 @@ pub struct Explanation {
     pub policy_hash: String,
     /// Whether tool annotations were known (a live catalogue) when deciding.
     pub annotations_known: bool,
+    /// The rate limits the call would pass, in checking order (filled in by the caller that
+    /// knows the configuration).
+    pub limits: Vec<crate::limits::AppliedLimit>,
+    /// The call's whole-call timeout, e.g. `30s` (filled in likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// Explains the decision on `target` of `kind` for `principal`. `tool` is the tool's definition
@@ -61,6 +67,8 @@ pub fn explain(
         policy_hash: set.hash.clone(),
         annotations_known: kind != Kind::Tool || tool.is_some(),
         verdict,
+        limits: Vec::new(),
+        timeout: None,
     }
 }
 
@@ -91,6 +99,15 @@ impl fmt::Display for Explanation {
                 f,
                 "mode       audit: the call would go ahead and the decision be logged"
             )?;
+        }
+        if self.limits.is_empty() {
+            writeln!(f, "limits     (none)")?;
+        } else {
+            let limits: Vec<String> = self.limits.iter().map(ToString::to_string).collect();
+            writeln!(f, "limits     {}", limits.join(", "))?;
+        }
+        if let Some(timeout) = &self.timeout {
+            writeln!(f, "timeout    {timeout}")?;
         }
         if !self.annotations_known {
             writeln!(

@@ -72,9 +72,7 @@ impl Controls {
     /// The whole-call timeout of a call, of tool `tool` (the upstream's own name) when given:
     /// the first matching `tools:` entry's, else the upstream's.
     pub fn timeout(&self, tool: Option<&str>) -> Duration {
-        tool.and_then(|t| self.traffic.tool(t))
-            .and_then(|(_, t)| t.timeout)
-            .unwrap_or(self.timeout)
+        self.traffic.tool_timeout(tool).unwrap_or(self.timeout)
     }
 
     /// The bulkhead: a slot for one more call in flight.
@@ -117,6 +115,11 @@ impl Controls {
             ticket,
             timeouts: self.timeouts.clone(),
         })
+    }
+
+    /// Client calls in flight now.
+    pub fn inflight(&self) -> i64 {
+        self.inflight.get()
     }
 
     /// The breaker's state, if the upstream has one.

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod call;
 pub mod controls;
 pub mod credentials;
+pub mod health;
 mod http;
 pub mod mcp;
 mod mux;
@@ -221,6 +222,8 @@ pub struct Upstream {
     link: Link,
     /// Bulkhead, breaker, timeouts, retry budget.
     controls: controls::Controls,
+    /// The last active health check.
+    health: health::Health,
     /// Resource subscriptions held on the shared connection, counted ([`subscriptions`]).
     shared_subscriptions: subscriptions::Counts,
 }
@@ -309,6 +312,7 @@ impl Upstream {
                 cfg.traffic.clone(),
                 metrics,
             ),
+            health: health::Health::default(),
             link,
             shared_subscriptions: subscriptions::Counts::default(),
         }
@@ -322,6 +326,11 @@ impl Upstream {
     /// Whole-call timeout (`upstreams[].timeout`).
     pub fn timeout(&self) -> Duration {
         self.controls.timeout(None)
+    }
+
+    /// What the last active health check found ([`health`]).
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// Bulkhead, breaker, timeouts and retry budget of this upstream.

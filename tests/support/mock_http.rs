@@ -48,6 +48,8 @@ pub struct MockSpec {
     /// Legacy: announce `tasks.list` and answer `tasks/list` with one task per page and a next
     /// cursor, forever.
     pub endless_tasks: bool,
+    /// Answer `ping` with a JSON-RPC error (in an HTTP 200), as a sick server might.
+    pub ping_error: bool,
 }
 
 impl MockSpec {
@@ -69,6 +71,7 @@ impl MockSpec {
             get_stream: false,
             reject_get: false,
             endless_tasks: false,
+            ping_error: false,
         }
     }
 }
@@ -365,6 +368,15 @@ fn page(items: &[Value], cursor: Option<&str>, size: usize, member: &str) -> Val
 }
 
 async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Value) -> Response {
+    if method == "ping" {
+        let sick = mock.spec.lock().unwrap().ping_error;
+        let body = if sick {
+            rpc_error(id, -32603, "database is down")
+        } else {
+            json!({"jsonrpc": "2.0", "id": id, "result": {}})
+        };
+        return json_response(StatusCode::OK, body);
+    }
     let tasks = mock.spec.lock().unwrap().tasks;
     let (result, sse) = {
         let spec = mock.spec.lock().unwrap();

@@ -100,6 +100,8 @@ for line in sys.stdin:
             error(rid, -32602, "Unknown task")
         else:
             result(rid, task)
+    elif method == "ping":
+        result(rid, {})
     elif method == "resources/list":
         result(rid, {"resources": [{"uri": "mock://r1", "name": "r1"}]})
     elif method == "resources/templates/list":
