@@ -328,3 +328,98 @@ async fn replay_logs_stay_within_their_budget() {
     // timeout (30 minutes here).
     assert!(rss.peak() < RSS_BOUND_KIB, "peak RSS {} KiB", rss.peak());
 }
+
+/// 200 concurrent clients: 150 of one principal far over its limit, 50 of another within it.
+/// The first gets 429s with `Retry-After` at once; every call of the second succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_principal_over_its_limit_never_holds_back_another() {
+    let gw = Arc::new(Spawned::start(&format!(
+        "listen: {{ addr: 127.0.0.1:0, public_url: 'https://mcp.test/mcp' }}
+admin: {{ addr: 127.0.0.1:0 }}
+limits: {{ per_principal: {{ rate: 6000/m, burst: 100 }} }}
+upstreams:
+  - {{ id: pipe, stdio: {} }}
+auth:
+  api_keys:
+    - {{ name: hog, sha256: '{}' }}
+    - {{ name: polite, sha256: '{}' }}
+",
+        stdio_mock("modern"),
+        support::sha256_hex("hog-key"),
+        support::sha256_hex("polite-key"),
+    )));
+    let rss = RssWatch::start(&gw);
+    let until = Instant::now() + Duration::from_secs(4);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let (url, refused) = (gw.url.clone(), Arc::clone(&refused));
+        // A client per connection, as 200 agents would be.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        clients.push(tokio::spawn(async move {
+            let hog = i < 150;
+            let key = if hog { "hog-key" } else { "polite-key" };
+            let client = Client::over(url, http).bearer(key);
+            let mut served = 0;
+            while Instant::now() < until {
+                let reply = client
+                    .modern(
+                        "tools/call",
+                        json!({"name": "echo", "arguments": {"message": "m"}}),
+                    )
+                    .await;
+                if reply.status == 429 {
+                    assert!(hog, "the polite principal was refused: {}", reply.body);
+                    assert_eq!(reply.body["error"]["data"]["limit"], "per_principal");
+                    let after: u64 = reply.headers["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert!(after >= 1);
+                    refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    assert_eq!(reply.result()["content"][0]["text"], "m");
+                    served += 1;
+                }
+                // The polite principal calls 50 times a second in all; the hog 3000.
+                let pause = if hog { 50 } else { 1000 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            (hog, served)
+        }));
+    }
+    let (mut hog_served, mut polite_served) = (0, 0);
+    for c in clients {
+        match c.await.unwrap() {
+            (true, n) => hog_served += n,
+            (false, n) => polite_served += n,
+        }
+    }
+    eprintln!(
+        "hog: {hog_served} served, {} refused; polite: {polite_served} served",
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(
+        polite_served >= 150,
+        "each polite client was served every second"
+    );
+    assert!(
+        refused.load(Ordering::Relaxed) > 1000,
+        "the hog was refused"
+    );
+    // 100 a second after a burst of 100, over 4 s (and a little scheduling slack).
+    assert!(
+        hog_served <= 100 + 4 * 100 + 50,
+        "{hog_served} hog calls served"
+    );
+    assert!(
+        gw.metric("mcpgate_rate_limited_total{limit=\"per_principal\"}")
+            .await
+            >= 1000.0
+    );
+    assert!(rss.peak() < RSS_BOUND_KIB, "peak RSS {} KiB", rss.peak());
+}

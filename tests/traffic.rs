@@ -16,14 +16,7 @@ use mcpgate::app::Running;
 use serde_json::{Value, json};
 use support::idp::RESOURCE;
 use support::mock_http::{self, MockEra, MockSpec};
-use support::{Client, eventually, gateway, metrics, sha256_hex, stdio_mock};
-
-/// The value of one sample in Prometheus text, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use support::{Client, eventually, gateway, metrics, sample, sha256_hex, stdio_mock};
 
 async fn call(client: &Client, name: &str, args: Value) -> support::Reply {
     client

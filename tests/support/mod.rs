@@ -36,6 +36,14 @@ pub async fn metrics(running: &Running) -> String {
         .expect("metrics text")
 }
 
+/// The value of one sample (`name{labels}`, labels in Prometheus's sorted order) in
+/// Prometheus text, 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Hex SHA-256 of `text` (how API keys are configured).
 pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;

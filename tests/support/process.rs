@@ -74,10 +74,7 @@ impl Spawned {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).map(str::trim))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        super::sample(&text, sample)
     }
 
     /// The MCP endpoint's `host:port`.
