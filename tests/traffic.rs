@@ -32,7 +32,16 @@ async fn with_mock(
     m_extra: &str,
     rest: &str,
 ) -> (Running, Arc<mock_http::Mock>, tokio::task::JoinHandle<()>) {
-    let (addr, mock, task) = mock_http::start(mock_with(tools)).await;
+    with_spec(mock_with(tools), m_extra, rest).await
+}
+
+/// [`with_mock`] with the mock serving `spec`.
+async fn with_spec(
+    spec: MockSpec,
+    m_extra: &str,
+    rest: &str,
+) -> (Running, Arc<mock_http::Mock>, tokio::task::JoinHandle<()>) {
+    let (addr, mock, task) = mock_http::start(spec).await;
     let gw = gateway(&format!(
         "listen: {{ addr: 127.0.0.1:0, public_url: '{RESOURCE}' }}
 admin: {{ addr: 127.0.0.1:0 }}
@@ -344,7 +353,7 @@ async fn the_bulkhead_refuses_at_once_when_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_leave_no_tasks_behind_and_an_exiting_child_opens_the_breaker() {
     let (gw, _mock, _task) = with_mock(
-        &["endless_event"],
+        &["endless_event", "cut"],
         "    timeout: 500ms",
         &format!(
             "  - id: pipe
@@ -369,17 +378,21 @@ namespacing: {{ prefix: always }}
             .num_alive_tasks()
     };
     let baseline = tasks();
-    // Hangs, garbage, 500s and an event that never ends, many times over.
+    // Hangs, garbage, 500s, an event that never ends and a stream closed before the answer,
+    // many times over.
     for _ in 0..5 {
         for (tool, args) in [
             ("m__slow", json!({"ms": 5000})),
             ("m__garbage", json!({})),
             ("m__http500", json!({})),
             ("m__endless_event", json!({})),
+            ("m__cut", json!({})),
         ] {
             let reply = call(&client, tool, args).await;
             assert_eq!(reply.error_code(), -32603, "{tool}: {}", reply.body);
         }
+        let cut = call(&client, "m__cut", json!({})).await;
+        assert_eq!(cut.body["error"]["data"]["reason"], "disconnected");
     }
     // The child exits mid-call, twice: the breaker opens.
     for _ in 0..2 {
@@ -470,5 +483,33 @@ namespacing: {{ prefix: always }}
             > discovers + 1
     })
     .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn reads_are_retried_after_a_transient_failure_and_tool_calls_never() {
+    let mut spec = mock_with(&[]);
+    spec.unavailable_reads = 2;
+    let (gw, mock, _task) = with_spec(spec, "", "").await;
+    let client = Client::new(&gw);
+    let read = client
+        .modern("resources/read", json!({"uri": "mock://doc/1"}))
+        .await;
+    assert_eq!(
+        read.result()["contents"][0]["text"],
+        "content of mock://doc/1"
+    );
+    assert_eq!(mock.requests_for("resources/read").len(), 3);
+    let failed = call(&client, "http500", json!({})).await;
+    assert_eq!(failed.body["error"]["data"]["reason"], "http_status");
+    assert_eq!(mock.requests_for("tools/call").len(), 1, "never retried");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &text,
+            "mcpgate_retries_total{method=\"resources/read\",upstream=\"m\"}"
+        ),
+        2.0
+    );
     gw.shutdown().await;
 }

@@ -287,3 +287,101 @@ fn share(text: Option<&str>, default: f64) -> Result<f64, String> {
     }
     Ok(percent / 100.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn issues(yaml: &str) -> Vec<(String, String)> {
+        match Config::from_yaml(yaml, Path::new("t.yaml"), Path::new("."), &|_| None) {
+            Err(ConfigError::Invalid { issues }) => {
+                issues.into_iter().map(|i| (i.path, i.message)).collect()
+            }
+            other => panic!("expected issues, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_traffic_setting_is_validated_with_its_key_path() {
+        let found = issues(
+            r#"
+listen: { addr: "127.0.0.1:0" }
+limits: { global: 10/d, per_principal: { rate: 5/s, burst: 0 }, store: redis }
+upstreams:
+  - id: a
+    http: { url: "http://127.0.0.1:9/mcp" }
+    timeout: 0s
+    rate_limit: lots
+    max_concurrency: 0
+    circuit_breaker: { consecutive_failures: 0, failure_rate: 150%, window: 0s, half_open_calls: 0 }
+    retries: { budget: half }
+    health_check: { interval: 0s }
+  - id: b
+    http: { url: "http://127.0.0.1:9/mcp" }
+    timeout: 10s
+    max_timeout: 1m
+    circuit_breaker: { failure_rate: 0% }
+    tools:
+      "create_[": { rate_limit: 1/s }
+      "slow_*": { timeout: 2m, rate_limit: "1/fortnight" }
+"#,
+        );
+        let at = |path: &str| {
+            found
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, m)| m.as_str())
+                .unwrap_or_else(|| panic!("no issue at {path} in {found:?}"))
+        };
+        assert!(at("limits.global").contains("\"10/d\" is not a rate"));
+        assert_eq!(at("limits.per_principal"), "burst must be at least 1");
+        assert!(at("limits.store").contains("redis is not available"));
+        assert_eq!(at("upstreams[0].timeout"), "must be longer than zero");
+        assert!(at("upstreams[0].rate_limit").contains("\"lots\""));
+        assert_eq!(at("upstreams[0].max_concurrency"), "must be at least 1");
+        for key in ["consecutive_failures", "half_open_calls"] {
+            assert_eq!(
+                at(&format!("upstreams[0].circuit_breaker.{key}")),
+                "must be at least 1"
+            );
+        }
+        assert!(at("upstreams[0].circuit_breaker.failure_rate").contains("between 0% and 100%"));
+        assert_eq!(
+            at("upstreams[0].circuit_breaker.window"),
+            "must be longer than zero"
+        );
+        assert!(at("upstreams[0].retries.budget").contains("not a percentage"));
+        assert_eq!(
+            at("upstreams[0].health_check.interval"),
+            "must be longer than zero"
+        );
+        assert_eq!(
+            at("upstreams[1].circuit_breaker.failure_rate"),
+            "must be above 0%"
+        );
+        assert!(at("upstreams[1].tools[\"create_[\"]").contains("invalid glob"));
+        assert!(at("upstreams[1].tools[\"slow_*\"].rate_limit").contains("1/fortnight"));
+        assert!(
+            at("upstreams[1].max_timeout").contains("shorter than a timeout it should extend (2m)")
+        );
+    }
+
+    #[test]
+    fn defaults_leave_calls_unlimited_and_the_breaker_off() {
+        let cfg = Config::from_yaml(
+            "listen: { addr: \"127.0.0.1:0\" }\nupstreams:\n  - { id: a, http: { url: \"http://127.0.0.1:9/mcp\" }, timeout: 1m }\n",
+            Path::new("t.yaml"),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap();
+        let t = &cfg.upstreams[0].traffic;
+        assert_eq!(t.max_timeout, std::time::Duration::from_secs(600));
+        assert!(t.rate_limit.is_none() && t.max_concurrency.is_none());
+        assert!(t.circuit_breaker.is_none());
+        assert_eq!((t.retries.attempts, t.retries.budget), (2, 0.2));
+        assert!(cfg.limits.global.is_none() && cfg.limits.per_principal.is_none());
+    }
+}

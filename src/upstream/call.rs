@@ -154,6 +154,8 @@ pub struct Call {
     deadline: Instant,
     /// How far a progress notification moves the deadline, and the latest it may move to.
     extension: Option<(std::time::Duration, Instant)>,
+    /// An item read ahead ([`Call::fail_early`]), yielded next.
+    ahead: Option<CallItem>,
     finished: bool,
     on_cancel: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -179,6 +181,7 @@ impl Call {
             items,
             deadline,
             extension: None,
+            ahead: None,
             finished: false,
             on_cancel,
         }
@@ -209,6 +212,9 @@ impl Call {
     /// The next item; `None` after the final one. A timeout or a producer that vanished
     /// becomes a final [`UpstreamError`].
     pub async fn next(&mut self) -> Option<CallItem> {
+        if let Some(item) = self.ahead.take() {
+            return Some(item);
+        }
         if self.finished {
             return None;
         }
@@ -232,6 +238,22 @@ impl Call {
             self.on_cancel = None;
         }
         Some(item)
+    }
+
+    /// Waits for the first item: when the call ended without an answer before sending anything
+    /// (a 5xx, a refused stream), that failure; else the item is kept for [`Call::next`]. Lets
+    /// an idempotent request be retried on failures that only its answer reveals.
+    ///
+    /// # Errors
+    /// The [`UpstreamError`] the call ended with.
+    pub(super) async fn fail_early(&mut self) -> Result<(), UpstreamError> {
+        match self.next().await {
+            Some(CallItem::Final(Err(e))) => Err(e),
+            item => {
+                self.ahead = item;
+                Ok(())
+            }
+        }
     }
 
     /// Waits for the final outcome, rejecting any server request (for the gateway's own calls,

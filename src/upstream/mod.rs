@@ -391,10 +391,18 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Call, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let idempotent = retry::is_idempotent(method);
         self.controls
             .retries
-            .run(method, deadline, params, |params| {
-                self.start(ctx, method, params, param_headers, deadline, timeout)
+            .run(method, deadline, params, |params| async move {
+                let mut call = self
+                    .start(ctx, method, params, param_headers, deadline, timeout)
+                    .await?;
+                if idempotent {
+                    // A 5xx arrives as the call's only item: seen here, it can be retried.
+                    call.fail_early().await?;
+                }
+                Ok(call)
             })
             .await
     }

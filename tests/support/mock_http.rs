@@ -50,6 +50,8 @@ pub struct MockSpec {
     pub endless_tasks: bool,
     /// Answer `ping` with a JSON-RPC error (in an HTTP 200), as a sick server might.
     pub ping_error: bool,
+    /// Answer this many `resources/read` with HTTP 503 before serving them.
+    pub unavailable_reads: usize,
 }
 
 impl MockSpec {
@@ -72,6 +74,7 @@ impl MockSpec {
             reject_get: false,
             endless_tasks: false,
             ping_error: false,
+            unavailable_reads: 0,
         }
     }
 }
@@ -368,6 +371,13 @@ fn page(items: &[Value], cursor: Option<&str>, size: usize, member: &str) -> Val
 }
 
 async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Value) -> Response {
+    if method == "resources/read" {
+        let mut spec = mock.spec.lock().unwrap();
+        if spec.unavailable_reads > 0 {
+            spec.unavailable_reads -= 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        }
+    }
     if method == "ping" {
         let sick = mock.spec.lock().unwrap().ping_error;
         let body = if sick {
@@ -498,6 +508,18 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                         StatusCode::OK,
                         [("content-type", "text/event-stream")],
                         axum::body::Body::from_stream(futures::stream::iter(chunks)),
+                    )
+                        .into_response();
+                }
+                // Listed only when a test adds it: an SSE stream that ends after a progress
+                // notification, without the response.
+                "cut" => {
+                    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": params["_meta"]["progressToken"].clone(), "progress": 1}});
+                    return (
+                        StatusCode::OK,
+                        [("content-type", "text/event-stream")],
+                        format!("event: message\ndata: {progress}\n\n"),
                     )
                         .into_response();
                 }
