@@ -87,7 +87,7 @@ impl Principal {
             h.update(b"\0mtls\0");
             h.update(identity.as_bytes());
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        base16ct::lower::encode_string(&h.finalize())
     }
 }
 

@@ -82,11 +82,7 @@ fn shorten(full: String) -> (String, bool) {
         return (full, false);
     }
     let digest = Sha256::digest(full.as_bytes());
-    let hash: String = digest
-        .iter()
-        .take(HASH_DIGITS / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = base16ct::lower::encode_string(&digest[..HASH_DIGITS / 2]);
     let keep: String = full.chars().take(NAME_BUDGET - HASH_DIGITS - 1).collect();
     (format!("{keep}_{hash}"), true)
 }

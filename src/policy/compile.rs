@@ -169,11 +169,7 @@ pub fn compile(
     }
     Ok(PolicySet {
         roles,
-        hash: hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        hash: base16ct::lower::encode_string(&hasher.finalize()),
         files: files.iter().map(|(f, _)| f.clone()).collect(),
     })
 }

@@ -61,10 +61,7 @@ impl TaskIds {
             mac.update(part);
             mac.update(&[0]);
         }
-        mac.finalize().into_bytes()[..TAG_HEX / 2]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        base16ct::lower::encode_string(&mac.finalize().into_bytes()[..TAG_HEX / 2])
     }
 
     /// The client-facing id of `task_id` of `upstream`, minted for `owner` (a principal
