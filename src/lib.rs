@@ -44,6 +44,7 @@
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
 //! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
 //! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
+//! - [`backoff`]: the exponential backoff of every retry loop.
 //! - [`redact`]: URLs without userinfo or query in logs and errors.
 //! - [`uri`]: resource URIs in RFC 3986 normal form, what policies decide on.
 //!
@@ -53,6 +54,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod catalogue;
 pub mod cli;
 pub mod config;

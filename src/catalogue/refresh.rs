@@ -79,7 +79,10 @@ pub fn spawn(catalogue: Arc<Catalogue>) -> JoinSet<()> {
 /// stream has no replay, so a change made while it was closed is heard of no other way. Stops
 /// for an upstream that turns out legacy or announces no changes.
 async fn listen(upstream: Arc<crate::upstream::Upstream>, refresh: Arc<Notify>) {
-    let mut backoff = std::time::Duration::from_secs(1);
+    let mut backoff = crate::backoff::Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
     let mut reopened = false;
     loop {
         match upstream.info().await {
@@ -92,7 +95,7 @@ async fn listen(upstream: Arc<crate::upstream::Upstream>, refresh: Arc<Notify>) 
                         refresh.notify_one();
                     }
                     reopened = true;
-                    backoff = std::time::Duration::from_secs(1);
+                    backoff.reset();
                     while call.next().await.is_some() {}
                 }
                 Err(e) => {
@@ -102,8 +105,7 @@ async fn listen(upstream: Arc<crate::upstream::Upstream>, refresh: Arc<Notify>) 
             // Not reachable yet: try again later.
             Err(_) => {}
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{CallContext, Upstream, mcp};
+use crate::backoff::Backoff;
 use crate::protocol::Era;
 
 /// The first wait after a failed check; doubles per failure up to the interval.
@@ -40,16 +41,17 @@ impl Health {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn record(&self, outcome: Result<(), &'static str>) -> u32 {
+    /// Records a check's outcome; whether the upstream was healthy before.
+    fn record(&self, outcome: Result<(), &'static str>) -> Option<bool> {
         let mut status = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        status.healthy = Some(outcome.is_ok());
+        let was = status.healthy.replace(outcome.is_ok());
         status.reason = outcome.err();
         status.consecutive_failures = match outcome {
             Ok(()) => 0,
             Err(_) => status.consecutive_failures.saturating_add(1),
         };
         status.checked_at = Some(SystemTime::now());
-        status.consecutive_failures
+        was
     }
 }
 
@@ -76,10 +78,10 @@ pub async fn check(upstream: &Upstream) -> Result<(), &'static str> {
 /// Checks `upstream` every `interval` while it is healthy, with backoff while it is not, for
 /// as long as it runs.
 pub async fn run(upstream: Arc<Upstream>, interval: Duration) {
+    let mut backoff = Backoff::new(FIRST_BACKOFF, interval);
     loop {
         let outcome = check(&upstream).await;
-        let was = upstream.health().status().healthy;
-        let failures = upstream.health().record(outcome);
+        let was = upstream.health().record(outcome);
         match (was, outcome) {
             (Some(false) | None, Ok(())) => {
                 tracing::info!(upstream = %upstream.id(), "upstream is healthy");
@@ -89,11 +91,12 @@ pub async fn run(upstream: Arc<Upstream>, interval: Duration) {
             }
             _ => {}
         }
-        let wait = match failures {
-            0 => interval,
-            n => FIRST_BACKOFF
-                .saturating_mul(1 << (n - 1).min(16))
-                .min(interval),
+        let wait = match outcome {
+            Ok(()) => {
+                backoff.reset();
+                interval
+            }
+            Err(_) => backoff.next_delay(),
         };
         tokio::time::sleep(wait).await;
     }

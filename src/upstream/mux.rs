@@ -37,6 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::call::{CALL_CHANNEL, Call, CallItem, Respond, ServerRequest};
 use super::mcp::{self, UpstreamInfo};
 use super::{CallContext, Reply, UpstreamError, UpstreamEvent};
+use crate::backoff::Backoff;
 use crate::config::{EraPreference, UpstreamConfig, UpstreamId};
 use crate::jsonrpc::{self, Message, code};
 use crate::protocol::Era;
@@ -371,7 +372,7 @@ async fn supervise(
     state: watch::Sender<State>,
     events: broadcast::Sender<UpstreamEvent>,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     for generation in 0u64.. {
         state.send_replace(State::Starting);
         let started = tokio::time::Instant::now();
@@ -384,13 +385,13 @@ async fn supervise(
             Ok(exit) => exit,
             Err(e) => e.to_string(),
         });
-        tracing::warn!(upstream = %cfg.id, detail = %detail, retry_in = ?backoff, "upstream connection is down");
-        state.send_replace(State::Down { detail, refused });
         if started.elapsed() >= STABLE_AFTER {
-            backoff = MIN_BACKOFF;
+            backoff.reset();
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        let wait = backoff.next_delay();
+        tracing::warn!(upstream = %cfg.id, detail = %detail, retry_in = ?wait, "upstream connection is down");
+        state.send_replace(State::Down { detail, refused });
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::UpstreamError;
 use super::window::Window;
+use crate::backoff::Backoff;
 use crate::config::RetryConfig;
 use crate::telemetry::traffic::TrafficMetrics;
 
@@ -113,6 +114,7 @@ impl RetryBudget {
         self.record(false);
         let idempotent = is_idempotent(method);
         let mut tries = 0;
+        let mut backoff = Backoff::new(BASE_BACKOFF, MAX_BACKOFF);
         loop {
             let sent = if idempotent {
                 params.clone()
@@ -123,7 +125,7 @@ impl RetryBudget {
                 Err(e) if idempotent && is_transient(&e) => e,
                 other => return other,
             };
-            let pause = backoff(tries);
+            let pause = full_jitter(backoff.next_delay());
             if tries >= self.config.attempts
                 || Instant::now() + pause >= deadline
                 || !self.withdraw(method)
@@ -136,11 +138,8 @@ impl RetryBudget {
     }
 }
 
-/// Full jitter: uniform in [0, min(MAX, BASE × 2^tries)].
-fn backoff(tries: u32) -> Duration {
-    let ceiling = BASE_BACKOFF
-        .saturating_mul(1 << tries.min(16))
-        .min(MAX_BACKOFF);
+/// Full jitter: uniform in [0, `ceiling`].
+fn full_jitter(ceiling: Duration) -> Duration {
     ceiling.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
 }
 

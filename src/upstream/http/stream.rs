@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::super::call::{CallItem, Respond, ServerRequest};
 use super::super::{UpstreamError, UpstreamEvent};
 use super::endpoint::{Endpoint, MAX_MESSAGE_BYTES, Opened};
+use crate::backoff::Backoff;
 use crate::jsonrpc::{self, Message};
 
 /// Answers an upstream's server→client request with a POST in the same session.
@@ -192,7 +193,7 @@ pub(super) async fn listen_get(
     caller: Option<crate::config::Secret>,
     mut opened: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let mut request_headers = headers.clone();
         if let (Some(token), Some(credentials)) = (&caller, &endpoint.credentials)
@@ -239,7 +240,7 @@ pub(super) async fn listen_get(
                         .await;
                 }
                 if opened.elapsed() >= STABLE_AFTER {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                 }
             }
             Ok(r) => {
@@ -249,8 +250,7 @@ pub(super) async fn listen_get(
                 tracing::debug!(upstream = %endpoint.id, error = %e, "standalone stream failed")
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
