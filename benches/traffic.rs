@@ -3,8 +3,9 @@
 //! bulkhead slot and the breaker ticket, settled. `cargo bench --bench traffic`; compare with
 //! `decide_call` of `cargo bench --bench policy` (a call's policy decision).
 //!
-//! - `control_path`: one call admitted by every control (6 limits peeked and consumed, bulkhead
-//!   slot taken and freed, breaker ticket taken and settled), among 10,000 principals.
+//! - `control_path`: one call admitted by every control (its tool matched against the
+//!   upstream's `tools:` globs, 6 limits peeked and consumed, bulkhead slot taken and freed,
+//!   breaker ticket taken and settled), among 10,000 principals.
 //! - `rate_limited`: one call refused by its principal's limit (6 limits peeked, none
 //!   consumed).
 
@@ -61,7 +62,8 @@ fn bench(c: &mut Criterion) {
             let call = CallKey {
                 principal: principal.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 upstream: "tickets",
-                tool: Some("create_ticket"),
+                // Matched once per call, as the router does.
+                tool: controls.traffic.tool("create_ticket"),
             };
             limits.admit(&call, roles.iter().copied()).unwrap();
             let slot = controls.bulkhead().unwrap();
@@ -76,7 +78,7 @@ fn bench(c: &mut Criterion) {
     let call = CallKey {
         principal: 42,
         upstream: "tickets",
-        tool: Some("create_ticket"),
+        tool: cfg.upstreams[0].traffic.tool("create_ticket"),
     };
     limits.admit(&call, roles.iter().copied()).unwrap();
     c.bench_function("rate_limited", |b| {

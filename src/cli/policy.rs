@@ -146,7 +146,11 @@ fn traffic(
     explanation: &mut explain::Explanation,
 ) {
     let (upstream, name) = target.split_once('/').unwrap_or((target, ""));
-    let tool = (kind == Kind::Tool).then_some(name);
+    let config_of = config.upstreams.iter().find(|u| u.id.as_str() == upstream);
+    let tool = match (kind, config_of) {
+        (Kind::Tool, Some(u)) => u.traffic.tool(name),
+        _ => None,
+    };
     let grant = crate::policy::Grant::new(Arc::clone(set), principal, mode);
     let call = crate::limits::CallKey {
         principal: crate::limits::principal_key(&principal.digest()),
@@ -159,12 +163,8 @@ fn traffic(
         .into_iter()
         .map(Into::into)
         .collect();
-    explanation.timeout = config
-        .upstreams
-        .iter()
-        .find(|u| u.id.as_str() == upstream)
-        .map(|u| {
-            let timeout = u.traffic.tool_timeout(tool).unwrap_or(u.timeout);
-            humantime::format_duration(timeout).to_string()
-        });
+    explanation.timeout = config_of.map(|u| {
+        let timeout = u.traffic.tool_timeout(tool).unwrap_or(u.timeout);
+        humantime::format_duration(timeout).to_string()
+    });
 }

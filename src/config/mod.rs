@@ -28,7 +28,9 @@ pub use auth::{
 };
 pub use raw::RawConfig;
 pub use secret::{Secret, expand_env};
-pub use traffic::{BreakerConfig, LimitsConfig, RetryConfig, ToolTraffic, UpstreamTraffic};
+pub use traffic::{
+    BreakerConfig, LimitsConfig, RetryConfig, ToolMatch, ToolTraffic, UpstreamTraffic,
+};
 
 /// A validated upstream id: `^[a-z0-9][a-z0-9-]{0,31}$` (DESIGN.md §5.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -52,18 +52,26 @@ impl UpstreamTraffic {
         }
     }
 
-    /// The timeout of tool `name` (the upstream's own), when its `tools:` entry sets one.
-    pub fn tool_timeout(&self, name: Option<&str>) -> Option<Duration> {
-        self.tool(name?).and_then(|(_, t)| t.timeout)
+    /// The upstream's own tool `name` and the first `tools:` entry it matches, if any: matched
+    /// once per call, for its rate limit and its timeout.
+    pub fn tool<'n>(&self, name: &'n str) -> Option<ToolMatch<'n>> {
+        let entry = self.tools.iter().position(|t| t.matcher.is_match(name))?;
+        Some(ToolMatch { name, entry })
     }
 
-    /// The settings for the upstream's own tool `name`: the first matching `tools:` entry.
-    pub fn tool(&self, name: &str) -> Option<(usize, &ToolTraffic)> {
-        self.tools
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.matcher.is_match(name))
+    /// The timeout `tool`'s entry sets, if it sets one.
+    pub fn tool_timeout(&self, tool: Option<ToolMatch<'_>>) -> Option<Duration> {
+        self.tools.get(tool?.entry)?.timeout
     }
+}
+
+/// A tool of an upstream (its own name) and the index of the `tools:` entry it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolMatch<'n> {
+    /// The upstream's own tool name.
+    pub name: &'n str,
+    /// Index into [`UpstreamTraffic::tools`].
+    pub entry: usize,
 }
 
 /// An upstream's `tools:` entry.

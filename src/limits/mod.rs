@@ -24,7 +24,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 
-use crate::config::{LimitsConfig, UpstreamConfig};
+use crate::config::{LimitsConfig, ToolMatch, UpstreamConfig};
 use rate::Rate;
 use store::{Probe, Store};
 
@@ -126,8 +126,9 @@ pub struct CallKey<'a> {
     pub principal: u64,
     /// The target's upstream.
     pub upstream: &'a str,
-    /// For `tools/call`: the upstream's own tool name.
-    pub tool: Option<&'a str>,
+    /// For `tools/call`: the tool, when one of the upstream's `tools:` entries matches it
+    /// ([`crate::config::UpstreamTraffic::tool`]).
+    pub tool: Option<ToolMatch<'a>>,
 }
 
 /// A GCRA limiter over 64-bit keys that can be peeked, and the rate it enforces.
@@ -157,7 +158,6 @@ struct UpstreamLimiters<C: Clock> {
     whole: Option<Limiter<C>>,
     /// By `tools:` entry index; `None` where the entry sets no rate.
     tools: Vec<Option<Limiter<C>>>,
-    config: crate::config::UpstreamTraffic,
 }
 
 /// Every rate limit of the gateway. Generic over the clock so tests can drive time.
@@ -193,7 +193,6 @@ impl<C: Clock + Clone> RateLimits<C> {
                         .iter()
                         .map(|t| limiter(t.rate_limit))
                         .collect(),
-                    config: u.traffic.clone(),
                 };
                 (u.id.to_string(), limiters)
             })
@@ -269,10 +268,13 @@ impl<C: Clock + Clone> RateLimits<C> {
             f(l, 0, Applied::new(LimitKind::PerUpstream, l.rate));
         }
         if let Some(tool) = call.tool
-            && let Some((i, _)) = upstream.config.tool(tool)
-            && let Some(Some(l)) = upstream.tools.get(i)
+            && let Some(Some(l)) = upstream.tools.get(tool.entry)
         {
-            f(l, mix(0, tool), Applied::new(LimitKind::PerTool, l.rate));
+            f(
+                l,
+                mix(0, tool.name),
+                Applied::new(LimitKind::PerTool, l.rate),
+            );
         }
     }
 

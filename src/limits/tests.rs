@@ -6,14 +6,18 @@ use governor::clock::FakeRelativeClock;
 use super::*;
 use crate::config::Config;
 
+fn config(yaml_limits: &str, yaml_upstreams: &str) -> Config {
+    let yaml = format!(
+        "listen: {{ addr: \"127.0.0.1:0\" }}\nlimits: {yaml_limits}\nupstreams:\n{yaml_upstreams}"
+    );
+    Config::from_yaml(&yaml, Path::new("t.yaml"), Path::new("."), &|_| None).unwrap()
+}
+
 fn limits(
     yaml_limits: &str,
     yaml_upstreams: &str,
 ) -> (RateLimits<FakeRelativeClock>, FakeRelativeClock) {
-    let yaml = format!(
-        "listen: {{ addr: \"127.0.0.1:0\" }}\nlimits: {yaml_limits}\nupstreams:\n{yaml_upstreams}"
-    );
-    let cfg = Config::from_yaml(&yaml, Path::new("t.yaml"), Path::new("."), &|_| None).unwrap();
+    let cfg = config(yaml_limits, yaml_upstreams);
     let clock = FakeRelativeClock::default();
     (
         RateLimits::with_clock(&cfg.limits, &cfg.upstreams, clock.clone()),
@@ -94,10 +98,11 @@ fn role_limits_apply_to_each_holder_alone() {
 #[test]
 fn tool_limits_follow_the_first_matching_glob_per_tool() {
     let (l, clock) = limits("{}", TWO_UPSTREAMS);
+    let tight = config("{}", TWO_UPSTREAMS).upstreams[0].traffic.clone();
     let tool = |name| CallKey {
         principal: 1,
         upstream: "tight",
-        tool: Some(name),
+        tool: tight.tool(name),
     };
     l.admit(&tool("create_ticket"), no_roles()).unwrap();
     clock.advance(Duration::from_secs(60));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
-use crate::config::UpstreamId;
+use crate::config::{ToolMatch, UpstreamId};
 use crate::error::{GatewayError, TargetKind};
 use crate::limits::{CallKey, RateLimits};
 use crate::policy::Access;
@@ -87,7 +87,6 @@ impl Router {
         params: Option<Value>,
     ) -> Result<Routed, GatewayError> {
         let guard = Guard::new(&self.access, ctx.principal.as_deref(), &self.metrics);
-        let owner = owner(ctx);
         if let Some(kind) = ListKind::from_method(method) {
             let cursor = match params.as_ref().and_then(|p| p.get("cursor")) {
                 None | Some(Value::Null) => None,
@@ -103,6 +102,8 @@ impl Router {
             return Ok(Routed::Reply(Ok(page)));
         }
         let snapshot = self.catalogue.snapshot();
+        // The caller's digest (a SHA-256), for calls only: task ids and rate-limit keys.
+        let owner = owner(ctx);
         // Every stage a call passes, in order (DESIGN.md §5.10); the result is rewritten back
         // and the call's outcome recorded as it ends (`RoutedCall::finish`).
         let target = match self
@@ -113,18 +114,22 @@ impl Router {
             Resolution::Target(target) => target,
         };
         let upstream = self.upstream(&target.upstream)?;
-        self.rate_limit(ctx, &guard, &owner, method, &target)?; // limits
+        let controls = upstream.controls();
+        let tool = target
+            .tool
+            .as_deref()
+            .and_then(|t| controls.traffic.tool(t));
+        self.rate_limit(ctx, &guard, &owner, method, &target, tool)?; // limits
         if method == "resources/subscribe" {
             // Held per shared connection; one cheap request, so no bulkhead slot of its own.
             return self.subscribe(ctx, upstream, &target).await;
         }
-        let controls = upstream.controls();
         let refused = |source| self.refused(method, &target.upstream, source);
         let slot = controls.bulkhead().map_err(refused)?; // bulkhead
         let lease = controls
             .breaker(ctx.principal.is_none(), Some(slot)) // breaker
             .map_err(refused)?;
-        let timeout = controls.timeout(target.tool.as_deref()); // timeout
+        let timeout = controls.timeout(tool); // timeout
         let call = Forward {
             upstream,
             method,
@@ -159,6 +164,7 @@ impl Router {
         owner: &str,
         method: &str,
         target: &Target,
+        tool: Option<ToolMatch<'_>>,
     ) -> Result<(), GatewayError> {
         if ctx.principal.is_none() {
             return Ok(());
@@ -166,7 +172,7 @@ impl Router {
         let key = CallKey {
             principal: crate::limits::principal_key(owner),
             upstream: target.upstream.as_str(),
-            tool: target.tool.as_deref(),
+            tool,
         };
         self.limits
             .admit(&key, guard.role_rates())

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::breaker::{Breaker, Ticket, Verdict};
 use super::retry::RetryBudget;
 use super::{Reply, UpstreamError};
-use crate::config::UpstreamTraffic;
+use crate::config::{ToolMatch, UpstreamTraffic};
 use crate::telemetry::traffic::TrafficMetrics;
 
 /// One upstream's controls.
@@ -69,9 +69,9 @@ impl Controls {
         }
     }
 
-    /// The whole-call timeout of a call, of tool `tool` (the upstream's own name) when given:
-    /// the first matching `tools:` entry's, else the upstream's.
-    pub fn timeout(&self, tool: Option<&str>) -> Duration {
+    /// The whole-call timeout of a call, of `tool` when given: its `tools:` entry's, else the
+    /// upstream's.
+    pub fn timeout(&self, tool: Option<ToolMatch<'_>>) -> Duration {
         self.traffic.tool_timeout(tool).unwrap_or(self.timeout)
     }
 

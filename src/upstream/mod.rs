@@ -356,13 +356,12 @@ impl Upstream {
         params: Option<Value>,
     ) -> Result<Reply, UpstreamError> {
         let lease = self.controls.breaker(ctx.principal.is_none(), None)?;
-        let timeout = self.controls.timeout(None);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let limits = self.limits(self.controls.timeout(None));
         let outcome = self
             .controls
             .retries
-            .run(method, deadline, params, |params| async {
-                self.start(ctx, method, params, &[], deadline, timeout)
+            .run(method, limits.deadline, params, |params| async {
+                self.start(ctx, method, params, &[], limits)
                     .await?
                     .finish()
                     .await
@@ -390,13 +389,13 @@ impl Upstream {
         param_headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<Call, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let limits = self.limits(timeout);
         let idempotent = retry::is_idempotent(method);
         self.controls
             .retries
-            .run(method, deadline, params, |params| async move {
+            .run(method, limits.deadline, params, |params| async move {
                 let mut call = self
-                    .start(ctx, method, params, param_headers, deadline, timeout)
+                    .start(ctx, method, params, param_headers, limits)
                     .await?;
                 if idempotent {
                     // A 5xx arrives as the call's only item: seen here, it can be retried.
@@ -407,16 +406,26 @@ impl Upstream {
             .await
     }
 
-    /// One attempt of [`Upstream::call`], by `deadline`.
+    /// The time bounds of a call with whole-call `timeout` starting now.
+    fn limits(&self, timeout: Duration) -> TimeLimits {
+        let now = tokio::time::Instant::now();
+        TimeLimits {
+            deadline: now + timeout,
+            timeout,
+            longest: now + self.controls.traffic.max_timeout,
+        }
+    }
+
+    /// One attempt of [`Upstream::call`], within `limits`.
     async fn start(
         &self,
         ctx: &CallContext,
         method: &str,
         params: Option<Value>,
         param_headers: &[(String, String)],
-        deadline: tokio::time::Instant,
-        timeout: Duration,
+        limits: TimeLimits,
     ) -> Result<Call, UpstreamError> {
+        let deadline = limits.deadline;
         let start = async {
             match &self.link {
                 Link::Http(h) => h.call(ctx, method, params, param_headers, deadline).await,
@@ -426,8 +435,7 @@ impl Upstream {
         let call = tokio::time::timeout_at(deadline, start)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))?;
-        let longest = deadline - timeout + self.controls.traffic.max_timeout;
-        Ok(call.extended_by_progress(timeout, longest))
+        Ok(call.extended_by_progress(limits.timeout, limits.longest))
     }
 
     /// Opens a long-lived `subscriptions/listen` on a modern upstream for its list changes; the
@@ -480,6 +488,15 @@ impl Upstream {
             h.close_session(downstream).await;
         }
     }
+}
+
+/// The time bounds of one call: its deadline (`timeout` from its start, retries included), and
+/// how far progress notifications may move it (`timeout` from each, up to `longest`).
+#[derive(Debug, Clone, Copy)]
+struct TimeLimits {
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    longest: tokio::time::Instant,
 }
 
 /// All upstreams, in configuration order.
