@@ -93,6 +93,16 @@ enum Phase {
     },
 }
 
+impl Phase {
+    fn state(self) -> State {
+        match self {
+            Self::Closed => State::Closed,
+            Self::Open { .. } => State::Open,
+            Self::HalfOpen { .. } => State::HalfOpen,
+        }
+    }
+}
+
 /// Leave to make a call; settle it with how it ended. Dropped unsettled, it counts as
 /// [`Verdict::Neutral`].
 pub struct Ticket {
@@ -122,9 +132,8 @@ impl Breaker {
     pub fn state(&self) -> State {
         let inner = self.lock();
         match inner.phase {
-            Phase::Closed => State::Closed,
-            Phase::Open { until } if Instant::now() < until => State::Open,
-            Phase::Open { .. } | Phase::HalfOpen { .. } => State::HalfOpen,
+            Phase::Open { until } if Instant::now() >= until => State::HalfOpen,
+            phase => phase.state(),
         }
     }
 
@@ -204,16 +213,7 @@ impl Breaker {
     }
 
     fn enter(&self, inner: &mut Inner, phase: Phase) {
-        let to = match phase {
-            Phase::Closed => State::Closed,
-            Phase::Open { .. } => State::Open,
-            Phase::HalfOpen { .. } => State::HalfOpen,
-        };
-        let from = match inner.phase {
-            Phase::Closed => State::Closed,
-            Phase::Open { .. } => State::Open,
-            Phase::HalfOpen { .. } => State::HalfOpen,
-        };
+        let (from, to) = (inner.phase.state(), phase.state());
         inner.phase = phase;
         if from != to {
             if to == State::Closed {
