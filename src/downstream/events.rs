@@ -361,7 +361,7 @@ impl PolicyWatch {
     /// Whether the principal sees anything of `upstream` in the current catalogue.
     fn sees(&self, catalogue: &Catalogue, upstream: &crate::config::UpstreamId) -> bool {
         let snapshot = catalogue.snapshot();
-        super::identity::View::new(&snapshot, &self.grant).sees(upstream)
+        super::identity::sees(&snapshot, &self.grant, upstream)
     }
 
     /// Waits for a new policy set; the lists whose visible entries it changed for this

@@ -53,15 +53,6 @@ impl<'a> View<'a> {
         Self { snapshot, visible }
     }
 
-    /// Whether the caller sees anything of `upstream`.
-    pub fn sees(&self, upstream: &UpstreamId) -> bool {
-        self.snapshot
-            .upstreams
-            .iter()
-            .zip(&self.visible)
-            .any(|((id, _), v)| *v && id == upstream)
-    }
-
     /// The listings of the upstreams the caller sees.
     fn listings(&self) -> impl Iterator<Item = &'a (UpstreamId, Arc<UpstreamListing>)> + '_ {
         self.snapshot
@@ -134,6 +125,20 @@ impl<'a> View<'a> {
     }
 }
 
+/// Whether the caller holding `grant` sees anything of `upstream` — what [`View`] decides for
+/// every upstream at once, here for one, reading only that upstream's entries.
+pub fn sees(snapshot: &Snapshot, grant: &Grant, upstream: &UpstreamId) -> bool {
+    let listed = snapshot.upstreams.iter().any(|(id, _)| id == upstream);
+    listed
+        && (!grant.has_policies()
+            || ListKind::ALL.into_iter().any(|kind| {
+                snapshot
+                    .entries(kind)
+                    .iter()
+                    .any(|e| e.upstream == *upstream && grant.lists(kind, e))
+            }))
+}
+
 /// The legacy `tasks` capability: the union of what the upstreams announce (the gateway relays
 /// tasks to legacy clients), `None` when no upstream supports tasks.
 fn tasks_capability<'l>(
@@ -187,4 +192,67 @@ pub fn declares_extension(capabilities: &Value, extension: &str) -> bool {
         .get("extensions")
         .and_then(|e| e.get(extension))
         .is_some_and(|v| !v.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::Principal;
+    use crate::catalogue::merge::merge;
+    use crate::catalogue::namespace::Namespacer;
+    use crate::config::{NamespacingConfig, PrefixMode};
+    use crate::policy::Mode;
+    use crate::policy::compile::compile;
+
+    #[test]
+    fn sees_answers_for_one_upstream_what_the_view_answers_for_all() {
+        let ids = ["shown", "hidden", "empty"].map(|u| UpstreamId::parse(u).unwrap());
+        let listings: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let tools = if id.as_str() == "empty" {
+                    vec![]
+                } else {
+                    vec![json!({"name": "t", "inputSchema": {"type": "object"}})]
+                };
+                let listing = UpstreamListing {
+                    lists: [tools, vec![], vec![], vec![]],
+                    ..UpstreamListing::default()
+                };
+                (id.clone(), Arc::new(listing))
+            })
+            .collect();
+        let ns = Namespacer::new(
+            &NamespacingConfig {
+                separator: "__".into(),
+                prefix: PrefixMode::Always,
+            },
+            ids.len(),
+        );
+        let snapshot = merge(&ns, &listings);
+        let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let policy = "roles:\n  - name: r\n    subjects: [{ claim: sub, equals: ann }]\n    allow: { tools: [\"shown/*\"] }\n";
+        let set = Arc::new(compile(&[("p.yaml".into(), policy.into())], &names).unwrap());
+        let ann = Principal {
+            subject: "ann".into(),
+            ..Principal::anonymous()
+        };
+        let with_policy = Grant::new(set, &ann, Mode::Enforce);
+        let empty_set = Grant::new(Arc::new(compile(&[], &names).unwrap()), &ann, Mode::Enforce);
+        let no_policies = crate::policy::Access::open().grant(&ann);
+        for grant in [&with_policy, &empty_set, &no_policies] {
+            let view = View::new(&snapshot, grant);
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(sees(&snapshot, grant, id), view.visible[i], "{id}");
+            }
+        }
+        assert!(sees(&snapshot, &with_policy, &ids[0]));
+        assert!(!sees(&snapshot, &with_policy, &ids[1]));
+        assert!(
+            sees(&snapshot, &no_policies, &ids[2]),
+            "without policies, everything"
+        );
+    }
 }
