@@ -185,6 +185,52 @@ catalogue: {{ page_size: 5 }}
     gw.shutdown().await;
 }
 
+/// Servers built on the TypeScript SDK's examples (server-everything among them) answer a
+/// session they do not know with 400, not 404: after such a server restarts, every session the
+/// gateway held with it would otherwise fail for good.
+#[tokio::test]
+async fn sessions_an_upstream_refuses_with_400_are_opened_again() {
+    let mut spec = MockSpec::new(MockEra::Legacy);
+    spec.unknown_session_status = axum::http::StatusCode::BAD_REQUEST;
+    let (addr, mock, _task) = mock_http::start(spec).await;
+    let gw = gateway(&format!(
+        "listen: {{ addr: 127.0.0.1:0 }}\nupstreams:\n  - {{ id: old, http: {{ url: 'http://{addr}/mcp' }} }}\nnamespacing: {{ prefix: always }}\n"
+    ))
+    .await;
+    let client = Client::new(&gw);
+    let sid = client.initialize().await;
+    let echo = json!({"name": "old__echo", "arguments": {"message": "hi"}});
+    client
+        .legacy(&sid, "tools/call", echo.clone())
+        .await
+        .result();
+    client.modern("tools/call", echo.clone()).await.result();
+    let before = mock.seen.initializes.load(Ordering::SeqCst);
+    let old_sessions = mock.session_count();
+    // The upstream restarts: it knows none of the sessions and answers them with 400.
+    mock.expire_sessions();
+    let legacy = client.legacy(&sid, "tools/call", echo.clone()).await;
+    assert_eq!(legacy.result()["content"][0]["text"], "hi");
+    let modern = client.modern("tools/call", echo.clone()).await;
+    assert_eq!(modern.result()["content"][0]["text"], "hi");
+    assert_eq!(
+        mock.seen.initializes.load(Ordering::SeqCst),
+        before + 2,
+        "one new session for the client's, one for the gateway's shared one"
+    );
+    assert_eq!(
+        mock.requests_for("tools/call").len(),
+        6,
+        "each refused call sent once more"
+    );
+    // A 400 does not prove the session gone: the old ones are deleted.
+    eventually(5, "the refused sessions are deleted", || async {
+        mock.seen.deleted.lock().unwrap().len() >= old_sessions
+    })
+    .await;
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn legacy_upstream_sessions_follow_downstream_sessions() {
     let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;

@@ -52,6 +52,9 @@ pub struct MockSpec {
     pub ping_error: bool,
     /// Answer this many `resources/read` with HTTP 503 before serving them.
     pub unavailable_reads: usize,
+    /// Legacy: the status of a request with an unknown `Mcp-Session-Id`: 404 as the spec says,
+    /// or 400 as the TypeScript SDK's example servers (server-everything) answer.
+    pub unknown_session_status: StatusCode,
 }
 
 impl MockSpec {
@@ -75,6 +78,7 @@ impl MockSpec {
             endless_tasks: false,
             ping_error: false,
             unavailable_reads: 0,
+            unknown_session_status: StatusCode::NOT_FOUND,
         }
     }
 }
@@ -182,7 +186,8 @@ async fn get(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|s| mock.sessions.lock().unwrap().contains(s));
     if !known {
-        return StatusCode::NOT_FOUND.into_response();
+        let status = mock.spec.lock().unwrap().unknown_session_status;
+        return status.into_response();
     }
     mock.seen.open_gets.fetch_add(1, Ordering::SeqCst);
     let guard = OpenGet(Arc::clone(&mock.seen.open_gets));
@@ -279,8 +284,9 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
                     );
                 }
                 Some(s) if !mock.sessions.lock().unwrap().contains(s) => {
+                    let status = mock.spec.lock().unwrap().unknown_session_status;
                     return json_response(
-                        StatusCode::NOT_FOUND,
+                        status,
                         rpc_error(Value::Null, -32001, "Session not found"),
                     );
                 }

@@ -244,6 +244,7 @@ impl HttpUpstream {
         let key = ctx.downstream_session;
         let caller_token = ctx.principal.as_ref().and_then(|p| p.token.clone());
         let mut retried = false;
+        let mut relisten = false;
         loop {
             let session = self
                 .session(
@@ -254,24 +255,41 @@ impl HttpUpstream {
                 )
                 .await?;
             // A subscription needs the session's notifications; so does a session
-            // re-initialised while it had a listener (the old one saw the 404).
-            if method == "resources/subscribe"
-                || (retried && self.listeners.lock().contains_key(&key))
-            {
+            // re-initialised while it had a listener.
+            if method == "resources/subscribe" || relisten {
                 self.ensure_listening(key, &session, caller_token.clone());
             }
             let mut headers = legacy_headers(&session);
             headers.extend(caller.clone());
             let opened = self.endpoint.open(method, params.clone(), &headers).await?;
-            if opened.status == StatusCode::NOT_FOUND && session.id.is_some() && !retried {
-                tracing::info!(upstream = %self.id, "upstream session expired; re-initialising");
-                // Replacing (not invalidating) the entry skips the DELETE: it is gone.
-                self.sessions.insert(key, Arc::new(OnceCell::new())).await;
+            if let Some(old) = &session.id
+                && session_refused(opened.status)
+                && !retried
+            {
+                tracing::info!(upstream = %self.id, status = opened.status.as_u16(),
+                    "upstream session refused; re-initialising");
+                relisten = self.forget_session(key, old, opened.status).await;
                 retried = true;
                 continue;
             }
             return Ok(self.stream(opened, headers, deadline, true));
         }
+    }
+
+    /// Drops the upstream session `old` of `key`, which the upstream refused (the request was
+    /// not processed), so the next request initialises a new one. Its listener is stopped;
+    /// returns whether there was one (the new session needs one too). After a 404 the session
+    /// is gone upstream; after a 400 it may not be, and is deleted.
+    async fn forget_session(&self, key: Option<Uuid>, old: &str, status: StatusCode) -> bool {
+        let listened = self.listeners.lock().contains_key(&key);
+        self.listeners.stop(key);
+        // Replacing (not invalidating) the entry skips the eviction's DELETE and listener stop.
+        self.sessions.insert(key, Arc::new(OnceCell::new())).await;
+        if status != StatusCode::NOT_FOUND {
+            let (endpoint, old) = (Arc::clone(&self.endpoint), old.to_string());
+            tokio::spawn(async move { endpoint.delete_session(&old).await });
+        }
+        listened
     }
 
     /// Turns an opened POST into a [`Call`] fed by a reader task: an SSE body item by item, a
@@ -569,4 +587,13 @@ fn add_param_headers(headers: &mut HeaderMap, param_headers: &[(String, String)]
             headers.insert(header, value);
         }
     }
+}
+
+/// Whether a session request's status says the session is unknown to the upstream: 404, as
+/// the spec prescribes (Streamable HTTP, session management), or 400, as servers built on the
+/// TypeScript SDK's examples answer an unknown `Mcp-Session-Id` ("No valid session ID
+/// provided"). Either way the request was refused before it was processed, so sending it
+/// again in a new session is safe.
+fn session_refused(status: StatusCode) -> bool {
+    matches!(status, StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST)
 }

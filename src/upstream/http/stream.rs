@@ -185,7 +185,8 @@ const STREAM_WAIT: Duration = Duration::from_secs(2);
 /// downstream session, `caller`'s token exchanged afresh for each connection. Reconnects with
 /// exponential backoff; stops for good when the upstream refuses the credentials (401, 403) or
 /// the caller's token can no longer be exchanged, offers no stream (405), or the session is gone
-/// (404). The task is aborted when its session ends ([`super::HttpUpstream`]).
+/// (404, or 400 from servers that answer an unknown session so). The task is aborted when its
+/// session ends ([`super::HttpUpstream`]).
 pub(super) async fn listen_get(
     endpoint: Arc<Endpoint>,
     headers: HeaderMap,
@@ -224,7 +225,7 @@ pub(super) async fn listen_get(
             }
             Ok(r)
                 if r.status() == StatusCode::METHOD_NOT_ALLOWED
-                    || r.status() == StatusCode::NOT_FOUND =>
+                    || super::session_refused(r.status()) =>
             {
                 tracing::debug!(upstream = %endpoint.id, status = r.status().as_u16(), "upstream offers no standalone stream");
                 return;
