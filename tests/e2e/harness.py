@@ -51,15 +51,16 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_everything(log: Path, transport: str = "streamableHttp") -> tuple[subprocess.Popen, int]:
-    """@modelcontextprotocol/server-everything on a free port: Streamable HTTP, or `sse` for the
-    2024-11-05 HTTP+SSE transport."""
-    port = free_port()
+def start_everything(log: Path, transport: str = "streamableHttp",
+                     port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """@modelcontextprotocol/server-everything on `port` (a free one by default): Streamable
+    HTTP, or `sse` for the 2024-11-05 HTTP+SSE transport. The log is appended to."""
+    port = port or free_port()
     env = dict(os.environ, PORT=str(port))
     proc = subprocess.Popen(
         [str(NODE_BIN / "mcp-server-everything"), transport],
         env=env,
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, proc)

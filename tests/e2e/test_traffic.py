@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
 import time
 import urllib.request
 
@@ -20,7 +18,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from harness import NODE_BIN, VENV_BIN, free_port, start_gateway, stop, wait_for_port
+from harness import VENV_BIN, start_everything, start_gateway, stop
 
 RESOURCE = "https://mcp.e2e.test/mcp"
 
@@ -92,16 +90,8 @@ def test_against_real_servers_timeouts_follow_progress_and_the_breaker_recovers_
     """server-everything behind a breaker, a bulkhead and a tool timeout: progress keeps a long
     operation alive past its timeout, silence does not; with the server killed the circuit
     opens while the other upstream serves; restarted, the health check's probe closes it."""
-    port = free_port()
-
-    def everything():
-        proc = subprocess.Popen([str(NODE_BIN / "mcp-server-everything"), "streamableHttp"],
-                                env=dict(os.environ, PORT=str(port)),
-                                stdout=(tmp_path / "everything.log").open("a"), stderr=subprocess.STDOUT)
-        wait_for_port(port, proc)
-        return proc
-
-    servers = [everything()]
+    first, port = start_everything(tmp_path / "everything.log")
+    servers = [first]
     gw = start_gateway(f"""
 listen: {{ addr: 127.0.0.1:0 }}
 admin: {{ addr: 127.0.0.1:0 }}
@@ -159,7 +149,7 @@ upstreams:
             assert everything_state()["circuit"] == "open"
 
             # open_for is an hour: only the health check's probe can close it this soon.
-            servers.append(everything())
+            servers.append(start_everything(tmp_path / "everything.log", port=port)[0])
             deadline = time.monotonic() + 30
             while everything_state()["circuit"] != "closed":
                 assert time.monotonic() < deadline, everything_state()
