@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::catalogue::{self, Catalogue};
 use crate::config::Config;
@@ -59,6 +60,9 @@ pub enum StartError {
     /// Authentication could not be set up.
     #[error("cannot set up authentication: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::StartError),
 }
 
 /// A running gateway. Dropping it without [`Running::shutdown`] stops nothing gracefully.
@@ -75,11 +79,12 @@ pub struct Running {
     streams: tokio_util::sync::CancellationToken,
     servers: JoinSet<()>,
     background: JoinSet<()>,
+    auditor: Auditor,
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, then stops the background
-    /// tasks and the upstream child processes.
+    /// Stops accepting connections, lets in-flight requests finish, writes and fsyncs every
+    /// audit record, then stops the background tasks and the upstream child processes.
     pub async fn shutdown(mut self) {
         // Long-lived streams (legacy GET streams) end first; requests in flight get a grace
         // period, after which their connections are dropped.
@@ -93,6 +98,7 @@ impl Running {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
             self.servers.shutdown().await;
         }
+        self.auditor.flush().await;
         self.background.shutdown().await;
     }
 }
@@ -106,6 +112,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     warn_about_exposure(&config);
     // Metrics: one registry owned by this gateway.
     let metrics = Metrics::new();
+    // Audit: where the chain stands is read now; a log that cannot be opened stops the start.
+    let auditor = match &config.audit {
+        Some(audit) => Auditor::start(audit, metrics.audit.clone())?,
+        None => Auditor::disabled(),
+    };
+    auditor.record(config_loaded(&config)).await;
     // Upstreams: HTTP clients and stdio children (children start now).
     let upstreams = Arc::new(UpstreamSet::new(
         &config.upstreams,
@@ -127,7 +139,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     // Front door: the issuer's keys are fetched before the first request is served.
     let auth = Arc::new(authenticator(&config, &mut background).await?);
-    let access = access(&config, &catalogue, &metrics, &mut background)?;
+    let access = access(&config, &catalogue, &metrics, &auditor, &mut background)?;
+    if let Some(record) = policy_loaded(&access) {
+        auditor.record(record).await;
+    }
     catalogue.wait_ready().await;
     lint_policies(&access, &catalogue);
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
@@ -142,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             metrics.clone(),
             access,
             Arc::clone(&limits),
+            auditor.clone(),
             config.session.key,
         ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
@@ -221,7 +237,41 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         streams,
         servers,
         background,
+        auditor,
     })
+}
+
+/// The `config_loaded` audit record of `config`.
+fn config_loaded(config: &Config) -> Vec<u8> {
+    let path = config.source.path.display().to_string();
+    let body = crate::audit::record::ConfigLoadedRecord {
+        config_path: &path,
+        config_sha256: &config.source.sha256,
+        upstreams: config.upstreams.iter().map(|u| u.id.as_str()).collect(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    crate::audit::record::encode("config_loaded", &body, Default::default())
+}
+
+/// The `policy_loaded` audit record of the policy set in force, if policies are configured.
+fn policy_loaded(access: &Access) -> Option<Vec<u8>> {
+    let set = access.current()?;
+    let config = access.config()?;
+    let dir = config.dir.display().to_string();
+    let body = crate::audit::record::PolicyLoadedRecord {
+        policy_hash: &set.hash,
+        mode: match config.mode {
+            crate::config::PolicyMode::Enforce => "enforce",
+            crate::config::PolicyMode::Audit => "audit",
+        },
+        dir: &dir,
+        roles: set.roles.iter().map(|r| r.name.as_str()).collect(),
+    };
+    Some(crate::audit::record::encode(
+        "policy_loaded",
+        &body,
+        Default::default(),
+    ))
 }
 
 /// Bounds of the operations listener (scraped by a few monitoring systems).
@@ -304,6 +354,7 @@ fn access(
     config: &Config,
     catalogue: &Arc<Catalogue>,
     metrics: &Metrics,
+    auditor: &Auditor,
     background: &mut JoinSet<()>,
 ) -> Result<Arc<Access>, StartError> {
     let Some(policies) = &config.policies else {
@@ -317,11 +368,16 @@ fn access(
     let reloads = metrics.policy_reloads.clone();
     let watched = Arc::clone(&access);
     let (linted, catalogue) = (Arc::clone(&access), Arc::clone(catalogue));
+    let auditor = auditor.clone();
     background.spawn(async move {
         let report = move |o: crate::policy::reload::Outcome| {
             reloads.with_label_values(&[o.as_str()]).inc();
             if o == crate::policy::reload::Outcome::Applied {
                 lint_policies(&linted, &catalogue);
+                if let Some(record) = policy_loaded(&linted) {
+                    let auditor = auditor.clone();
+                    tokio::spawn(async move { auditor.record(record).await });
+                }
             }
         };
         if let Err(e) = crate::policy::reload::watch(watched, report).await {

@@ -82,6 +82,21 @@ pub enum GatewayError {
         /// The name or URI as the client sent it.
         name: String,
     },
+    /// A target the policy refuses: answered exactly as [`GatewayError::UnknownTarget`] (its
+    /// `unknown`), so that policy never reveals what exists; the decision is kept for the
+    /// audit record.
+    #[error("denied by policy: {unknown}")]
+    Denied {
+        /// What the client is told: the unknown-target error.
+        unknown: Box<GatewayError>,
+        /// The decision (`None` for a URI too ambiguous to decide on).
+        decision: Option<Box<crate::router::Decision>>,
+    },
+    /// The audit queue is full and `audit.when_full` is `fail_closed`: the call is refused
+    /// rather than made without its record (503 with `Retry-After: 1`, -32000 with
+    /// `data.reason` `audit_unavailable`).
+    #[error("the audit log is not keeping up; the call was refused")]
+    AuditUnavailable,
     /// A pagination cursor the gateway did not issue, or issued for another list (200, -32602).
     #[error("invalid cursor")]
     InvalidCursor,
@@ -242,6 +257,15 @@ impl GatewayError {
                     )),
                 )
             }
+            Self::Denied { unknown, .. } => return unknown.to_wire(era),
+            Self::AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(error_object(
+                    code::SERVER_ERROR,
+                    "The gateway cannot record calls now; retry shortly",
+                    Some(json!({ "reason": "audit_unavailable", "gateway": "mcpgate" })),
+                )),
+            ),
             Self::InvalidCursor => (
                 StatusCode::OK,
                 Some(error_object(code::INVALID_PARAMS, "Invalid cursor", None)),
@@ -385,7 +409,7 @@ impl GatewayError {
             }
         };
         let retry_after = match self {
-            Self::ConnectionBusy { .. } => Some(1),
+            Self::ConnectionBusy { .. } | Self::AuditUnavailable => Some(1),
             Self::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after)),
             _ => None,
         };

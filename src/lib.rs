@@ -43,7 +43,8 @@
 //! - [`limits`]: rate limits per call (global, principal, role, upstream, tool).
 //! - [`jsonrpc`], [`protocol`], [`error`]: envelopes, protocol constants, the error mapping.
 //! - [`param_headers`]: `Mcp-Param-*` headers mirrored from tool arguments.
-//! - [`auth`]: the calling principal. [`telemetry`]: metrics and logs.
+//! - [`auth`]: the calling principal. [`telemetry`]: metrics, logs, trace context.
+//! - [`audit`]: the tamper-evident audit log (records, hash chain, sinks, `audit verify`).
 //! - [`backoff`]: the exponential backoff of every retry loop.
 //! - [`redact`]: URLs without userinfo or query in logs and errors.
 //! - [`uri`]: resource URIs in RFC 3986 normal form, what policies decide on.
@@ -53,6 +54,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod catalogue;

@@ -45,6 +45,29 @@ enum Command {
     /// Check, explain and compare RBAC policy sets.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that audit files form one intact hash chain; name the first record that breaks
+    /// it. Exit 0 intact, 1 broken, 2 when a file cannot be read.
+    Verify {
+        /// The chain key (`audit.key_file`), to check HMACs.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Accept a chain that does not start at seq 1 (older files removed).
+        #[arg(long)]
+        partial: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Audit files, in any order (the active one and the rotated ones).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,10 +177,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
+            // With the audit log on standard output, stdout carries audit records only.
+            let audit_on_stdout = cfg
+                .audit
+                .as_ref()
+                .is_some_and(|a| matches!(a.sink, mcpgate::config::AuditSink::Stdout));
+            let say = |line: String| {
+                if audit_on_stdout {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            };
             let running = mcpgate::app::start(cfg).await.context("cannot start")?;
-            println!("mcpgate listening on {}", running.mcp_url);
+            say(format!("mcpgate listening on {}", running.mcp_url));
             if let Some(admin) = running.admin_addr {
-                println!("mcpgate operations on http://{admin}/metrics");
+                say(format!("mcpgate operations on http://{admin}/metrics"));
             }
             shutdown_signal().await;
             tracing::info!("shutting down");
@@ -166,7 +201,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Catalogue { config, json } => catalogue(&Config::load(&config)?, json).await,
         Command::Policy(command) => policy(command).await,
+        Command::Audit(AuditCommand::Verify {
+            key_file,
+            partial,
+            json,
+            files,
+        }) => audit_verify(key_file.as_deref(), partial, json, &files),
     }
+}
+
+fn audit_verify(
+    key_file: Option<&std::path::Path>,
+    partial: bool,
+    json: bool,
+    files: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let key = key_file
+        .map(mcpgate::config::read_key_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let report = match mcpgate::audit::verify::verify(files, key.as_ref(), partial) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: cannot read the audit files: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(if report.intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {

@@ -37,8 +37,9 @@ pub const HEADER_METHOD: &str = "mcp-method";
 /// HTTP header: `params.name` or `params.uri`, mirrored from the body (modern).
 pub const HEADER_NAME: &str = "mcp-name";
 
-/// The two eras of MCP (DESIGN.md §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The two eras of MCP (DESIGN.md §2); `legacy` and `modern` in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Era {
     /// `initialize` handshake, `Mcp-Session-Id`, revisions up to 2025-11-25.
     Legacy,

@@ -10,8 +10,10 @@
 mod auth;
 mod raw;
 mod raw_auth;
+mod raw_telemetry;
 mod raw_traffic;
 mod secret;
+mod telemetry;
 mod traffic;
 mod validate;
 
@@ -28,6 +30,10 @@ pub use auth::{
 };
 pub use raw::RawConfig;
 pub use secret::{Secret, expand_env};
+pub use telemetry::{
+    ArgumentsConfig, AuditConfig, AuditKey, AuditSink, OtlpConfig, TelemetryConfig, WhenFull,
+    normalize_key,
+};
 pub use traffic::{
     BreakerConfig, LimitsConfig, RetryConfig, ToolMatch, ToolTraffic, UpstreamTraffic,
 };
@@ -89,6 +95,30 @@ pub struct Config {
     pub policies: Option<PolicyConfig>,
     /// Gateway-wide rate limits.
     pub limits: LimitsConfig,
+    /// The audit log; `None`: no audit records.
+    pub audit: Option<AuditConfig>,
+    /// Logs and trace export.
+    pub telemetry: TelemetryConfig,
+    /// Where the configuration came from, for the `config_loaded` audit record.
+    pub source: ConfigSource,
+}
+
+/// Reads a 32-byte key file (64 hex characters, or exactly 32 raw bytes): the session key and
+/// the audit chain key.
+///
+/// # Errors
+/// A message naming the file and what is wrong with it.
+pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
+    validate::read_key(path)
+}
+
+/// The file a configuration was read from and the SHA-256 of its text.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file, as given.
+    pub path: PathBuf,
+    /// Lowercase hex SHA-256 of the file's text.
+    pub sha256: String,
 }
 
 /// `listen:` after validation.
@@ -334,6 +364,12 @@ impl Config {
                 path: origin.to_path_buf(),
                 message: format!("{}: {}", e.path(), e.inner()),
             })?;
-        validate::validate(raw, base, env).map_err(|issues| ConfigError::Invalid { issues })
+        let mut config =
+            validate::validate(raw, base, env).map_err(|issues| ConfigError::Invalid { issues })?;
+        config.source = ConfigSource {
+            path: origin.to_path_buf(),
+            sha256: crate::audit::sha256_hex(text.as_bytes()),
+        };
+        Ok(config)
     }
 }

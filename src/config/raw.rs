@@ -45,6 +45,12 @@ pub struct RawConfig {
     /// Gateway-wide rate limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: Option<super::raw_telemetry::RawAudit>,
+    /// Logs and trace export.
+    #[serde(default)]
+    pub telemetry: super::raw_telemetry::RawTelemetry,
 }
 
 /// `policies:`

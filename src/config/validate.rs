@@ -78,22 +78,42 @@ pub(super) fn validate(
     });
     let catalogue = catalogue(&raw.catalogue, &mut issues);
     let limits = super::traffic::limits(&raw.limits, &mut issues);
-    match (listen, session, namespacing, catalogue, auth) {
-        (Some(listen), Some(session), Some(namespacing), Some(catalogue), Some(auth))
-            if issues.0.is_empty() =>
-        {
-            Ok(Config {
-                listen,
-                admin,
-                session,
-                upstreams,
-                namespacing,
-                catalogue,
-                auth,
-                policies,
-                limits,
-            })
-        }
+    let audit = match &raw.audit {
+        None => Some(None),
+        Some(a) => super::telemetry::audit(a, base, &mut issues).map(Some),
+    };
+    let telemetry = super::telemetry::telemetry(&raw.telemetry, &mut issues);
+    match (
+        listen,
+        session,
+        namespacing,
+        catalogue,
+        auth,
+        audit,
+        telemetry,
+    ) {
+        (
+            Some(listen),
+            Some(session),
+            Some(namespacing),
+            Some(catalogue),
+            Some(auth),
+            Some(audit),
+            Some(telemetry),
+        ) if issues.0.is_empty() => Ok(Config {
+            listen,
+            admin,
+            session,
+            upstreams,
+            namespacing,
+            catalogue,
+            auth,
+            policies,
+            limits,
+            audit,
+            telemetry,
+            source: super::ConfigSource::default(),
+        }),
         _ => Err(issues.0),
     }
 }
@@ -203,7 +223,7 @@ pub(super) fn http_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn byte_size(size: &RawSize) -> Result<usize, String> {
+pub(super) fn byte_size(size: &RawSize) -> Result<usize, String> {
     let bytes = match size {
         RawSize::Bytes(n) => *n,
         RawSize::Text(t) => t
@@ -254,7 +274,7 @@ fn session(raw: &RawSession, base: &Path, issues: &mut Issues) -> Option<Session
 }
 
 /// Reads a 32-byte key: 64 hex characters (whitespace trimmed) or exactly 32 raw bytes.
-fn read_key(path: &Path) -> Result<[u8; 32], String> {
+pub(super) fn read_key(path: &Path) -> Result<[u8; 32], String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if let Some(key) = hex32(String::from_utf8_lossy(&bytes).trim()) {
         return Ok(key);

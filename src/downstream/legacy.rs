@@ -22,8 +22,8 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{self, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, negotiate_legacy};
-use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
+use crate::upstream::{CallContext, RequestOrigin};
 
 /// Handles one legacy message.
 ///
@@ -34,6 +34,7 @@ pub async fn handle(
     principal: &Arc<Principal>,
     headers: &HeaderMap,
     message: Message,
+    origin: RequestOrigin,
 ) -> Result<Response, Failure> {
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
@@ -46,7 +47,7 @@ pub async fn handle(
         _ => None,
     };
     let claims = session(gw, principal, headers).map_err(|e| Failure::new(e, Era::Legacy, id))?;
-    handle_in_session(gw, principal, claims, message).await
+    handle_in_session(gw, principal, claims, message, origin).await
 }
 
 /// Handles one message of an open legacy session, whichever transport carried it.
@@ -58,6 +59,7 @@ pub async fn handle_in_session(
     principal: &Arc<Principal>,
     claims: SessionClaims,
     message: Message,
+    origin: RequestOrigin,
 ) -> Result<Response, Failure> {
     let state = gw.sessions.get(claims.id);
     let (id, method, params) = match message {
@@ -124,6 +126,7 @@ pub async fn handle_in_session(
         client_info: claims.client_info.clone(),
         log_level: state.log_level(),
         principal: Some(Arc::clone(principal)),
+        origin: origin.with_meta(params.as_ref()),
     };
     let in_flight = state.track(&id);
     let routed = gw

@@ -126,6 +126,7 @@ pub struct MessageQuery {
 pub async fn message(
     State(gw): State<Arc<Gateway>>,
     Extension(principal): Caller,
+    Extension(origin): Extension<crate::upstream::RequestOrigin>,
     Query(query): Query<MessageQuery>,
     headers: HeaderMap,
     body: Body,
@@ -150,7 +151,7 @@ pub async fn message(
         Ok(m) => m,
         Err(failure) => return failure.into_response(),
     };
-    if let Err(e) = super::authn::authorize(&gw, &principal, &message) {
+    if let Err(e) = super::authn::authorize(&gw, &principal, &message, origin).await {
         return Failure::new(e, Era::Legacy, None).into_response();
     }
     // Backpressure on requests: the client must read its stream, and let answers come, before
@@ -173,7 +174,7 @@ pub async fn message(
         _ => None,
     };
     tokio::spawn(async move {
-        let response = process(&gw, &principal, &connection, message).await;
+        let response = process(&gw, &principal, &connection, message, origin).await;
         forward(response, &connection.outbox).await;
         drop(permit);
     });
@@ -186,6 +187,7 @@ async fn process(
     principal: &Arc<Principal>,
     connection: &Connection,
     message: Message,
+    origin: crate::upstream::RequestOrigin,
 ) -> Response {
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
@@ -213,7 +215,7 @@ async fn process(
         };
         return Failure::new(GatewayError::SessionRequired, Era::Legacy, id).into_response();
     };
-    match super::legacy::handle_in_session(gw, principal, claims, message).await {
+    match super::legacy::handle_in_session(gw, principal, claims, message, origin).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     }

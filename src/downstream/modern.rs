@@ -27,8 +27,8 @@ use crate::protocol::{
     META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
     META_SERVER_INFO, MODERN_VERSIONS, decode_header_value, is_modern_method, is_task_method,
 };
-use crate::upstream::CallContext;
 use crate::upstream::mcp::gateway_implementation;
+use crate::upstream::{CallContext, RequestOrigin};
 
 /// Handles one modern message.
 ///
@@ -39,6 +39,7 @@ pub async fn handle(
     principal: &Arc<Principal>,
     headers: &HeaderMap,
     message: Message,
+    origin: RequestOrigin,
 ) -> Result<Response, Failure> {
     let (id, method, params) = match message {
         Message::Request { id, method, params } => (id, method, params),
@@ -54,6 +55,7 @@ pub async fn handle(
     };
     let fail = |e| Failure::new(e, Era::Modern, Some(id.clone()));
     let mut ctx = validate(headers, &method, params.as_ref()).map_err(fail)?;
+    ctx.origin = origin.with_meta(params.as_ref());
     ctx.principal = Some(Arc::clone(principal));
     if method == "tools/call" {
         check_param_headers(gw, principal, headers, params.as_ref()).map_err(fail)?;
@@ -223,6 +225,7 @@ fn validate(
             .and_then(Value::as_str)
             .map(str::to_string),
         principal: None,
+        origin: RequestOrigin::default(),
     })
 }
 

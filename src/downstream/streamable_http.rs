@@ -17,15 +17,17 @@ use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::jsonrpc::{DecodeError, Message};
 use crate::protocol::{Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+use crate::upstream::RequestOrigin;
 
 /// `POST /mcp`: one JSON-RPC message.
 pub async fn post(
     State(gw): State<Arc<Gateway>>,
     Extension(principal): Caller,
+    Extension(origin): Extension<RequestOrigin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle_post(&gw, &principal, &headers, body).await {
+    match handle_post(&gw, &principal, &headers, body, origin).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     }
@@ -36,6 +38,7 @@ async fn handle_post(
     principal: &Arc<Principal>,
     headers: &HeaderMap,
     body: Body,
+    origin: RequestOrigin,
 ) -> Result<Response, Failure> {
     let early_era = header_era(headers);
     let bytes = read_limited(headers, body, gw.max_body_bytes)
@@ -44,10 +47,12 @@ async fn handle_post(
     let message = decode(&bytes, early_era)?;
     let era = detect_era(headers, &message)
         .map_err(|e| Failure::new(e, early_era, request_id(&message)))?;
-    authorize(gw, principal, &message).map_err(|e| Failure::new(e, era, request_id(&message)))?;
+    authorize(gw, principal, &message, origin)
+        .await
+        .map_err(|e| Failure::new(e, era, request_id(&message)))?;
     match era {
-        Era::Modern => modern::handle(gw, principal, headers, message).await,
-        Era::Legacy => legacy::handle(gw, principal, headers, message).await,
+        Era::Modern => modern::handle(gw, principal, headers, message, origin).await,
+        Era::Legacy => legacy::handle(gw, principal, headers, message, origin).await,
     }
 }
 

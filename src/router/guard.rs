@@ -73,7 +73,8 @@ impl<'a> Guard<'a> {
     /// is the error answered when the policy refuses it (the one for an unknown target).
     ///
     /// # Errors
-    /// `denied`, in `enforce` mode, when no held role allows the target or one denies it.
+    /// [`GatewayError::Denied`] wrapping `denied`, in `enforce` mode, when no held role allows
+    /// the target or one denies it.
     pub(super) fn check(
         &self,
         kind: Kind,
@@ -88,7 +89,10 @@ impl<'a> Guard<'a> {
             return if grant.allows_target(kind, None, tool) {
                 Ok(None)
             } else {
-                Err(denied())
+                Err(GatewayError::Denied {
+                    unknown: Box::new(denied()),
+                    decision: None,
+                })
             };
         };
         let Some(verdict) = grant.verdict(kind, target, tool) else {
@@ -123,7 +127,10 @@ impl<'a> Guard<'a> {
             "policy decision"
         );
         if !grant.permits(decision.verdict.effect) {
-            return Err(denied());
+            return Err(GatewayError::Denied {
+                unknown: Box::new(denied()),
+                decision: Some(Box::new(decision)),
+            });
         }
         Ok(Some(decision))
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::audit::Auditor;
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::{ToolMatch, UpstreamId};
 use crate::error::{GatewayError, TargetKind};
@@ -21,12 +22,14 @@ use crate::upstream::controls::Lease;
 use crate::upstream::{Call, CallContext, CallItem, Reply, ServerRequest, Upstream, UpstreamError};
 
 mod guard;
+mod ledger;
 mod resolve;
 mod rewrite;
 pub mod task_ids;
 pub mod tasks;
 pub use guard::Decision;
 use guard::Guard;
+use ledger::Ledger;
 use resolve::{Resolution, Target};
 use rewrite::Rewrite;
 
@@ -37,16 +40,19 @@ pub struct Router {
     access: Arc<Access>,
     task_ids: Arc<task_ids::TaskIds>,
     limits: Arc<RateLimits>,
+    auditor: Auditor,
 }
 
 impl Router {
-    /// A router over `catalogue`, deciding with the policies of `access` and limiting with
-    /// `limits`; task ids are keyed from `session_key` (random per process when `None`).
+    /// A router over `catalogue`, deciding with the policies of `access`, limiting with
+    /// `limits` and recording calls with `auditor`; task ids are keyed from `session_key`
+    /// (random per process when `None`).
     pub fn new(
         catalogue: Arc<Catalogue>,
         metrics: Metrics,
         access: Arc<Access>,
         limits: Arc<RateLimits>,
+        auditor: Auditor,
         session_key: Option<[u8; 32]>,
     ) -> Self {
         Self {
@@ -55,7 +61,13 @@ impl Router {
             access,
             task_ids: Arc::new(task_ids::TaskIds::new(session_key)),
             limits,
+            auditor,
         }
+    }
+
+    /// The audit log.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
     }
 
     /// The rate limits.
@@ -74,12 +86,15 @@ impl Router {
     }
 
     /// Handles one request: answered here ([`Routed::Reply`]) or forwarded to its owner
-    /// ([`Routed::Call`]); an upstream's own JSON-RPC error passes through unchanged.
+    /// ([`Routed::Call`]); an upstream's own JSON-RPC error passes through unchanged. Every
+    /// call (not lists, not `ping`) is recorded once it ends, however it ends
+    /// (its ledger): counted, timed and, for a client's call, audited.
     ///
     /// # Errors
     /// [`GatewayError::MethodNotFound`], [`GatewayError::InvalidParams`],
-    /// [`GatewayError::UnknownTarget`], [`GatewayError::InvalidCursor`],
-    /// [`GatewayError::Upstream`].
+    /// [`GatewayError::UnknownTarget`], [`GatewayError::Denied`], [`GatewayError::InvalidCursor`],
+    /// [`GatewayError::RateLimited`], [`GatewayError::Upstream`],
+    /// [`GatewayError::AuditUnavailable`].
     pub async fn handle(
         &self,
         ctx: &CallContext,
@@ -101,30 +116,85 @@ impl Router {
             )?;
             return Ok(Routed::Reply(Ok(page)));
         }
+        if method == "ping" {
+            return Ok(Routed::Reply(Ok(serde_json::json!({}))));
+        }
+        // The record's place in the audit queue is taken before anything else happens.
+        let slot = match &ctx.principal {
+            Some(_) => self
+                .auditor
+                .slot()
+                .await
+                .map_err(|_| GatewayError::AuditUnavailable)?,
+            None => None,
+        };
+        let mut ledger = Ledger::open(
+            &self.metrics.requests,
+            &self.metrics.request_duration,
+            &self.auditor,
+            slot,
+            ctx,
+            method,
+            params.as_ref(),
+        );
+        match self.route(ctx, &guard, &mut ledger, method, params).await {
+            Ok(Routed::Call(mut call)) => {
+                call.ledger = Some(ledger);
+                Ok(Routed::Call(call))
+            }
+            Ok(Routed::Reply(reply)) => {
+                ledger.settle_reply(&reply);
+                Ok(Routed::Reply(reply))
+            }
+            Err(e) => {
+                ledger.settle_error(&e, ctx.client_era());
+                Err(e)
+            }
+        }
+    }
+
+    /// The stages of a call, in order (DESIGN.md §5.10).
+    async fn route(
+        &self,
+        ctx: &CallContext,
+        guard: &Guard<'_>,
+        ledger: &mut Ledger,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Routed, GatewayError> {
         let snapshot = self.catalogue.snapshot();
         // The caller's digest (a SHA-256), for calls only: task ids and rate-limit keys.
         let owner = owner(ctx);
         // Every stage a call passes, in order (DESIGN.md §5.10); the result is rewritten back
         // and the call's outcome recorded as it ends (`RoutedCall::finish`).
-        let target = match self
-            .resolve(ctx, &snapshot, &guard, &owner, method, params) // resolve → policy
+        let mut target = match self
+            .resolve(ctx, &snapshot, guard, &owner, method, params) // resolve → policy
             .await?
         {
             Resolution::Reply(reply) => return Ok(Routed::Reply(reply)),
             Resolution::Target(target) => target,
         };
+        ledger.resolved(
+            &target.upstream,
+            target.canonical.take(),
+            target.decision.take(),
+            &self.auditor,
+        );
         let upstream = self.upstream(&target.upstream)?;
         let controls = upstream.controls();
         let tool = target
             .tool
             .as_deref()
             .and_then(|t| controls.traffic.tool(t));
-        self.rate_limit(ctx, &guard, &owner, method, &target, tool)?; // limits
+        self.rate_limit(ctx, guard, &owner, &target, tool)?; // limits
         if method == "resources/subscribe" {
             // Held per shared connection; one cheap request, so no bulkhead slot of its own.
             return self.subscribe(ctx, upstream, &target).await;
         }
-        let refused = |source| self.refused(method, &target.upstream, source);
+        let refused = |source| GatewayError::Upstream {
+            upstream: target.upstream.to_string(),
+            source,
+        };
         let slot = controls.bulkhead().map_err(refused)?; // bulkhead
         let lease = controls
             .breaker(ctx.principal.is_none(), Some(slot)) // breaker
@@ -162,7 +232,6 @@ impl Router {
         ctx: &CallContext,
         guard: &Guard<'_>,
         owner: &str,
-        method: &str,
         target: &Target,
         tool: Option<ToolMatch<'_>>,
     ) -> Result<(), GatewayError> {
@@ -182,27 +251,11 @@ impl Router {
                     .rate_limited
                     .with_label_values(&[refused.limit.as_str()])
                     .inc();
-                self.metrics
-                    .requests
-                    .with_label_values(&[method, target.upstream.as_str(), "rate_limited"])
-                    .inc();
                 GatewayError::RateLimited {
                     limit: refused.limit,
                     retry_after: refused.retry_after,
                 }
             })
-    }
-
-    /// A call the upstream's controls refused (bulkhead full, circuit open), counted.
-    fn refused(&self, method: &str, upstream: &UpstreamId, source: UpstreamError) -> GatewayError {
-        self.metrics
-            .requests
-            .with_label_values(&[method, upstream.as_str(), source.reason()])
-            .inc();
-        GatewayError::Upstream {
-            upstream: upstream.to_string(),
-            source,
-        }
     }
 
     /// `resources/subscribe` of the resolved URI (the upstream's own).
@@ -243,12 +296,11 @@ impl Router {
             params,
             param_headers,
             rewrite,
-            decision,
-            tool: _,
+            ..
         } = target;
         let timer = self
             .metrics
-            .request_duration
+            .upstream_request_duration
             .with_label_values(&[method, upstream_id.as_str()])
             .start_timer();
         let retry = Retry {
@@ -268,10 +320,9 @@ impl Router {
                 method: method.to_string(),
                 snapshot,
                 rewrite,
-                metrics: self.metrics.clone(),
                 timer: Some(timer),
                 retry,
-                decision,
+                ledger: None,
                 task_ids: Arc::clone(&self.task_ids),
                 owner,
                 pushed_back: None,
@@ -279,10 +330,6 @@ impl Router {
             }))),
             Err(source) => {
                 lease.settle(Err(&source));
-                self.metrics
-                    .requests
-                    .with_label_values(&[method, upstream_id.as_str(), "upstream_error"])
-                    .inc();
                 tracing::warn!(upstream = %upstream_id, method, error = %source, "upstream call failed");
                 Err(GatewayError::Upstream {
                     upstream: upstream_id.to_string(),
@@ -321,11 +368,11 @@ pub struct RoutedCall {
     method: String,
     snapshot: Arc<Snapshot>,
     rewrite: Rewrite,
-    metrics: Metrics,
+    /// Times the upstream's answer (`mcpgate_upstream_request_duration_seconds`).
     timer: Option<prometheus::HistogramTimer>,
     retry: Retry,
-    /// The policy decision that let the call through, if policies are configured.
-    decision: Option<Decision>,
+    /// Counts, times and audits the call when it ends ([`ledger`]).
+    ledger: Option<Ledger>,
     /// Mints the task ids of results and notifications, for `owner`.
     task_ids: Arc<task_ids::TaskIds>,
     /// The caller's principal digest (empty for the gateway's own calls).
@@ -371,11 +418,6 @@ impl RoutedCall {
         &self.upstream
     }
 
-    /// The policy decision that let the call through (for the audit record).
-    pub fn decision(&self) -> Option<&Decision> {
-        self.decision.as_ref()
-    }
-
     /// Gives a step back: the next [`RoutedCall::next`] yields it again (one at most).
     pub fn push_back(&mut self, step: Step) {
         debug_assert!(self.pushed_back.is_none());
@@ -418,15 +460,21 @@ impl RoutedCall {
         if let Some(lease) = self.lease.take() {
             lease.settle(outcome.as_ref());
         }
-        let label = match &outcome {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "error",
-            Err(_) => "upstream_error",
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[&self.method, self.upstream.as_str(), label])
-            .inc();
+        let result = self.rewrite_outcome(outcome);
+        if let Some(ledger) = self.ledger.as_mut() {
+            match &result {
+                Ok(reply) => ledger.settle_reply(reply),
+                Err(e) => ledger.settle_error(e, self.retry.ctx.client_era()),
+            }
+        }
+        result
+    }
+
+    /// The upstream's outcome with URIs and task ids rewritten back, or the gateway error.
+    fn rewrite_outcome(
+        &mut self,
+        outcome: Result<Reply, UpstreamError>,
+    ) -> Result<Reply, GatewayError> {
         match outcome {
             Ok(Ok(mut result)) => {
                 let (snapshot, upstream) = (&self.snapshot, &self.upstream);
@@ -458,6 +506,9 @@ impl RoutedCall {
         input_responses: Value,
         request_state: Option<Value>,
     ) -> Result<RoutedCall, GatewayError> {
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.reopen();
+        }
         let mut params = self.retry.params.clone();
         if let Some(obj) = params.as_object_mut() {
             obj.insert("inputResponses".into(), input_responses);
@@ -483,10 +534,16 @@ impl RoutedCall {
                 self.retry.params = params;
                 Ok(self)
             }
-            Err(source) => Err(GatewayError::Upstream {
-                upstream: self.upstream.to_string(),
-                source,
-            }),
+            Err(source) => {
+                let e = GatewayError::Upstream {
+                    upstream: self.upstream.to_string(),
+                    source,
+                };
+                if let Some(ledger) = self.ledger.as_mut() {
+                    ledger.settle_error(&e, self.retry.ctx.client_era());
+                }
+                Err(e)
+            }
         }
     }
 

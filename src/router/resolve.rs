@@ -37,6 +37,8 @@ pub(super) struct Target {
     pub rewrite: Rewrite,
     /// The policy decision that let it through, if policies are configured.
     pub decision: Option<super::Decision>,
+    /// The canonical target (`upstream/name`), for the audit record.
+    pub canonical: Option<String>,
     /// For `tools/call`: the upstream's own tool name (per-tool limits and timeout).
     pub tool: Option<String>,
 }
@@ -71,6 +73,7 @@ impl Router {
         let mut param_headers = Vec::new();
         let mut tool_name = None;
         let decision;
+        let canonical;
         let (upstream, rewrite) = match method {
             "tools/call" => {
                 let tool = resolve_named(snapshot, &mut params, TargetKind::Tool)?;
@@ -83,6 +86,7 @@ impl Router {
                 let arguments = params.get("arguments").unwrap_or(&Value::Null);
                 param_headers = crate::param_headers::header_values(&tool.param_headers, arguments);
                 tool_name = Some(tool.original.clone());
+                canonical = tool.target.clone();
                 (tool.upstream.clone(), Rewrite::ToolResult)
             }
             "tasks/get" | "tasks/update" | "tasks/result" | "tasks/cancel" => {
@@ -93,12 +97,10 @@ impl Router {
                 };
                 let upstream = tasks::resolve(snapshot, &mut params, &self.task_ids, owner)?;
                 let task_id = params["taskId"].as_str().unwrap_or_default();
-                decision = guard.check(
-                    Kind::Task,
-                    Some(&format!("{upstream}/{task_id}")),
-                    None,
-                    unknown(TargetKind::Task),
-                )?;
+                let target = format!("{upstream}/{task_id}");
+                decision =
+                    guard.check(Kind::Task, Some(&target), None, unknown(TargetKind::Task))?;
+                canonical = Some(target);
                 (upstream, rewrite)
             }
             "tasks/list" => {
@@ -121,6 +123,7 @@ impl Router {
                     None,
                     unknown(TargetKind::Prompt),
                 )?;
+                canonical = prompt.target.clone();
                 (prompt.upstream.clone(), Rewrite::PromptResult)
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -131,6 +134,7 @@ impl Router {
                     None,
                     unknown(TargetKind::Resource),
                 )?;
+                canonical = resource.target.clone();
                 match method {
                     "resources/read" => (resource.upstream, Rewrite::ReadResult),
                     // Legacy only (the modern era subscribes with subscriptions/listen); counted
@@ -151,9 +155,9 @@ impl Router {
                     None,
                     unknown(kind),
                 )?;
+                canonical = routed.target.clone();
                 (routed.upstream, Rewrite::None)
             }
-            "ping" => return Ok(Resolution::Reply(Ok(json!({})))),
             _ => {
                 return Err(GatewayError::MethodNotFound {
                     method: method.to_string(),
@@ -166,6 +170,7 @@ impl Router {
             param_headers,
             rewrite,
             decision,
+            canonical,
             tool: tool_name,
         }))
     }

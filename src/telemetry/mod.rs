@@ -4,11 +4,18 @@
 //! a fixed set, upstream ids from the configuration, outcomes from a fixed set; never arguments,
 //! tokens or user ids.
 
+pub mod audit;
+pub mod trace_context;
 pub mod traffic;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Latency histogram buckets, seconds: 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Metric handles; cloning shares the same series.
 #[derive(Clone)]
@@ -16,11 +23,18 @@ pub struct Metrics {
     registry: Registry,
     /// Rate limits, circuit breakers, bulkheads, timeouts, retries.
     pub traffic: traffic::TrafficMetrics,
-    /// `mcpgate_requests_total{method,upstream,outcome}`: requests answered, by outcome
-    /// (`ok`, `error`, `upstream_error`).
+    /// The audit log.
+    pub audit: audit::AuditMetrics,
+    /// `mcpgate_requests_total{method,upstream,outcome}`: calls ended, by the outcome of their
+    /// audit record ([`crate::audit::record::Outcome`]); `upstream` is empty for a call that
+    /// named no known target.
     pub requests: IntCounterVec,
-    /// `mcpgate_request_duration_seconds{method,upstream}`: time to the final response, seconds.
+    /// `mcpgate_request_duration_seconds{method,upstream}`: time from a call's request to its
+    /// end, whatever the outcome, seconds.
     pub request_duration: HistogramVec,
+    /// `mcpgate_upstream_request_duration_seconds{method,upstream}`: time from forwarding a
+    /// call to the upstream's final answer, seconds.
+    pub upstream_request_duration: HistogramVec,
     /// `mcpgate_upstream_up{upstream}`: 1 when the last catalogue refresh of the upstream
     /// succeeded, else 0.
     pub upstream_up: IntGaugeVec,
@@ -49,25 +63,25 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "mcpgate_requests_total",
-                "JSON-RPC requests answered, by outcome",
-            ),
+            Opts::new("mcpgate_requests_total", "Calls ended, by outcome"),
             &["method", "upstream", "outcome"],
         )
         .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "mcpgate_request_duration_seconds",
-                "Time from request decoded to final response, seconds",
+        let histogram = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                &["method", "upstream"],
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["method", "upstream"],
-        )
-        .expect("valid metric");
+            .expect("valid metric")
+        };
+        let request_duration = histogram(
+            "mcpgate_request_duration_seconds",
+            "Time from a call's request to its end, seconds",
+        );
+        let upstream_request_duration = histogram(
+            "mcpgate_upstream_request_duration_seconds",
+            "Time from forwarding a call to the upstream's final answer, seconds",
+        );
         let upstream_up = IntGaugeVec::new(
             Opts::new(
                 "mcpgate_upstream_up",
@@ -122,6 +136,7 @@ impl Metrics {
             Box::new(policy_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
+            Box::new(upstream_request_duration.clone()),
             Box::new(upstream_up.clone()),
             Box::new(catalogue_refresh_failures.clone()),
             Box::new(auth_rejections.clone()),
@@ -130,9 +145,11 @@ impl Metrics {
         }
         Self {
             traffic: traffic::TrafficMetrics::register(&registry).expect("unique metrics"),
+            audit: audit::AuditMetrics::register(&registry).expect("unique metrics"),
             registry,
             requests,
             request_duration,
+            upstream_request_duration,
             upstream_up,
             catalogue_refresh_failures,
             auth_rejections,

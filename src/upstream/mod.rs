@@ -164,6 +164,33 @@ pub struct CallContext {
     /// The client the call is made for; `None` for the gateway's own calls (catalogue plane).
     /// Decides policy and the upstream credentials of token-exchange upstreams.
     pub principal: Option<Arc<crate::auth::Principal>>,
+    /// Where the client's request came from and its trace (empty for the gateway's own calls).
+    pub origin: RequestOrigin,
+}
+
+/// Where a client's request came from: the TCP peer and the W3C trace it belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestOrigin {
+    /// The client's address (the TCP peer; a proxy's when one is in front).
+    pub remote_addr: Option<std::net::SocketAddr>,
+    /// The client's `traceparent`, if it sent a valid one.
+    pub trace: Option<crate::telemetry::trace_context::TraceParent>,
+}
+
+impl RequestOrigin {
+    /// This origin with the trace of `params._meta.traceparent`, when it holds a valid one
+    /// (it names the request more precisely than an HTTP header a proxy may have set).
+    pub fn with_meta(self, params: Option<&Value>) -> Self {
+        let meta = params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get("traceparent"))
+            .and_then(Value::as_str)
+            .and_then(crate::telemetry::trace_context::TraceParent::parse);
+        Self {
+            trace: meta.or(self.trace),
+            ..self
+        }
+    }
 }
 
 impl CallContext {
@@ -185,6 +212,7 @@ impl CallContext {
             client_info: None,
             log_level: None,
             principal: None,
+            origin: RequestOrigin::default(),
         }
     }
 }

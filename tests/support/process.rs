@@ -5,6 +5,29 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// Reads the start-up lines of `mcpgate serve` from `output` (stdout, or stderr when the audit
+/// log is on stdout): the MCP endpoint's URL and the operations listener's base URL. Keeps
+/// reading `output` afterwards so the gateway never blocks on it.
+pub fn where_it_listens(output: impl std::io::Read + Send + 'static) -> (String, String) {
+    let mut lines = BufReader::new(output).lines();
+    let mut url = None;
+    let mut admin = None;
+    while url.is_none() || admin.is_none() {
+        let line = lines
+            .next()
+            .expect("mcpgate prints where it listens")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("mcpgate listening on ") {
+            url = Some(u.trim().to_string());
+        }
+        if let Some(a) = line.strip_prefix("mcpgate operations on ") {
+            admin = Some(a.trim().trim_end_matches("/metrics").to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (url.unwrap(), admin.unwrap())
+}
+
 /// A running `mcpgate serve`; killed when dropped.
 pub struct Spawned {
     child: Child,
@@ -31,27 +54,11 @@ impl Spawned {
             .stderr(Stdio::null())
             .spawn()
             .expect("mcpgate starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut url = None;
-        let mut admin = None;
-        while url.is_none() || admin.is_none() {
-            let line = lines
-                .next()
-                .expect("mcpgate prints where it listens")
-                .unwrap();
-            if let Some(u) = line.strip_prefix("mcpgate listening on ") {
-                url = Some(u.trim().to_string());
-            }
-            if let Some(a) = line.strip_prefix("mcpgate operations on ") {
-                admin = Some(a.trim().trim_end_matches("/metrics").to_string());
-            }
-        }
-        // Keep reading stdout so the gateway never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let (url, admin) = where_it_listens(child.stdout.take().unwrap());
         Self {
             child,
-            url: url.unwrap(),
-            admin: admin.unwrap(),
+            url,
+            admin,
             _dir: dir,
         }
     }
