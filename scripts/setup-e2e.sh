@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real MCP peers the end-to-end tests and the demo use: a Python venv with the
+# Installs the real MCP peers the end-to-end tests and the demo use, and promtool: a Python venv with the
 # official Python SDK and mcp-server-time (PyPI), the official TypeScript SDK with
 # server-everything and server-memory, and the official conformance suite with a Node 22 binary
 # (npm), whose bundled official MCP JSON schemas are extracted to .e2e/mcp-schema for the wire
@@ -14,6 +14,16 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/e2e/requirements.txt "$stamp"; 
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
   cp tests/e2e/requirements.txt "$stamp"
+fi
+
+# Debian packages: promtool (package prometheus) checks the /metrics exposition.
+if ! command -v promtool >/dev/null; then
+  echo "setup-e2e: installing promtool (Debian package prometheus)" >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
 fi
 
 # npm packages: the SDK and servers (tests/e2e), the conformance suite with Node 22

@@ -182,6 +182,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         auth,
     });
+    let (sessions, gauge) = (
+        Arc::clone(&gateway.sessions),
+        metrics.sessions.with_label_values(&["legacy"]),
+    );
+    metrics.on_scrape(move || gauge.set(i64::try_from(sessions.len()).unwrap_or(i64::MAX)));
     // HTTP layers, outermost first: panics become 500s, every request gets a trace span.
     let app = downstream::routes(gateway)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -66,6 +66,16 @@ impl ListKind {
         Self::ALL.into_iter().find(|k| k.method() == method)
     }
 
+    /// The metric label: `tools`, `prompts`, `resources`, `resource_templates`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resource_templates",
+        }
+    }
+
     /// The member of the result that holds the entries.
     pub fn result_member(self) -> &'static str {
         match self {
@@ -399,6 +409,7 @@ impl Catalogue {
             Arc::clone(&snapshot),
         );
         drop(listings);
+        self.count_entries(&snapshot);
         let changed: Vec<ListKind> = ListKind::ALL
             .into_iter()
             .filter(|k| previous.entries(*k) != snapshot.entries(*k))
@@ -407,6 +418,26 @@ impl Catalogue {
             tracing::info!(upstream = %id, kinds = ?changed, "merged catalogue changed");
             let _ = self.changes.send(changed);
         }
+    }
+
+    /// Sets `mcpgate_catalogue_entries` and `mcpgate_catalogue_conflicts` from `snapshot`.
+    fn count_entries(&self, snapshot: &Snapshot) {
+        for kind in ListKind::ALL {
+            let mut counts: HashMap<&str, i64> = HashMap::new();
+            for entry in snapshot.entries(kind) {
+                *counts.entry(entry.upstream.as_str()).or_default() += 1;
+            }
+            for (id, _) in &snapshot.upstreams {
+                let n = counts.get(id.as_str()).copied().unwrap_or(0);
+                self.metrics
+                    .catalogue_entries
+                    .with_label_values(&[id.as_str(), kind.label()])
+                    .set(n);
+            }
+        }
+        self.metrics
+            .catalogue_conflicts
+            .set(i64::try_from(snapshot.conflicts.len()).unwrap_or(i64::MAX));
     }
 
     /// Subscribes to changes of the merged lists: each message names the lists whose entries

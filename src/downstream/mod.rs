@@ -20,6 +20,7 @@ pub mod resume;
 pub mod seal;
 pub mod session;
 pub mod session_state;
+mod stream_metrics;
 pub mod streamable_http;
 pub mod wire;
 
@@ -76,6 +77,10 @@ pub fn routes(gateway: Arc<Gateway>) -> axum::Router {
         )
         .route("/sse", get(legacy_sse::open))
         .route("/messages", post(legacy_sse::message))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway),
+            stream_metrics::count,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gateway),
             authn::authenticate,

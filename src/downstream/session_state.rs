@@ -172,6 +172,17 @@ impl LocalSessions {
         }
     }
 
+    /// Sessions with state here now.
+    pub fn len(&self) -> u64 {
+        self.map.run_pending_tasks();
+        self.map.entry_count()
+    }
+
+    /// Whether no session has state here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The state of session `id`, created on first use.
     pub fn get(&self, id: Uuid) -> Arc<SessionState> {
         self.map

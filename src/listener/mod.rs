@@ -212,23 +212,16 @@ async fn connection<I>(
 
 /// One open connection: counted in the gauge and holding its permit until dropped.
 struct Open {
-    gauge: prometheus::IntGauge,
+    _counted: crate::telemetry::Counted,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Open {
     fn new(gauge: prometheus::IntGauge, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        gauge.inc();
         Self {
-            gauge,
+            _counted: crate::telemetry::Counted::new(gauge),
             _permit: permit,
         }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.gauge.dec();
     }
 }
 

@@ -162,6 +162,14 @@ impl Ledger {
 
     /// Settles the outcome of a gateway error answered to a client of the call's era.
     pub(super) fn settle_error(&mut self, error: &GatewayError, era: crate::protocol::Era) {
+        if let GatewayError::Denied {
+            decision: Some(d), ..
+        } = error
+        {
+            // The canonical target decided on names its owner: `upstream/name`.
+            let owner = d.target.split_once('/').map(|(u, _)| u);
+            self.upstream = owner.and_then(|u| UpstreamId::parse(u).ok());
+        }
         if let (GatewayError::Denied { decision, .. }, Some(facts)) =
             (error, self.audit.as_deref_mut())
         {

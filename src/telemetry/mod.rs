@@ -8,8 +8,11 @@ pub mod audit;
 pub mod trace_context;
 pub mod traffic;
 
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency histogram buckets, seconds: 0.5 ms to 30 s.
@@ -52,7 +55,26 @@ pub struct Metrics {
     /// `mcpgate_open_connections{listener}`: client connections open now, by listener
     /// (`mcp`, `admin`); at most `listen.max_connections`.
     pub open_connections: IntGaugeVec,
+    /// `mcpgate_open_streams{era,kind}`: SSE response streams open now; `kind` is `response`
+    /// (a POST answered with a stream, `subscriptions/listen` included), `standalone` (a
+    /// legacy session's GET stream) or `connection` (a 2024-11-05 HTTP+SSE connection).
+    pub open_streams: IntGaugeVec,
+    /// `mcpgate_sessions{era}`: legacy sessions with state on this replica (set at scrape).
+    pub sessions: IntGaugeVec,
+    /// `mcpgate_catalogue_entries{upstream,kind}`: merged entries served, per owner and kind
+    /// (`tools`, `prompts`, `resources`, `resource_templates`).
+    pub catalogue_entries: IntGaugeVec,
+    /// `mcpgate_catalogue_conflicts`: keys claimed by several upstreams, served by none.
+    pub catalogue_conflicts: IntGauge,
+    /// `mcpgate_config_reloads_total{outcome}`: configuration reloads (`applied`,
+    /// `unchanged`, `rejected`).
+    pub config_reloads: IntCounterVec,
+    /// Run before each scrape: gauges read from the state they describe.
+    on_scrape: Arc<Mutex<Vec<ScrapeHook>>>,
 }
+
+/// A gauge update run before each scrape.
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -130,8 +152,61 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let open_streams = gauges(
+            "mcpgate_open_streams",
+            "SSE response streams open now, by era and kind",
+            &["era", "kind"],
+        );
+        let sessions = gauges(
+            "mcpgate_sessions",
+            "Legacy sessions with state on this replica",
+            &["era"],
+        );
+        let catalogue_entries = gauges(
+            "mcpgate_catalogue_entries",
+            "Merged catalogue entries served, by owning upstream and kind",
+            &["upstream", "kind"],
+        );
+        let catalogue_conflicts = IntGauge::with_opts(Opts::new(
+            "mcpgate_catalogue_conflicts",
+            "Catalogue keys claimed by several upstreams and served by none",
+        ))
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_config_reloads_total",
+                "Configuration reloads, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcpgate_build_info",
+                "1, labelled with the gateway's version",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Every outcome from the start, so rates and alerts see zeros rather than nothing.
+        for outcome in ["applied", "unchanged", "rejected"] {
+            policy_reloads.with_label_values(&[outcome]);
+            config_reloads.with_label_values(&[outcome]);
+        }
         for c in [
             Box::new(open_connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(open_streams.clone()),
+            Box::new(sessions.clone()),
+            Box::new(catalogue_entries.clone()),
+            Box::new(catalogue_conflicts.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(build_info),
             Box::new(policy_decisions.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(requests.clone()),
@@ -156,11 +231,33 @@ impl Metrics {
             policy_decisions,
             policy_reloads,
             open_connections,
+            open_streams,
+            sessions,
+            catalogue_entries,
+            catalogue_conflicts,
+            config_reloads,
+            on_scrape: Arc::default(),
         }
+    }
+
+    /// Runs `hook` before every scrape (for gauges read from the state they describe).
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(hook));
     }
 
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
+        for hook in self
+            .on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            hook();
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()
@@ -170,6 +267,24 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// One count of a gauge, held while something is open (a connection, a stream): up when
+/// made, down when dropped, however it ends.
+pub struct Counted(IntGauge);
+
+impl Counted {
+    /// Counts one more on `gauge`.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
