@@ -14,9 +14,10 @@ use mcpgate::config::Config;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: `text` or `json`.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// Log format: `text` or `json` (default: `telemetry.log_format` of the configuration
+    /// served, else `text`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -130,7 +131,12 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    mcpgate::telemetry::init_logging(cli.log_format == "json");
+    let json_logs = cli.log_format.as_deref().map(|f| f == "json");
+    // `serve` sets up its logs from its configuration (format, OTLP export); the other
+    // commands log as the flag says.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        mcpgate::telemetry::init_logging(json_logs.unwrap_or(false), None);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +147,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, json_logs)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -150,7 +156,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, json_logs: Option<bool>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { config } => {
             let cfg = Config::load(&config)?;
@@ -177,6 +183,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
+            let exporter = mcpgate::telemetry::init_logging(
+                json_logs.unwrap_or(cfg.telemetry.json_logs),
+                cfg.telemetry.otlp.as_ref(),
+            );
             // With the audit log on standard output, stdout carries audit records only.
             let audit_on_stdout = cfg
                 .audit
@@ -197,6 +207,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown().await;
+            if let Some(exporter) = exporter {
+                // The SDK's exporter blocks while it sends the last batch.
+                tokio::task::spawn_blocking(move || exporter.shutdown())
+                    .await
+                    .ok();
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalogue { config, json } => catalogue(&Config::load(&config)?, json).await,

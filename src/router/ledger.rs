@@ -61,6 +61,8 @@ struct AuditFacts {
     session: Option<uuid::Uuid>,
     era: crate::protocol::Era,
     origin: crate::upstream::RequestOrigin,
+    /// The trace the call belongs to (the client's, or one the gateway started).
+    trace: Option<crate::telemetry::trace_context::TraceParent>,
     method: String,
     name: Option<String>,
     target: Option<String>,
@@ -95,6 +97,7 @@ impl Ledger {
                 session: ctx.downstream_session,
                 era: ctx.client_era(),
                 origin: ctx.origin,
+                trace: crate::telemetry::trace_context::current(ctx.origin.trace),
                 method: method.to_string(),
                 name,
                 target: None,
@@ -217,6 +220,7 @@ impl Drop for Ledger {
             session,
             era,
             origin,
+            trace,
             method,
             name,
             target,
@@ -224,7 +228,7 @@ impl Drop for Ledger {
             args_sha256,
             arguments,
         } = *facts;
-        let trace_id = origin.trace.map(|t| t.trace_id_hex());
+        let trace_id = trace.map(|t| t.trace_id_hex());
         let body = CallRecord {
             principal: principal.as_deref().map(PrincipalFields::from),
             session: session.as_ref().map(record::session_digest),

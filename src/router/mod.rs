@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::audit::Auditor;
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
@@ -101,6 +102,18 @@ impl Router {
         method: &str,
         params: Option<Value>,
     ) -> Result<Routed, GatewayError> {
+        let span = crate::telemetry::trace_context::request_span(method, ctx.origin.trace);
+        self.handle_in_span(ctx, method, params)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
+        &self,
+        ctx: &CallContext,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Routed, GatewayError> {
         let guard = Guard::new(&self.access, ctx.principal.as_deref(), &self.metrics);
         if let Some(kind) = ListKind::from_method(method) {
             let cursor = match params.as_ref().and_then(|p| p.get("cursor")) {
@@ -180,6 +193,7 @@ impl Router {
             target.decision.take(),
             &self.auditor,
         );
+        tracing::Span::current().record("mcp.upstream", target.upstream.as_str());
         let upstream = self.upstream(&target.upstream)?;
         let controls = upstream.controls();
         let tool = target
@@ -310,8 +324,15 @@ impl Router {
             param_headers: param_headers.clone(),
             timeout,
         };
+        let span = tracing::info_span!(
+            "mcp.upstream",
+            otel.kind = "client",
+            mcp.upstream = upstream_id.as_str(),
+            rpc.method = method,
+        );
         match upstream
             .call(ctx, method, Some(params), &param_headers, timeout)
+            .instrument(span)
             .await
         {
             Ok(call) => Ok(Routed::Call(Box::new(RoutedCall {

@@ -5,6 +5,7 @@
 //! tokens or user ids.
 
 pub mod audit;
+pub mod otlp;
 pub mod trace_context;
 pub mod traffic;
 
@@ -289,16 +290,44 @@ impl Drop for Counted {
 }
 
 /// Installs the global tracing subscriber: JSON lines when `json`, else human-readable; the
-/// level from `RUST_LOG` (default `info`). Calling it twice is harmless.
-pub fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
+/// level from `RUST_LOG` (default `info`); spans exported over OTLP when `otlp` is given (the
+/// returned [`otlp::Exporter`] must be shut down at exit to send the last batch). Calling it
+/// twice is harmless (the first subscriber stays).
+pub fn init_logging(
+    json: bool,
+    otlp: Option<&crate::config::OtlpConfig>,
+) -> Option<otlp::Exporter> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    let (exporter, export) = match otlp.map(otlp::layer) {
+        Some(Ok((exporter, layer))) => (Some(exporter), Some(layer)),
+        Some(Err(e)) => {
+            eprintln!("warning: OTLP export disabled: {e}");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    // Only the gateway's own spans are exported: never those of the HTTP stacks (the
+    // exporter's own requests would otherwise trace themselves).
+    let ours =
+        tracing_subscriber::filter::Targets::new().with_target("mcpgate", tracing::Level::INFO);
+    let installed = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(export.map(|layer| layer.with_filter(ours)))
+        .try_init();
+    if installed.is_err() {
+        if let Some(e) = &exporter {
+            e.shutdown();
+        }
+        return None;
+    }
+    exporter
 }

@@ -74,6 +74,55 @@ impl TraceParent {
     }
 }
 
+/// The span of one client request, `mcp.request`, child of the client's trace when it sent
+/// one (exported as such when OTLP export is on). Fields: `rpc.method`, and `mcp.upstream`
+/// once the call is resolved.
+pub fn request_span(method: &str, client: Option<TraceParent>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "mcp.request",
+        otel.kind = "server",
+        rpc.system = "jsonrpc",
+        rpc.method = method,
+        mcp.upstream = tracing::field::Empty,
+    );
+    if let Some(parent) = client {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let remote = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id),
+            SpanId::from_bytes(parent.parent_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        // Without an exporter there is no OpenTelemetry context to attach to: nothing to do.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    span
+}
+
+/// The trace the current span belongs to, with the current span as the parent: what is
+/// passed on to an upstream and recorded in the audit log. With OTLP export, the span's own
+/// context (a trace the gateway started when the client sent none); without it, the client's
+/// trace under a fresh span id; `None` when neither exists.
+pub fn current(client: Option<TraceParent>) -> Option<TraceParent> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let own = span.span_context();
+    if own.is_valid() {
+        return Some(TraceParent {
+            trace_id: own.trace_id().to_bytes(),
+            parent_id: own.span_id().to_bytes(),
+            flags: own.trace_flags().to_u8(),
+        });
+    }
+    client.map(|t| t.with_parent(TraceParent::random_span_id()))
+}
+
 /// Lowercase hex only (§3.2.2.x: "lowercase hex").
 fn decode(hex: &[u8], out: &mut [u8]) -> Option<()> {
     if !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {

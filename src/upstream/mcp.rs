@@ -36,12 +36,22 @@ fn is_protocol_meta_key(key: &str) -> bool {
     key.starts_with("io.modelcontextprotocol/")
 }
 
+/// The `_meta` key carrying a W3C `traceparent` (the convention of OpenTelemetry's MCP
+/// instrumentation; the HTTP header of the same name is set too for HTTP upstreams).
+pub const META_TRACEPARENT: &str = "traceparent";
+
+/// The `traceparent` of shaped `params`, for the HTTP header.
+pub fn traceparent(params: Option<&Value>) -> Option<&str> {
+    params?.get("_meta")?.get(META_TRACEPARENT)?.as_str()
+}
+
 /// Rewrites `params` for an upstream of `era`.
 ///
 /// Modern: the request `_meta` gets this gateway's protocol version, the client capabilities
 /// and client info of `ctx`; any protocol keys the downstream sent are replaced. Legacy: the
 /// modern protocol keys are removed (they mean nothing in a session) and other `_meta` entries,
-/// such as `progressToken`, stay.
+/// such as `progressToken`, stay. Both: `_meta.traceparent` names the gateway's span in the
+/// caller's trace ([`crate::telemetry::trace_context::current`]) when there is a trace.
 pub fn shape_params(era: Era, params: Option<Value>, ctx: &CallContext) -> Option<Value> {
     let mut params = match params {
         Some(Value::Object(map)) => map,
@@ -54,6 +64,10 @@ pub fn shape_params(era: Era, params: Option<Value>, ctx: &CallContext) -> Optio
         _ => Map::new(),
     };
     meta.retain(|k, _| !is_protocol_meta_key(k));
+    // W3C trace context, under the gateway's span (the client's own value is replaced).
+    if let Some(trace) = crate::telemetry::trace_context::current(ctx.origin.trace) {
+        meta.insert(META_TRACEPARENT.into(), Value::from(trace.to_string()));
+    }
     if era == Era::Modern {
         meta.insert(META_PROTOCOL_VERSION.into(), Value::from(LATEST_MODERN));
         meta.insert(

@@ -434,10 +434,20 @@ impl Client {
         capabilities: Value,
         log_level: Option<&str>,
     ) -> Value {
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": capabilities,
-        });
+        // The request's own `_meta` entries stay; the protocol's are set.
+        let mut meta = match params.get("_meta") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        meta.insert(
+            "io.modelcontextprotocol/protocolVersion".into(),
+            json!("2026-07-28"),
+        );
+        meta.insert(
+            "io.modelcontextprotocol/clientCapabilities".into(),
+            capabilities,
+        );
+        params["_meta"] = Value::Object(meta);
         if let Some(level) = log_level {
             params["_meta"]["io.modelcontextprotocol/logLevel"] = json!(level);
         }

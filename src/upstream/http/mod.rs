@@ -225,6 +225,7 @@ impl HttpUpstream {
         let name = params.as_ref().and_then(mirrored_name(method));
         let mut headers = modern_headers(method, name.as_deref());
         add_param_headers(&mut headers, param_headers);
+        add_traceparent(&mut headers, params.as_ref());
         headers.extend(caller);
         let opened = self.endpoint.open(method, params, &headers).await?;
         Ok(self.stream(opened, headers, deadline, false))
@@ -260,6 +261,7 @@ impl HttpUpstream {
                 self.ensure_listening(key, &session, caller_token.clone());
             }
             let mut headers = legacy_headers(&session);
+            add_traceparent(&mut headers, params.as_ref());
             headers.extend(caller.clone());
             let opened = self.endpoint.open(method, params.clone(), &headers).await?;
             if let Some(old) = &session.id
@@ -574,6 +576,13 @@ fn mirrored_name(method: &str) -> impl Fn(&Value) -> Option<String> + '_ {
     move |params| {
         let key = crate::protocol::name_field(method)?;
         params.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+}
+
+/// Adds the W3C `traceparent` header the shaped params carry in `_meta`.
+fn add_traceparent(headers: &mut HeaderMap, params: Option<&Value>) {
+    if let Some(v) = mcp::traceparent(params).and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert(HeaderName::from_static("traceparent"), v);
     }
 }
 
