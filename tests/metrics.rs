@@ -82,6 +82,59 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// `deploy/grafana/mcpgate.json`: every query names only `families` the gateway exports (a
+/// histogram by its `_bucket` series), and every query is PromQL that `promtool check rules`
+/// accepts (as a recording rule, with the dashboard's variables given values).
+fn check_dashboard(families: &BTreeSet<&str>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/mcpgate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 20, "a dashboard with its queries");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("mcpgate_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(
+                families.contains(family),
+                "the dashboard queries {name}, which is not exported"
+            );
+            rest = &rest[at + name.len()..];
+        }
+        let concrete = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$upstream", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::Value::from(concrete)
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (scripts/setup-e2e.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn scripted_traffic_shows_in_every_family_with_bounded_labels_and_promtool_agrees() {
     let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Modern)).await;
@@ -275,19 +328,21 @@ audit: {{ path: '{}/audit.jsonl' }}
         let want: BTreeSet<String> = labels.iter().map(|l| l.to_string()).collect();
         assert_eq!(got, &want, "labels of {family}");
     }
+    // Families that appear once something happened to them.
+    let later = [
+        "mcpgate_bulkhead_rejected_total",
+        "mcpgate_timeouts_total",
+        "mcpgate_retries_total",
+        "mcpgate_catalogue_refresh_failures_total",
+    ];
     for family in seen.keys() {
         assert!(
-            expected.contains_key(family.as_str())
-                || [
-                    "mcpgate_bulkhead_rejected_total",
-                    "mcpgate_timeouts_total",
-                    "mcpgate_retries_total",
-                    "mcpgate_catalogue_refresh_failures_total",
-                ]
-                .contains(&family.as_str()),
+            expected.contains_key(family.as_str()) || later.contains(&family.as_str()),
             "unexpected family {family}"
         );
     }
+    let families: BTreeSet<&str> = expected.keys().copied().chain(later).collect();
+    check_dashboard(&families);
     // Bounded labels: no caller, argument or credential anywhere.
     for leaked in ["alice", "bob", "user-arg", "secret-key", "not-a-key", &sid] {
         assert!(!text.contains(leaked), "/metrics contains {leaked}");
