@@ -27,6 +27,7 @@ roles:
       tools: ["m/*", "m2/*"]
       prompts: ["m/*"]
       resources: ["m/*"]
+      completion: ["m/*"]
     deny:
       tools: ["m/garbage"]
 "#;
@@ -86,7 +87,8 @@ namespacing: {{ prefix: always }}
 auth:
   jwt: {{ issuer: '{ISSUER}', jwks_url: '{jwks}', algorithms: [RS256] }}
   api_keys:
-    - {{ name: robot, sha256: '{api_sha}', groups: [sre] }}
+    - {{ name: robot, sha256: '{api_sha}', groups: [sre], scopes: [completion] }}
+  method_scopes: {{ completion/complete: [completion] }}
 policies: {{ dir: '{dir}/policies' }}
 audit:
   path: '{dir}/log/audit.jsonl'
@@ -194,7 +196,8 @@ async fn every_outcome_yields_one_record_that_matches_the_schema_and_the_chain_v
         call(alice, "m__garbage", json!({})).await.error_code(),
         -32602
     );
-    assert_eq!(call(alice, "m__nope", json!({})).await.error_code(), -32602);
+    let unknown = format!("m__{}", "n".repeat(5000));
+    assert_eq!(call(alice, &unknown, json!({})).await.error_code(), -32602);
     assert_eq!(
         call(alice, "m__slow", json!({"ms": 2000}))
             .await
@@ -261,6 +264,17 @@ async fn every_outcome_yields_one_record_that_matches_the_schema_and_the_chain_v
     call(&robot, "m__echo", json!({"message": "beep"}))
         .await
         .result();
+    // completion/complete needs a scope the API key has and alice's token has not.
+    let complete = json!({"ref": {"type": "ref/prompt", "name": "m__greet"},
+        "argument": {"name": "who", "value": "x"}});
+    robot
+        .modern("completion/complete", complete.clone())
+        .await
+        .result();
+    assert_eq!(
+        alice.modern("completion/complete", complete).await.status,
+        403
+    );
     let text = metrics(&s.gw).await;
     let path = s.audit_path();
     s.gw.shutdown().await;
@@ -284,7 +298,7 @@ async fn every_outcome_yields_one_record_that_matches_the_schema_and_the_chain_v
         *outcomes.entry(c["outcome"].as_str().unwrap()).or_default() += 1;
     }
     let expected: BTreeMap<&str, usize> = [
-        ("ok", 7),
+        ("ok", 8),
         ("tool_error", 1),
         ("denied", 1),
         ("invalid", 1),
@@ -350,7 +364,37 @@ async fn every_outcome_yields_one_record_that_matches_the_schema_and_the_chain_v
         .filter(|r| r["event"] == "auth_failure")
         .map(|r| r["reason"].as_str().unwrap())
         .collect();
-    assert_eq!(failures, ["invalid_token", "missing_credentials"]);
+    assert_eq!(
+        failures,
+        ["invalid_token", "missing_credentials", "insufficient_scope"]
+    );
+    let scope = all
+        .iter()
+        .find(|r| r["reason"] == "insufficient_scope")
+        .unwrap();
+    assert_eq!(
+        (
+            &scope["principal"]["sub"],
+            &scope["method"],
+            &scope["http_status"]
+        ),
+        (&json!("alice"), &json!("completion/complete"), &json!(403))
+    );
+    let completion = calls
+        .iter()
+        .find(|c| c["method"] == "completion/complete")
+        .unwrap();
+    assert_eq!(completion["target"], "m/greet");
+    assert_eq!(
+        completion["args_sha256"],
+        sha256_hex(r#"{"name":"who","value":"x"}"#)
+    );
+    let invalid = calls.iter().find(|c| c["outcome"] == "invalid").unwrap();
+    let name = invalid["name"].as_str().unwrap();
+    assert!(
+        name.len() <= 2048 + 3 && name.ends_with('…'),
+        "a client's name is bounded"
+    );
     // Metrics agree with the log.
     let series = |outcome: &str| {
         ["m", "m2", ""]
@@ -392,6 +436,28 @@ async fn every_outcome_yields_one_record_that_matches_the_schema_and_the_chain_v
         assert!(!log.contains(secret), "the audit log contains {secret}");
         assert!(!text.contains(secret), "the metrics contain {secret}");
     }
+}
+
+#[tokio::test]
+async fn a_policy_set_that_takes_effect_is_recorded() {
+    let s = setup("").await;
+    let path = s.audit_path();
+    let policy = s.dir.path().join("policies/org.yaml");
+    std::fs::write(&policy, POLICY.replace("m/garbage", "m/fail")).unwrap();
+    let loaded = || {
+        records(&path)
+            .into_iter()
+            .filter(|r| r["event"] == "policy_loaded")
+            .collect::<Vec<_>>()
+    };
+    support::eventually(10, "the new policy set recorded", || async {
+        loaded().len() == 2
+    })
+    .await;
+    let sets = loaded();
+    assert_ne!(sets[0]["policy_hash"], sets[1]["policy_hash"]);
+    assert_eq!(sets[1]["roles"], json!(["sre"]));
+    s.gw.shutdown().await;
 }
 
 /// The key file beside the audit directory of `path` (`…/log/audit.jsonl` → `…/audit.key`).

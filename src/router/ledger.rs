@@ -32,6 +32,24 @@ const METHODS: &[&str] = &[
     "tasks/cancel",
 ];
 
+/// Longest `method` kept in an audit record, bytes: a client chooses it.
+const MAX_METHOD: usize = 128;
+/// Longest `name` kept in an audit record, bytes (URIs can be long).
+const MAX_NAME: usize = 2048;
+
+/// `text` cut to at most `max` bytes at a character boundary, `…` marking a cut: what a client
+/// sends is recorded, but never lets one request write megabytes into the audit log.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The metric label of `method`.
 pub(super) fn method_label(method: &str) -> &'static str {
     METHODS
@@ -89,7 +107,7 @@ impl Ledger {
                 ["name", "uri", "taskId"]
                     .iter()
                     .find_map(|k| n.get(*k).and_then(Value::as_str))
-                    .map(str::to_string)
+                    .map(|n| bounded(n, MAX_NAME))
             });
             Box::new(AuditFacts {
                 slot,
@@ -98,7 +116,7 @@ impl Ledger {
                 era: ctx.client_era(),
                 origin: ctx.origin,
                 trace: crate::telemetry::trace_context::current(ctx.origin.trace),
-                method: method.to_string(),
+                method: bounded(method, MAX_METHOD),
                 name,
                 target: None,
                 decision: None,
@@ -265,5 +283,16 @@ fn outcome_of(error: &GatewayError) -> Outcome {
             _ => Outcome::UpstreamError,
         },
         _ => Outcome::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_strings_are_bounded_at_a_character_boundary() {
+        assert_eq!(super::bounded("tools/call", 128), "tools/call");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = super::bounded(&long, 101);
+        assert_eq!(cut, format!("{}…", "é".repeat(50)));
     }
 }
