@@ -30,6 +30,10 @@ use crate::upstream::UpstreamSet;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long shutdown waits for the audit log to write and fsync its queue (a sink that cannot
+/// be written would otherwise hold the process forever).
+const AUDIT_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a modern call waits for its client's MRTR retry.
 const MRTR_STATE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -98,7 +102,12 @@ impl Running {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
             self.servers.shutdown().await;
         }
-        self.auditor.flush().await;
+        if tokio::time::timeout(AUDIT_FLUSH_GRACE, self.auditor.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!(grace = ?AUDIT_FLUSH_GRACE, "audit records could not be written before exit (see mcpgate_audit_write_errors_total)");
+        }
         self.background.shutdown().await;
     }
 }

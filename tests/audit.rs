@@ -543,6 +543,11 @@ async fn rotation_and_restarts_keep_one_chain() {
     let dir = s.dir;
     s.gw.shutdown().await;
     let first_run = records(&path).len();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "owner and group only");
+    }
     assert!(
         mcpgate::audit::sink::rotated(&path).unwrap().len() >= 2,
         "rotated by size"

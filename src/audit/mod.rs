@@ -43,7 +43,8 @@ pub(crate) enum Message {
 #[error("cannot start the audit log: {0}")]
 pub struct StartError(#[from] std::io::Error);
 
-/// The call was refused because the audit queue is full (`when_full: fail_closed`).
+/// The call was refused: the audit queue is full (`when_full: fail_closed`), or the writer
+/// has stopped.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the audit log is not keeping up")]
 pub struct QueueFull;
@@ -121,21 +122,21 @@ impl Auditor {
         };
         let permit = match inner.when_full {
             WhenFull::Block => inner.tx.clone().reserve_owned().await.ok(),
-            WhenFull::FailClosed => match inner.tx.clone().try_reserve_owned() {
-                Ok(permit) => Some(permit),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    inner.metrics.refused_calls.inc();
-                    return Err(QueueFull);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => None,
-            },
+            WhenFull::FailClosed => inner.tx.clone().try_reserve_owned().ok(),
         };
-        Ok(permit.map(|permit| {
-            inner.metrics.queue_depth.inc();
-            Slot {
-                permit: Some(permit),
-                depth: inner.metrics.queue_depth.clone(),
+        let Some(permit) = permit else {
+            // Full under fail_closed, or the writer is gone (whatever the mode: a call is
+            // never made without its record).
+            inner.metrics.refused_calls.inc();
+            if inner.tx.is_closed() {
+                tracing::error!("the audit writer has stopped; calls are refused");
             }
+            return Err(QueueFull);
+        };
+        inner.metrics.queue_depth.inc();
+        Ok(Some(Slot {
+            permit: Some(permit),
+            depth: inner.metrics.queue_depth.clone(),
         }))
     }
 
@@ -145,6 +146,8 @@ impl Auditor {
             inner.metrics.queue_depth.inc();
             if inner.tx.send(Message::Record(record)).await.is_err() {
                 inner.metrics.queue_depth.dec();
+                inner.metrics.dropped.inc();
+                tracing::error!("the audit writer has stopped; a record was not written");
             }
         }
     }
@@ -163,7 +166,10 @@ impl Auditor {
                 inner.metrics.dropped.inc();
                 tracing::error!("audit queue full: an authentication failure was not recorded");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                inner.metrics.dropped.inc();
+                tracing::error!("the audit writer has stopped; a record was not written");
+            }
         }
     }
 

@@ -109,10 +109,16 @@ impl FileSink {
     /// The active file, opened for appending.
     fn file(&mut self) -> io::Result<&mut File> {
         if self.file.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            let mut options = OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            {
+                // Who called what: readable by the owner and its group (a log shipper), no one
+                // else.
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o640);
+            }
+            let file = options.open(&self.path)?;
             self.len = file.metadata()?.len();
             self.file = Some(file);
         }
