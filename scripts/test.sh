@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 # Installs what the tests need (Python venv and npm packages with real MCP peers), then runs
-# formatting and lint checks, unit and integration tests, docs, and the end-to-end tests.
+# formatting and lint checks, unit and integration tests, docs, the end-to-end tests, and the
+# load benchmark in its --quick mode (correctness under load, never timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +19,5 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "== end-to-end (real MCP servers and SDK clients)" >&2
 cargo build --locked --quiet
 .e2e/venv/bin/pytest tests/e2e -q -p no:cacheprovider --timeout=300
+echo "== load benchmark, --quick (every configuration answers correctly under load)" >&2
+scripts/bench.sh --quick

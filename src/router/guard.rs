@@ -1,7 +1,7 @@
 //! Policy at the router: lists show exactly the entries a call would be allowed for, and a call
-//! to a denied target fails as if the target did not exist. Each call decision is logged as a
-//! structured event (target, effect, mode, roles, file, role, rule, policy hash), counted, and
-//! kept on the routed call for the audit record.
+//! to a denied target fails as if the target did not exist. Each call decision is counted, kept
+//! for the call's audit record, and logged at debug level as a structured event (target, effect,
+//! mode, roles, file, role, rule, policy hash).
 
 use serde_json::Value;
 
@@ -111,7 +111,9 @@ impl<'a> Guard<'a> {
             .with_label_values(&[decision.verdict.effect.as_str()])
             .inc();
         let rule = decision.verdict.rule.as_ref();
-        tracing::info!(
+        // The audit log records every decision; the log line is for debugging only (a log
+        // line per call would sit on the hot path).
+        tracing::debug!(
             target: "mcpgate::policy",
             subject = self.principal.map(|p| p.subject.as_str()),
             kind = ?decision.kind,
