@@ -104,7 +104,8 @@ fn bench(c: &mut Criterion) {
                     .page(ListKind::Tools, cursor.as_deref(), 100, &|e| {
                         grant.lists(ListKind::Tools, e)
                     })
-                    .unwrap();
+                    .unwrap()
+                    .to_value();
                 shown += page["tools"].as_array().unwrap().len();
                 match page.get("nextCursor").and_then(Value::as_str) {
                     Some(next) => cursor = Some(next.to_string()),
@@ -120,7 +121,8 @@ fn bench(c: &mut Criterion) {
             loop {
                 let page = snapshot
                     .page(ListKind::Tools, cursor.as_deref(), 100, &|_| true)
-                    .unwrap();
+                    .unwrap()
+                    .to_value();
                 shown += page["tools"].as_array().unwrap().len();
                 match page.get("nextCursor").and_then(Value::as_str) {
                     Some(next) => cursor = Some(next.to_string()),

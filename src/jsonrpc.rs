@@ -5,7 +5,7 @@
 //! everything else stays a [`serde_json::Value`] and passes through untouched (DESIGN.md §5.3).
 //! It does not decide HTTP status codes; that is [`crate::error`]'s job.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Standard JSON-RPC and MCP error codes (JSON-RPC 2.0 §5.1; MCP `schema.ts` error types).
 pub mod code {
@@ -150,7 +150,12 @@ impl Message {
 
 /// Builds a success response `{"jsonrpc":"2.0","id":…,"result":…}`.
 pub fn result_response(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+    // Built by hand: `json!` would serialize `result` into a deep copy.
+    let mut obj = Map::new();
+    obj.insert("jsonrpc".into(), Value::from("2.0"));
+    obj.insert("id".into(), id);
+    obj.insert("result".into(), result);
+    Value::Object(obj)
 }
 
 /// Builds an error response. `id` is `None` when the request id is unknown; the member is then
@@ -201,6 +206,8 @@ pub fn notification(method: &str, params: Option<Value>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

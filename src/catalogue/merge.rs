@@ -97,12 +97,15 @@ fn namespaced_entry(
         tracing::warn!(upstream = %upstream, kind = kind.method(), uri = original,
             "the URI is ambiguous (an encoded separator next to a dot-segment): no policy allows it");
     }
+    // Serialized once here: a list page is these bytes joined, not a copy of every value.
+    let json = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
     Some(Entry {
         key,
         upstream: upstream.clone(),
         original: original.to_string(),
         aliased,
         value,
+        json,
         param_headers,
         target,
     })

@@ -16,7 +16,7 @@ pub mod refresh;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::config::{CatalogueConfig, NamespacingConfig, UpstreamId};
@@ -132,6 +132,8 @@ pub struct Entry {
     pub aliased: bool,
     /// The entry as served: the upstream's object with its key field rewritten.
     pub value: Value,
+    /// `value` serialized, what list pages are made of.
+    pub json: String,
     /// Tools: the `x-mcp-header` annotations of its `inputSchema`, read once at merge time.
     pub param_headers: Vec<crate::param_headers::Annotation>,
     /// The canonical policy target, `upstream/name` (DESIGN.md §5.1): the upstream's own name,
@@ -259,7 +261,7 @@ impl Snapshot {
         cursor: Option<&str>,
         page_size: usize,
         visible: &dyn Fn(&Entry) -> bool,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<Page, GatewayError> {
         let entries = self.entries(kind);
         let start = match cursor {
             None => 0,
@@ -271,18 +273,56 @@ impl Snapshot {
         let mut shown = entries[start..].iter().filter(|e| visible(e));
         let page: Vec<&Arc<Entry>> = shown.by_ref().take(page_size).collect();
         let more = shown.next().is_some();
-        let mut result = Map::new();
-        result.insert(
-            kind.result_member().into(),
-            Value::Array(page.iter().map(|e| e.value.clone()).collect()),
-        );
-        if more && let Some(last) = page.last() {
-            result.insert(
-                "nextCursor".into(),
-                Value::from(cursor::encode(kind, &last.key)),
-            );
+        let size: usize = page.iter().map(|e| e.json.len() + 1).sum();
+        let mut open = Vec::with_capacity(size + 64);
+        open.extend_from_slice(b"{\"");
+        open.extend_from_slice(kind.result_member().as_bytes());
+        open.extend_from_slice(b"\":[");
+        for (i, entry) in page.iter().enumerate() {
+            if i > 0 {
+                open.push(b',');
+            }
+            open.extend_from_slice(entry.json.as_bytes());
         }
-        Ok(Value::Object(result))
+        open.push(b']');
+        if more && let Some(last) = page.last() {
+            open.extend_from_slice(b",\"nextCursor\":");
+            let cursor = Value::from(cursor::encode(kind, &last.key));
+            open.extend_from_slice(cursor.to_string().as_bytes());
+        }
+        Ok(Page { open })
+    }
+}
+
+/// One page of a merged list, serialized from the entries' own bytes: the result object
+/// (`{"tools":[…],"nextCursor":…}`) still open, so that a transport can add members of its
+/// own ([`Page::close_with`]).
+#[derive(Debug, Clone)]
+pub struct Page {
+    open: Vec<u8>,
+}
+
+impl Page {
+    /// The result object with the members of `extra` (an object) added.
+    pub fn close_with(mut self, extra: &Value) -> Vec<u8> {
+        if let Some(members) = extra.as_object() {
+            for (key, value) in members {
+                self.open.push(b',');
+                self.open
+                    .extend_from_slice(Value::from(key.as_str()).to_string().as_bytes());
+                self.open.push(b':');
+                self.open.extend_from_slice(value.to_string().as_bytes());
+            }
+        }
+        self.open.push(b'}');
+        self.open
+    }
+
+    /// The result object as a value (tests, tools).
+    pub fn to_value(&self) -> Value {
+        let mut bytes = self.open.clone();
+        bytes.push(b'}');
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 }
 
@@ -560,7 +600,7 @@ mod tests {
             let mut seen = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let page = snap.page(ListKind::Tools, cursor.as_deref(), size, &|_| true).unwrap();
+                let page = snap.page(ListKind::Tools, cursor.as_deref(), size, &|_| true).unwrap().to_value();
                 let got = page_names(&page);
                 prop_assert!(got.len() <= size);
                 seen.extend(got);
@@ -580,13 +620,13 @@ mod tests {
             added in proptest::collection::btree_set("[a-z]{1,4}", 0..20),
             size in 1usize..8,
         ) {
-            let first = snapshot(&before).page(ListKind::Tools, None, size, &|_| true).unwrap();
+            let first = snapshot(&before).page(ListKind::Tools, None, size, &|_| true).unwrap().to_value();
             let Some(cursor) = first.get("nextCursor").and_then(Value::as_str) else {
                 return Ok(());
             };
             let last = page_names(&first).pop().unwrap();
             let after: BTreeSet<String> = before.union(&added).cloned().collect();
-            let next = snapshot(&after).page(ListKind::Tools, Some(cursor), usize::MAX, &|_| true).unwrap();
+            let next = snapshot(&after).page(ListKind::Tools, Some(cursor), usize::MAX, &|_| true).unwrap().to_value();
             let expected: Vec<String> = after.into_iter().filter(|n| *n > last).collect();
             prop_assert_eq!(page_names(&next), expected);
         }

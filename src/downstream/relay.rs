@@ -107,6 +107,7 @@ enum Action {
 /// Answers request `id` with what the router made of it.
 pub async fn respond(id: Value, routed: Routed, peer: Peer) -> Response {
     let mut call = match routed {
+        Routed::Page(page) => return page_json(&id, page, &peer),
         Routed::Reply(reply) => return final_json(&id, Ok(reply), &peer),
         Routed::Call(call) => *call,
     };
@@ -164,6 +165,23 @@ fn final_json(id: &Value, outcome: Result<Reply, GatewayError>, peer: &Peer) -> 
         Ok(reply) => wire::json(StatusCode::OK, &final_message(id, reply, peer)),
         Err(e) => Failure::new(e, peer.era(), Some(id.clone())).into_response(),
     }
+}
+
+/// A list page as the JSON-RPC response body, written around the page's own bytes; a modern
+/// client's result gets the members its era adds (the same `decorate` as every result).
+fn page_json(id: &Value, page: crate::catalogue::Page, peer: &Peer) -> Response {
+    let mut extra = Value::Object(Map::new());
+    if let Peer::Modern(m) = peer {
+        (m.decorate)(&mut extra);
+    }
+    let result = page.close_with(&extra);
+    let mut body = Vec::with_capacity(result.len() + 48);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    body.extend_from_slice(id.to_string().as_bytes());
+    body.extend_from_slice(br#","result":"#);
+    body.extend_from_slice(&result);
+    body.push(b'}');
+    wire::json_bytes(StatusCode::OK, body)
 }
 
 fn final_message(id: &Value, reply: Reply, peer: &Peer) -> Value {

@@ -64,7 +64,11 @@ impl IntoResponse for Failure {
 
 /// A JSON response with `Content-Type: application/json`.
 pub fn json(status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A JSON response of already serialized `bytes`.
+pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -131,7 +131,8 @@ proptest! {
             loop {
                 let page = snapshot
                     .page(list, cursor.as_deref(), page_size, &|e| grant.lists(list, e))
-                    .unwrap();
+                    .unwrap()
+                    .to_value();
                 listed.extend(
                     page[list.result_member()]
                         .as_array()

@@ -127,7 +127,7 @@ impl Router {
                 self.catalogue.config.page_size,
                 &|e| guard.lists(kind, e),
             )?;
-            return Ok(Routed::Reply(Ok(page)));
+            return Ok(Routed::Page(page));
         }
         if method == "ping" {
             return Ok(Routed::Reply(Ok(serde_json::json!({}))));
@@ -159,6 +159,7 @@ impl Router {
                 ledger.settle_reply(&reply);
                 Ok(Routed::Reply(reply))
             }
+            Ok(page @ Routed::Page(_)) => Ok(page),
             Err(e) => {
                 ledger.settle_error(&e, ctx.client_era());
                 Err(e)
@@ -364,7 +365,9 @@ impl Router {
 /// What the router made of a request.
 #[derive(Debug)]
 pub enum Routed {
-    /// Answered by the gateway itself (lists, `ping`).
+    /// A page of a merged list, already serialized.
+    Page(crate::catalogue::Page),
+    /// Answered by the gateway itself (`ping`, `tasks/list`, …).
     Reply(Reply),
     /// Forwarded: the owner's answer, as it arrives.
     Call(Box<RoutedCall>),
