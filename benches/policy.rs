@@ -4,7 +4,9 @@
 //! - `decide_call`: what a `tools/call` pays (the principal's roles resolved, then the verdict
 //!   on one tool).
 //! - `list_tools`: a whole `tools/list` read page by page (100 per page), every entry filtered;
-//!   `unfiltered_baseline` is the same read without policies.
+//!   `cached_view` is the same read as the gateway serves it (the principal's view of the
+//!   snapshot computed once, then cached); `unfiltered_baseline` is the same read without
+//!   policies.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mcpgate::auth::Principal;
 use mcpgate::catalogue::merge::merge;
 use mcpgate::catalogue::namespace::Namespacer;
-use mcpgate::catalogue::{ListKind, UpstreamListing};
+use mcpgate::catalogue::{ListKind, Page, UpstreamListing};
 use mcpgate::config::{NamespacingConfig, PrefixMode, UpstreamId};
+use mcpgate::error::GatewayError;
 use mcpgate::policy::compile::compile;
 use mcpgate::policy::{Grant, Kind, Mode};
 use serde_json::{Value, json};
@@ -50,6 +53,20 @@ fn listing(up: usize) -> UpstreamListing {
     UpstreamListing {
         lists: [tools, vec![], vec![], vec![]],
         ..UpstreamListing::default()
+    }
+}
+
+/// Reads a whole list page by page, following `nextCursor`; the number of entries shown.
+fn read_all(read: &dyn Fn(Option<&str>) -> Result<Page, GatewayError>) -> usize {
+    let mut cursor: Option<String> = None;
+    let mut shown = 0;
+    loop {
+        let page = read(cursor.as_deref()).unwrap().to_value();
+        shown += page["tools"].as_array().unwrap().len();
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return shown,
+        }
     }
 }
 
@@ -97,39 +114,25 @@ fn bench(c: &mut Criterion) {
     group.bench_function("list_tools/1000_tools_50_roles", |b| {
         b.iter(|| {
             let grant = Grant::new(Arc::clone(&set), &principal, Mode::Enforce);
-            let mut cursor: Option<String> = None;
-            let mut shown = 0;
-            loop {
-                let page = snapshot
-                    .page(ListKind::Tools, cursor.as_deref(), 100, &|e| {
-                        grant.lists(ListKind::Tools, e)
-                    })
-                    .unwrap()
-                    .to_value();
-                shown += page["tools"].as_array().unwrap().len();
-                match page.get("nextCursor").and_then(Value::as_str) {
-                    Some(next) => cursor = Some(next.to_string()),
-                    None => return shown,
-                }
-            }
+            read_all(&|cursor| {
+                snapshot.page(ListKind::Tools, cursor, 100, &|e| {
+                    grant.lists(ListKind::Tools, e)
+                })
+            })
+        });
+    });
+    group.bench_function("list_tools/1000_tools_50_roles_cached_view", |b| {
+        b.iter(|| {
+            let grant = Grant::new(Arc::clone(&set), &principal, Mode::Enforce);
+            read_all(&|cursor| {
+                snapshot.page_for(ListKind::Tools, cursor, 100, grant.view_key(), &|e| {
+                    grant.lists(ListKind::Tools, e)
+                })
+            })
         });
     });
     group.bench_function("list_tools/unfiltered_baseline", |b| {
-        b.iter(|| {
-            let mut cursor: Option<String> = None;
-            let mut shown = 0;
-            loop {
-                let page = snapshot
-                    .page(ListKind::Tools, cursor.as_deref(), 100, &|_| true)
-                    .unwrap()
-                    .to_value();
-                shown += page["tools"].as_array().unwrap().len();
-                match page.get("nextCursor").and_then(Value::as_str) {
-                    Some(next) => cursor = Some(next.to_string()),
-                    None => return shown,
-                }
-            }
-        });
+        b.iter(|| read_all(&|cursor| snapshot.page(ListKind::Tools, cursor, 100, &|_| true)));
     });
     group.finish();
 }

@@ -53,6 +53,10 @@ struct Cli {
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Worker threads of both hops: nginx's `worker_processes` and mcpgate's
+    /// `TOKIO_WORKER_THREADS` (default: one per core, both).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Eras measured.
     #[arg(long, value_delimiter = ',', default_value = "legacy,modern")]
     eras: Vec<String>,
@@ -141,11 +145,11 @@ async fn run(cli: &Cli, plan: &Plan) -> Report {
     std::fs::write(&jwks, &issuer.jwks).expect("JWKS written");
     let token = issuer.token();
     let http = reqwest::Client::new();
-    let mut report = Report::new(cli.quick);
+    let mut report = Report::new(cli.quick, cli.threads);
     for era in &cli.eras {
         let (_upstream, addr) = procs::upstream(era, 100, Some(&jwks));
         let direct_url = format!("http://{addr}/mcp");
-        let (nginx, nginx_url) = procs::nginx(&cli.nginx, dir.path(), &addr);
+        let (nginx, nginx_url) = procs::nginx(&cli.nginx, dir.path(), &addr, cli.threads);
         // The baselines: the upstream itself, and nginx in front of it.
         for (target, url, proc) in [
             ("direct", &direct_url, None),
@@ -173,7 +177,7 @@ async fn run(cli: &Cli, plan: &Plan) -> Report {
             std::fs::create_dir_all(&sub).expect("dir");
             // tools/call through one upstream.
             let yaml = configs::gateway_yaml(setup, &sub, &addr, era, &["bench".into()], 100);
-            let (gw, url, admin) = procs::gateway(&cli.gateway, &sub, "call", &yaml);
+            let (gw, url, admin) = procs::gateway(&cli.gateway, &sub, "call", &yaml, cli.threads);
             let session = legacy_session(&http, era, &url, token, &mut report).await;
             let call = load::call(era, &url, &setup.echo("bench"), session.as_deref(), token);
             let target = format!("mcpgate {}", setup.as_str());
@@ -194,7 +198,7 @@ async fn run(cli: &Cli, plan: &Plan) -> Report {
             // tools/list from cache over 10 upstreams × 100 tools (and echo).
             let ids: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
             let yaml = configs::gateway_yaml(setup, &sub, &addr, era, &ids, 2000);
-            let (gw, url, _admin) = procs::gateway(&cli.gateway, &sub, "list", &yaml);
+            let (gw, url, _admin) = procs::gateway(&cli.gateway, &sub, "list", &yaml, cli.threads);
             let session = legacy_session(&http, era, &url, token, &mut report).await;
             let list = load::list(era, &url, session.as_deref(), token);
             match load::listed(&http, &list).await {
@@ -208,7 +212,8 @@ async fn run(cli: &Cli, plan: &Plan) -> Report {
             // Resident memory with many open legacy sessions.
             if era == "legacy" {
                 let yaml = configs::gateway_yaml(setup, &sub, &addr, era, &["bench".into()], 100);
-                let (gw, url, _admin) = procs::gateway(&cli.gateway, &sub, "sessions", &yaml);
+                let (gw, url, _admin) =
+                    procs::gateway(&cli.gateway, &sub, "sessions", &yaml, cli.threads);
                 let before = gw.rss_bytes();
                 if let Err(e) =
                     load::sessions(&url, &setup.echo("bench"), token, plan.sessions).await

@@ -113,10 +113,20 @@ pub fn upstream(era: &str, tools: usize, jwks: Option<&Path>) -> (Proc, String) 
 }
 
 /// `mcpgate serve` with `yaml` written into `dir`; returns it, its MCP URL and its admin URL.
-pub fn gateway(binary: &Path, dir: &Path, name: &str, yaml: &str) -> (Proc, String, String) {
+pub fn gateway(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    threads: Option<usize>,
+) -> (Proc, String, String) {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, yaml).expect("config written");
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(n) = threads {
+        command.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let mut child = command
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
@@ -149,13 +159,14 @@ pub fn gateway(binary: &Path, dir: &Path, name: &str, yaml: &str) -> (Proc, Stri
 
 /// nginx as a plain reverse-proxy hop to `upstream` (keep-alive upstream connections, no
 /// access log, no buffering), as many workers as cores; returns it and its `/mcp` URL.
-pub fn nginx(binary: &Path, dir: &Path, upstream: &str) -> (Proc, String) {
+pub fn nginx(binary: &Path, dir: &Path, upstream: &str, workers: Option<usize>) -> (Proc, String) {
+    let workers = workers.map_or("auto".to_string(), |n| n.to_string());
     let port = free_port();
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).expect("nginx dir");
     let conf = format!(
         "daemon off;
-worker_processes auto;
+worker_processes {workers};
 pid {p}/nginx.pid;
 error_log {p}/logs/error.log warn;
 events {{ worker_connections 4096; }}

@@ -17,6 +17,8 @@ pub struct Row {
 
 pub struct Report {
     pub quick: bool,
+    /// Worker threads of both hops, when set.
+    pub threads: Option<usize>,
     pub rows: Vec<Row>,
     /// Direct `tools/list` of one upstream (100 tools), per era.
     pub list_direct: Vec<(String, Measured)>,
@@ -28,9 +30,10 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(quick: bool) -> Self {
+    pub fn new(quick: bool, threads: Option<usize>) -> Self {
         Self {
             quick,
+            threads,
             rows: Vec::new(),
             list_direct: Vec::new(),
             lists: Vec::new(),
@@ -86,6 +89,7 @@ impl Report {
             .collect();
         json!({
             "quick": self.quick,
+            "threads": self.threads,
             "machine": machine(),
             "tools_call": rows,
             "tools_list_direct_100": self.list_direct.iter().map(|(e, m)| json!({"era": e, "measured": m})).collect::<Vec<_>>(),
@@ -98,13 +102,15 @@ impl Report {
     pub fn print(&self) {
         let m = machine();
         println!(
-            "\nloadbench{} — {} cores, {}, {}",
+            "\nloadbench{} — {} cores, worker threads of each hop: {}, {}, {}",
             if self.quick {
                 " --quick (correctness only; numbers are not measurements)"
             } else {
                 ""
             },
             m["cores"],
+            self.threads
+                .map_or("one per core".to_string(), |n| n.to_string()),
             m["kernel"].as_str().unwrap_or("?"),
             m["date"].as_str().unwrap_or("?")
         );

@@ -54,6 +54,7 @@ pub fn merge(ns: &Namespacer, listings: &[(UpstreamId, Arc<UpstreamListing>)]) -
             .map(|(id, l)| (id.clone(), Arc::clone(l)))
             .collect(),
         namespacer: ns.clone(),
+        views: super::views::Views::new(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cursor;
 pub mod merge;
 pub mod namespace;
 pub mod refresh;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +25,7 @@ use crate::error::GatewayError;
 use crate::telemetry::Metrics;
 use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamInfo, UpstreamSet};
 use namespace::Namespacer;
+pub use views::ViewKey;
 
 /// Longest chain of pages read from one upstream list; a server that never stops paging is cut
 /// off here.
@@ -177,6 +179,8 @@ pub struct Snapshot {
     /// Every upstream's listing, in configuration order.
     pub upstreams: Vec<(UpstreamId, Arc<UpstreamListing>)>,
     namespacer: Namespacer,
+    /// Filtered views of the lists, per class of callers.
+    views: views::Views,
 }
 
 impl Snapshot {
@@ -251,7 +255,8 @@ impl Snapshot {
 
     /// One page of a merged list, of the entries `visible` keeps: `{"<member>": [...],
     /// "nextCursor"?: "..."}`. Cursors name the last key served, so filtering per caller keeps
-    /// them stable.
+    /// them stable. Every entry from the cursor on is tested; a caller whose visibility is a
+    /// [`ViewKey`] uses [`Snapshot::page_for`] instead.
     ///
     /// # Errors
     /// [`GatewayError::InvalidCursor`] for a cursor this gateway did not issue for `kind`.
@@ -263,14 +268,72 @@ impl Snapshot {
         visible: &dyn Fn(&Entry) -> bool,
     ) -> Result<Page, GatewayError> {
         let entries = self.entries(kind);
-        let start = match cursor {
+        let start = match after(kind, cursor)? {
             None => 0,
-            Some(c) => {
-                let after = cursor::decode(kind, c).map_err(|_| GatewayError::InvalidCursor)?;
-                entries.partition_point(|e| e.key.as_str() <= after.as_str())
-            }
+            Some(after) => entries.partition_point(|e| e.key.as_str() <= after.as_str()),
         };
-        let mut shown = entries[start..].iter().filter(|e| visible(e));
+        let shown = entries[start..].iter().filter(|e| visible(e));
+        Ok(Page::of(kind, page_size, shown))
+    }
+
+    /// As [`Snapshot::page`], for callers of class `view` (`None`: every entry is shown): the
+    /// entries `visible` keeps are found once per snapshot and class ([`views`]) and the page is
+    /// cut from them, so a filtered list costs about what an unfiltered one does.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidCursor`] for a cursor this gateway did not issue for `kind`.
+    pub fn page_for(
+        &self,
+        kind: ListKind,
+        cursor: Option<&str>,
+        page_size: usize,
+        view: Option<ViewKey>,
+        visible: &dyn Fn(&Entry) -> bool,
+    ) -> Result<Page, GatewayError> {
+        let Some(key) = view else {
+            return self.page(kind, cursor, page_size, &|_| true);
+        };
+        let entries = self.entries(kind);
+        let positions = self.views.get(kind, key, entries, visible);
+        let after = after(kind, cursor)?;
+        let start = match &after {
+            None => 0,
+            Some(after) => positions.partition_point(|&i| {
+                entries
+                    .get(i as usize)
+                    .is_some_and(|e| e.key.as_str() <= after.as_str())
+            }),
+        };
+        let shown = positions[start..]
+            .iter()
+            .filter_map(|&i| entries.get(i as usize));
+        Ok(Page::of(kind, page_size, shown))
+    }
+}
+
+/// The key a list cursor names, `None` without a cursor.
+fn after(kind: ListKind, cursor: Option<&str>) -> Result<Option<String>, GatewayError> {
+    cursor
+        .map(|c| cursor::decode(kind, c).map_err(|_| GatewayError::InvalidCursor))
+        .transpose()
+}
+
+/// One page of a merged list, serialized from the entries' own bytes: the result object
+/// (`{"tools":[…],"nextCursor":…}`) still open, so that a transport can add members of its
+/// own ([`Page::close_with`]).
+#[derive(Debug, Clone)]
+pub struct Page {
+    open: Vec<u8>,
+}
+
+impl Page {
+    /// The first `page_size` entries of `shown` (the entries after the cursor that the caller
+    /// sees), with `nextCursor` naming the last one when more follow.
+    fn of<'a>(
+        kind: ListKind,
+        page_size: usize,
+        mut shown: impl Iterator<Item = &'a Arc<Entry>>,
+    ) -> Self {
         let page: Vec<&Arc<Entry>> = shown.by_ref().take(page_size).collect();
         let more = shown.next().is_some();
         let size: usize = page.iter().map(|e| e.json.len() + 1).sum();
@@ -290,19 +353,9 @@ impl Snapshot {
             let cursor = Value::from(cursor::encode(kind, &last.key));
             open.extend_from_slice(cursor.to_string().as_bytes());
         }
-        Ok(Page { open })
+        Self { open }
     }
-}
 
-/// One page of a merged list, serialized from the entries' own bytes: the result object
-/// (`{"tools":[…],"nextCursor":…}`) still open, so that a transport can add members of its
-/// own ([`Page::close_with`]).
-#[derive(Debug, Clone)]
-pub struct Page {
-    open: Vec<u8>,
-}
-
-impl Page {
     /// The result object with the members of `extra` (an object) added.
     pub fn close_with(mut self, extra: &Value) -> Vec<u8> {
         if let Some(members) = extra.as_object() {
@@ -630,6 +683,101 @@ mod tests {
             let expected: Vec<String> = after.into_iter().filter(|n| *n > last).collect();
             prop_assert_eq!(page_names(&next), expected);
         }
+    }
+
+    /// A view key over a one-role policy set (its decisions are not what the views test: the
+    /// `visible` closures are).
+    fn view_key(held: Vec<usize>) -> ViewKey {
+        let yaml = "roles:\n  - name: r\n    subjects: [{ claim: sub, any_of: [x] }]\n    allow:\n      tools: [\"only/*\"]\n";
+        let set =
+            crate::policy::compile::compile(&[("p.yaml".into(), yaml.into())], &["only".into()])
+                .unwrap();
+        ViewKey {
+            set: Arc::new(set),
+            held,
+            mode: crate::policy::Mode::Enforce,
+        }
+    }
+
+    /// Every page of a list read through cursors.
+    fn read_all(read: &dyn Fn(Option<&str>) -> Value) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = read(cursor.as_deref());
+            pages.push(page_names(&page));
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return pages,
+            }
+        }
+    }
+
+    proptest! {
+        /// A cached view serves exactly the pages (entries, order, cursors) that filtering
+        /// every entry on each request serves.
+        #[test]
+        fn cached_views_page_like_filtering(
+            names in proptest::collection::btree_set("[a-z]{1,5}", 0..60),
+            shown in proptest::collection::btree_set(proptest::char::range('a', 'z'), 0..26),
+            size in 1usize..10,
+        ) {
+            let snap = snapshot(&names);
+            let visible = |e: &Entry| e.key.chars().next().is_some_and(|c| shown.contains(&c));
+            let key = view_key(vec![0]);
+            let filtered = read_all(&|c| snap.page(ListKind::Tools, c, size, &visible).unwrap().to_value());
+            let viewed = read_all(&|c| {
+                snap.page_for(ListKind::Tools, c, size, Some(key.clone()), &visible).unwrap().to_value()
+            });
+            prop_assert_eq!(viewed, filtered);
+        }
+    }
+
+    #[test]
+    fn a_view_is_computed_once_per_class_of_callers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let snap = snapshot(&["a".to_string(), "b".to_string(), "c".to_string()].into());
+        let tests = AtomicUsize::new(0);
+        let only_b = |e: &Entry| {
+            tests.fetch_add(1, Ordering::Relaxed);
+            e.key == "b"
+        };
+        let key = view_key(vec![0]);
+        for _ in 0..3 {
+            let page = snap
+                .page_for(ListKind::Tools, None, 10, Some(key.clone()), &only_b)
+                .unwrap();
+            assert_eq!(page_names(&page.to_value()), ["b"]);
+        }
+        assert_eq!(
+            tests.load(Ordering::Relaxed),
+            3,
+            "three entries tested once"
+        );
+        // Other roles held, or another policy set with the same content: another class.
+        let others = [
+            view_key(vec![]),
+            ViewKey {
+                held: vec![0],
+                ..view_key(vec![0])
+            },
+        ];
+        for other in others {
+            let all = snap
+                .page_for(ListKind::Tools, None, 10, Some(other), &|_| true)
+                .unwrap();
+            assert_eq!(page_names(&all.to_value()), ["a", "b", "c"]);
+        }
+        // No key: nothing is filtered.
+        let all = snap
+            .page_for(ListKind::Tools, None, 10, None, &only_b)
+            .unwrap();
+        assert_eq!(page_names(&all.to_value()), ["a", "b", "c"]);
+        // A foreign cursor is refused on the cached path too.
+        let err = snap
+            .page_for(ListKind::Tools, Some("bogus"), 10, Some(key), &only_b)
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidCursor));
     }
 
     #[test]

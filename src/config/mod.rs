@@ -281,7 +281,7 @@ pub struct PolicyConfig {
 }
 
 /// How policy decisions are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     /// Decisions are applied (default).

@@ -274,6 +274,18 @@ impl Grant {
         ))
     }
 
+    /// The class of callers whose lists look exactly like this grant's (same policy set, roles
+    /// and mode), for the cached views of a snapshot ([`crate::catalogue::views`]); `None` when
+    /// lists are not filtered at all (no policies, or audit mode, where everything is listed).
+    pub fn view_key(&self) -> Option<crate::catalogue::ViewKey> {
+        let set = self.set.as_ref()?;
+        (self.mode == Mode::Enforce).then(|| crate::catalogue::ViewKey {
+            set: Arc::clone(set),
+            held: self.held.clone(),
+            mode: self.mode,
+        })
+    }
+
     /// Whether a policy set is in force (without one, everything is allowed).
     pub fn has_policies(&self) -> bool {
         self.set.is_some()

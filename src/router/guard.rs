@@ -61,6 +61,11 @@ impl<'a> Guard<'a> {
         self.grant.as_ref().is_none_or(|g| g.lists(kind, entry))
     }
 
+    /// The class of callers this one's lists are shared with; `None` when nothing is filtered.
+    pub(super) fn view_key(&self) -> Option<crate::catalogue::ViewKey> {
+        self.grant.as_ref().and_then(crate::policy::Grant::view_key)
+    }
+
     /// Whether the caller may use task `task_id` of `upstream` (for the merged `tasks/list`).
     pub(super) fn sees_task(&self, upstream: &UpstreamId, task_id: &str) -> bool {
         self.grant

@@ -121,10 +121,11 @@ impl Router {
                 Some(Value::String(c)) => Some(c.as_str()),
                 Some(_) => return Err(invalid("`cursor` must be a string")),
             };
-            let page = self.catalogue.snapshot().page(
+            let page = self.catalogue.snapshot().page_for(
                 kind,
                 cursor,
                 self.catalogue.config.page_size,
+                guard.view_key(),
                 &|e| guard.lists(kind, e),
             )?;
             return Ok(Routed::Page(page));
@@ -318,13 +319,16 @@ impl Router {
             .upstream_request_duration
             .with_label_values(&[method, upstream_id.as_str()])
             .start_timer();
-        let retry = Retry {
+        // Only a legacy client's call is ever sent again by the gateway (a modern upstream's
+        // `input_required` asked of the client, then retried): the copy is kept for it alone.
+        let era = ctx.client_era();
+        let retry = (era == crate::protocol::Era::Legacy).then(|| Retry {
             upstream: Arc::clone(upstream),
             ctx: ctx.clone(),
             params: params.clone(),
             param_headers: param_headers.clone(),
             timeout,
-        };
+        });
         let span = tracing::info_span!(
             "mcp.upstream",
             otel.kind = "client",
@@ -344,6 +348,7 @@ impl Router {
                 rewrite,
                 timer: Some(timer),
                 retry,
+                era,
                 ledger: None,
                 task_ids: Arc::clone(&self.task_ids),
                 owner,
@@ -394,7 +399,10 @@ pub struct RoutedCall {
     rewrite: Rewrite,
     /// Times the upstream's answer (`mcpgate_upstream_request_duration_seconds`).
     timer: Option<prometheus::HistogramTimer>,
-    retry: Retry,
+    /// What it takes to send the call again (legacy clients only).
+    retry: Option<Retry>,
+    /// The client's era.
+    era: crate::protocol::Era,
     /// Counts, times and audits the call when it ends ([`ledger`]).
     ledger: Option<Ledger>,
     /// Mints the task ids of results and notifications, for `owner`.
@@ -488,7 +496,7 @@ impl RoutedCall {
         if let Some(ledger) = self.ledger.as_mut() {
             match &result {
                 Ok(reply) => ledger.settle_reply(reply),
-                Err(e) => ledger.settle_error(e, self.retry.ctx.client_era()),
+                Err(e) => ledger.settle_error(e, self.era),
             }
         }
         result
@@ -530,10 +538,18 @@ impl RoutedCall {
         input_responses: Value,
         request_state: Option<Value>,
     ) -> Result<RoutedCall, GatewayError> {
+        let Some(retry) = self.retry.take() else {
+            return Err(GatewayError::Upstream {
+                upstream: self.upstream.to_string(),
+                source: UpstreamError::Protocol {
+                    detail: "only a legacy client's call is sent again".into(),
+                },
+            });
+        };
         if let Some(ledger) = self.ledger.as_mut() {
             ledger.reopen();
         }
-        let mut params = self.retry.params.clone();
+        let mut params = retry.params.clone();
         if let Some(obj) = params.as_object_mut() {
             obj.insert("inputResponses".into(), input_responses);
             match request_state {
@@ -541,21 +557,20 @@ impl RoutedCall {
                 None => obj.remove("requestState"),
             };
         }
-        let started = self
-            .retry
+        let started = retry
             .upstream
             .call(
-                &self.retry.ctx,
+                &retry.ctx,
                 &self.method,
                 Some(params.clone()),
-                &self.retry.param_headers,
-                self.retry.timeout,
+                &retry.param_headers,
+                retry.timeout,
             )
             .await;
         match started {
             Ok(call) => {
                 self.call = call;
-                self.retry.params = params;
+                self.retry = Some(Retry { params, ..retry });
                 Ok(self)
             }
             Err(source) => {
@@ -564,7 +579,7 @@ impl RoutedCall {
                     source,
                 };
                 if let Some(ledger) = self.ledger.as_mut() {
-                    ledger.settle_error(&e, self.retry.ctx.client_era());
+                    ledger.settle_error(&e, self.era);
                 }
                 Err(e)
             }
