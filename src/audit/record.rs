@@ -238,13 +238,22 @@ struct Envelope<'a, T> {
     trace_id: Option<&'a str>,
 }
 
+/// A fresh random (version 4, RFC 9562 §5.4) record id, from the thread's CSPRNG rather than
+/// `Uuid::new_v4`'s system call per id: ids need to be unique, and a record is made per call.
+fn record_id() -> uuid::Uuid {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// Encodes one record of kind `event` (`call`, `auth_failure`, `policy_loaded`,
 /// `config_loaded`): `ts` now (RFC 3339, UTC, milliseconds), a fresh `id`, the event's members,
 /// then `remote_addr` and `trace_id` from `origin`.
 pub fn encode<T: Serialize>(event: &'static str, body: &T, origin: Origin<'_>) -> Vec<u8> {
     let envelope = Envelope {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        id: uuid::Uuid::new_v4(),
+        id: record_id(),
         event,
         body,
         remote_addr: origin.remote_addr,
@@ -259,4 +268,19 @@ pub fn encode<T: Serialize>(event: &'static str, body: &T, origin: Origin<'_>) -
 pub fn session_digest(id: &uuid::Uuid) -> String {
     let full = super::sha256_hex(id.as_bytes());
     full[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_id;
+
+    #[test]
+    fn record_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| record_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random));
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+    }
 }
