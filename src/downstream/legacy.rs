@@ -57,7 +57,7 @@ pub async fn handle(
 pub async fn handle_in_session(
     gw: &Gateway,
     principal: &Arc<Principal>,
-    claims: SessionClaims,
+    claims: Arc<SessionClaims>,
     message: Message,
     origin: RequestOrigin,
 ) -> Result<Response, Failure> {
@@ -140,7 +140,7 @@ pub async fn handle_in_session(
     }
     let peer = Peer::Legacy(LegacyPeer {
         state,
-        capabilities: claims.capabilities,
+        session: claims,
         ids: std::sync::Arc::clone(&gw.sessions),
         in_flight,
     });
@@ -237,7 +237,7 @@ pub fn session(
     gw: &Gateway,
     principal: &Principal,
     headers: &HeaderMap,
-) -> Result<SessionClaims, GatewayError> {
+) -> Result<Arc<SessionClaims>, GatewayError> {
     let token = headers
         .get(HEADER_SESSION_ID)
         .ok_or(GatewayError::SessionRequired)?
@@ -252,7 +252,7 @@ pub fn session(
         if got != claims.version {
             return Err(GatewayError::ProtocolVersionMismatch {
                 got: got.to_string(),
-                negotiated: claims.version,
+                negotiated: claims.version.clone(),
             });
         }
     }

@@ -54,7 +54,7 @@ pub struct Connection {
     outbox: Outbox,
     /// Permits for messages being answered.
     in_flight: Arc<Semaphore>,
-    claims: Mutex<Option<SessionClaims>>,
+    claims: Mutex<Option<Arc<SessionClaims>>>,
     /// Who opened the connection; only they may post to it.
     principal: Arc<Principal>,
 }
@@ -194,7 +194,8 @@ async fn process(
     {
         return match super::legacy::open_session(gw, principal, params.as_ref(), negotiate) {
             Ok((claims, result)) => {
-                *connection.claims.lock().unwrap_or_else(|p| p.into_inner()) = Some(claims);
+                *connection.claims.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::new(claims));
                 super::wire::json(
                     StatusCode::OK,
                     &jsonrpc::result_response(id.clone(), result),

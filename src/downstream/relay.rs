@@ -55,8 +55,8 @@ pub enum Peer {
 pub struct LegacyPeer {
     /// The session's local state (parked server requests).
     pub state: Arc<SessionState>,
-    /// The client's declared capabilities.
-    pub capabilities: Value,
+    /// The session (its client's declared capabilities).
+    pub session: Arc<super::session::SessionClaims>,
     /// Makes ids for requests relayed to the client.
     pub ids: Arc<LocalSessions>,
     /// Cancellation by `notifications/cancelled`.
@@ -427,7 +427,7 @@ async fn ask_client(result: &Value, l: &LegacyPeer, tx: &Sink) -> Result<Value, 
     for (key, input) in requests {
         let method = input["method"].as_str().unwrap_or_default().to_string();
         let params = input.get("params").cloned();
-        client_can_answer(&method, params.as_ref(), &l.capabilities)?;
+        client_can_answer(&method, params.as_ref(), &l.session.capabilities)?;
         let (request, answer) = ServerRequest::local(method.clone(), params.clone());
         let gateway_id = l.ids.next_request_id();
         l.state.park(gateway_id.clone(), request);
@@ -505,7 +505,7 @@ pub fn severity(level: &str) -> Option<u8> {
 /// A legacy upstream's request for a legacy client: relayed with a gateway id if the client
 /// can take it, else answered with an error here.
 async fn relay_request(request: ServerRequest, l: &LegacyPeer) -> Option<Value> {
-    request_for_session(request, &l.state, &l.capabilities, &l.ids).await
+    request_for_session(request, &l.state, &l.session.capabilities, &l.ids).await
 }
 
 /// An upstream's request for the client of a legacy session (with `capabilities`): the message
