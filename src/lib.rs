@@ -52,6 +52,17 @@
 //! Dependencies point downward: downstream → router → catalogue → upstream; `error`,
 //! `telemetry`, `jsonrpc` and `protocol` are leaves.
 
+/// The git revision the binary was built from (12 hex digits, or `unknown`); see `build.rs`.
+pub const GIT_REVISION: &str = env!("MCPGATE_GIT_REVISION");
+
+/// `mcpgate --version`: the package version and the git revision, e.g. `0.1.0 (684b347ec236)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MCPGATE_GIT_REVISION"),
+    ")"
+);
+
 pub mod admin;
 pub mod app;
 pub mod audit;

@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mcpgate: one MCP endpoint in front of many MCP servers.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = mcpgate::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -317,7 +317,7 @@ audit: {{ path: '{}/audit.jsonl' }}
         ("mcpgate_audit_dropped_total", &[]),
         ("mcpgate_audit_refused_calls_total", &[]),
         ("mcpgate_audit_write_errors_total", &[]),
-        ("mcpgate_build_info", &["version"]),
+        ("mcpgate_build_info", &["revision", "version"]),
     ]
     .into();
     let seen = label_sets(&text);

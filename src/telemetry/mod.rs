@@ -187,13 +187,13 @@ impl Metrics {
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "mcpgate_build_info",
-                "1, labelled with the gateway's version",
+                "1, labelled with the gateway's version and git revision",
             ),
-            &["version"],
+            &["version", "revision"],
         )
         .expect("valid metric");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::GIT_REVISION])
             .set(1);
         // Every outcome from the start, so rates and alerts see zeros rather than nothing.
         for outcome in ["applied", "unchanged", "rejected"] {

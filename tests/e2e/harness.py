@@ -76,12 +76,12 @@ class Gateway:
     admin: str | None
 
 
-def start_gateway(config_text: str, workdir: Path) -> Gateway:
+def start_gateway(config_text: str, workdir: Path, binary: Path = GATEWAY) -> Gateway:
     config = workdir / "mcpgate.yaml"
     config.write_text(config_text)
     log = (workdir / "mcpgate.log").open("w")
     proc = subprocess.Popen(
-        [str(GATEWAY), "serve", "--config", str(config)],
+        [str(binary), "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
