@@ -1,9 +1,10 @@
 //! The operations listener: `/healthz` (the process is up), `/readyz` (the first catalogue
 //! round is done; each upstream's state), `/metrics` (Prometheus text).
 //!
-//! `/readyz` answers 503 `starting` until every upstream has been listed once, then 200 for as
-//! long as the process runs: one upstream down is reported, not a reason to take the replica
-//! out of its load balancer (the others still serve, and its last good entries stay listed).
+//! `/readyz` answers 503 `starting` until every upstream has been listed once, then 200 until
+//! shutdown begins, then 503 `draining` (so that load balancers stop sending new clients while
+//! calls in flight finish): one upstream down is reported, not a reason to take the replica out
+//! of its load balancer (the others still serve, and its last good entries stay listed).
 //! Body:
 //!
 //! ```json
@@ -17,6 +18,7 @@
 //! last refresh failed and the last good entries are served.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -25,15 +27,19 @@ use serde_json::{Map, Value, json};
 use crate::catalogue::Catalogue;
 use crate::telemetry::Metrics;
 
-/// The routes of the operations listener.
-pub fn routes(catalogue: Arc<Catalogue>, metrics: Metrics) -> axum::Router {
+/// The routes of the operations listener; `draining` is set when shutdown begins.
+pub fn routes(
+    catalogue: Arc<Catalogue>,
+    metrics: Metrics,
+    draining: Arc<AtomicBool>,
+) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let (ready, body) = readiness(&catalogue);
+                let (ready, body) = readiness(&catalogue, draining.load(Ordering::SeqCst));
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -59,9 +65,10 @@ pub fn routes(catalogue: Arc<Catalogue>, metrics: Metrics) -> axum::Router {
         )
 }
 
-/// Whether the gateway is ready, and the `/readyz` body.
-pub fn readiness(catalogue: &Catalogue) -> (bool, Value) {
-    let ready = catalogue.is_ready();
+/// Whether the gateway is ready, and the `/readyz` body: `starting` until the first catalogue
+/// round is done, `draining` once shutdown has begun, else `ready`.
+pub fn readiness(catalogue: &Catalogue, draining: bool) -> (bool, Value) {
+    let ready = catalogue.is_ready() && !draining;
     let upstreams: Map<String, Value> = catalogue
         .upstreams()
         .all()
@@ -81,6 +88,12 @@ pub fn readiness(catalogue: &Catalogue) -> (bool, Value) {
             (u.id().to_string(), state)
         })
         .collect();
-    let status = if ready { "ready" } else { "starting" };
+    let status = if draining {
+        "draining"
+    } else if ready {
+        "ready"
+    } else {
+        "starting"
+    };
     (ready, json!({"status": status, "upstreams": upstreams}))
 }

@@ -27,8 +27,8 @@ use crate::telemetry::Metrics;
 use crate::tls::TlsSetup;
 use crate::upstream::UpstreamSet;
 
-/// How long shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the operations listener's last scrapes and probes may take at the end of shutdown.
+const ADMIN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long shutdown waits for the audit log to write and fsync its queue (a sink that cannot
 /// be written would otherwise hold the process forever).
@@ -82,24 +82,46 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     streams: tokio_util::sync::CancellationToken,
     servers: JoinSet<()>,
+    /// The operations listener: it serves `/readyz` and `/metrics` until the very end.
+    admin: JoinSet<()>,
+    admin_shutdown: watch::Sender<bool>,
+    /// Set when shutdown begins: `/readyz` answers 503 `draining`.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    settings: crate::config::ShutdownConfig,
     background: JoinSet<()>,
     auditor: Auditor,
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, writes and fsyncs every
-    /// audit record, then stops the background tasks and the upstream child processes.
+    /// Shuts down gracefully ([`crate::config::ShutdownConfig`]): `/readyz` answers 503
+    /// `draining` for the drain delay while everything still serves; then the MCP listener
+    /// stops accepting, legacy GET streams end, and requests in flight get the grace period,
+    /// after which their connections are dropped; then every audit record is written and
+    /// fsynced; then the operations listener, the background tasks and the upstream child
+    /// processes stop.
     pub async fn shutdown(mut self) {
-        // Long-lived streams (legacy GET streams) end first; requests in flight get a grace
-        // period, after which their connections are dropped.
+        let crate::config::ShutdownConfig { drain_delay, grace } = self.settings;
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                ?drain_delay,
+                "draining: /readyz answers 503 while calls are still served"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+        tracing::info!(
+            ?grace,
+            "no longer accepting connections; waiting for requests in flight"
+        );
         self.streams.cancel();
         self.shutdown.send_replace(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(grace, async {
             while self.servers.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown were dropped");
+            tracing::warn!(?grace, "requests still in flight at shutdown were dropped");
             self.servers.shutdown().await;
         }
         if tokio::time::timeout(AUDIT_FLUSH_GRACE, self.auditor.flush())
@@ -107,6 +129,15 @@ impl Running {
             .is_err()
         {
             tracing::error!(grace = ?AUDIT_FLUSH_GRACE, "audit records could not be written before exit (see mcpgate_audit_write_errors_total)");
+        }
+        self.admin_shutdown.send_replace(true);
+        if tokio::time::timeout(ADMIN_CLOSE_GRACE, async {
+            while self.admin.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            self.admin.shutdown().await;
         }
         self.background.shutdown().await;
     }
@@ -221,20 +252,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .await?;
     let mcp_url = format!("{scheme}://{mcp_addr}/mcp");
     tracing::info!(%mcp_addr, "MCP endpoint listening on {mcp_url}");
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (admin_shutdown, _) = watch::channel(false);
+    let mut admin_servers = JoinSet::new();
     let admin_addr = match &config.admin {
         Some(admin) => {
             let listener = Listener {
                 limits: ADMIN_LIMITS,
                 open: metrics.open_connections.with_label_values(&["admin"]),
             };
-            let router = crate::admin::routes(Arc::clone(&catalogue), metrics);
+            let router =
+                crate::admin::routes(Arc::clone(&catalogue), metrics, Arc::clone(&draining));
             let addr = serve(
-                &mut servers,
+                &mut admin_servers,
                 admin.addr,
                 router,
                 None,
                 listener,
-                shutdown.subscribe(),
+                admin_shutdown.subscribe(),
             )
             .await?;
             tracing::info!(%addr, "operations endpoint listening");
@@ -250,6 +285,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         streams,
         servers,
+        admin: admin_servers,
+        admin_shutdown,
+        draining,
+        settings: config.shutdown,
         background,
         auditor,
     })

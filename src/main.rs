@@ -205,13 +205,21 @@ async fn run(command: Command, json_logs: Option<bool>) -> anyhow::Result<ExitCo
                     println!("{line}");
                 }
             };
+            // Listened for from before the listeners open: a SIGTERM that arrives as soon as
+            // the gateway says it listens must start a graceful shutdown, not kill it.
+            let mut signals = ShutdownSignals::install().context("cannot listen for signals")?;
             let running = mcpgate::app::start(cfg).await.context("cannot start")?;
             say(format!("mcpgate listening on {}", running.mcp_url));
             if let Some(admin) = running.admin_addr {
                 say(format!("mcpgate operations on http://{admin}/metrics"));
             }
-            shutdown_signal().await;
-            tracing::info!("shutting down");
+            signals.recv().await;
+            tracing::info!("shutting down (a second signal exits at once)");
+            tokio::spawn(async move {
+                signals.recv().await;
+                tracing::warn!("second signal: exiting without finishing the shutdown");
+                std::process::exit(1);
+            });
             running.shutdown().await;
             if let Some(exporter) = exporter {
                 // The SDK's exporter blocks while it sends the last batch.
@@ -403,23 +411,38 @@ async fn catalogue(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C): each received signal is one `recv`.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (from here on the signals no longer end the process by
+    /// themselves).
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Waits for the next signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

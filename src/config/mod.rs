@@ -99,6 +99,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// Logs and trace export.
     pub telemetry: TelemetryConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
     /// Where the configuration came from, for the `config_loaded` audit record.
     pub source: ConfigSource,
 }
@@ -269,6 +271,19 @@ pub struct CatalogueConfig {
     pub page_size: usize,
     /// `ttlMs` on modern list results (default 60 s).
     pub client_ttl: Duration,
+}
+
+/// `shutdown:` after validation: what SIGTERM (or Ctrl-C) sets off. First `/readyz` answers 503
+/// `draining` for `drain_delay` while everything still serves, so that load balancers take the
+/// replica out; then the listeners stop accepting, legacy GET streams end, and calls in flight
+/// get `grace` to finish before their connections are dropped; then the audit queue is written
+/// and fsynced. A second signal exits at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownConfig {
+    /// Default 5 s; `0s` skips the drain.
+    pub drain_delay: Duration,
+    /// Default 30 s.
+    pub grace: Duration,
 }
 
 /// `policies:` after validation.

@@ -51,6 +51,21 @@ pub struct RawConfig {
     /// Logs and trace export.
     #[serde(default)]
     pub telemetry: super::raw_telemetry::RawTelemetry,
+    /// Graceful shutdown on SIGTERM.
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// `shutdown:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// How long `/readyz` reports `draining` while everything still serves, e.g. `5s`.
+    #[serde(default)]
+    pub drain_delay: Option<String>,
+    /// How long calls and streams in flight may take to finish once listeners stop, e.g. `30s`.
+    #[serde(default)]
+    pub grace: Option<String>,
 }
 
 /// `policies:`

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawCatalogue, RawListen, RawSession, RawSize, RawUpstream};
+use super::raw::{RawCatalogue, RawListen, RawSession, RawShutdown, RawSize, RawUpstream};
 use super::{
     AdminConfig, CatalogueConfig, Config, ConfigIssue, EraPreference, ListenConfig,
-    NamespacingConfig, PolicyConfig, PolicyMode, PrefixMode, Secret, SessionConfig, UpstreamConfig,
-    UpstreamId, UpstreamTransport, expand_env,
+    NamespacingConfig, PolicyConfig, PolicyMode, PrefixMode, Secret, SessionConfig, ShutdownConfig,
+    UpstreamConfig, UpstreamId, UpstreamTransport, expand_env,
 };
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -83,6 +83,7 @@ pub(super) fn validate(
         Some(a) => super::telemetry::audit(a, base, &mut issues).map(Some),
     };
     let telemetry = super::telemetry::telemetry(&raw.telemetry, &mut issues);
+    let shutdown = shutdown(&raw.shutdown, &mut issues);
     match (
         listen,
         session,
@@ -91,6 +92,7 @@ pub(super) fn validate(
         auth,
         audit,
         telemetry,
+        shutdown,
     ) {
         (
             Some(listen),
@@ -100,6 +102,7 @@ pub(super) fn validate(
             Some(auth),
             Some(audit),
             Some(telemetry),
+            Some(shutdown),
         ) if issues.0.is_empty() => Ok(Config {
             listen,
             admin,
@@ -112,6 +115,7 @@ pub(super) fn validate(
             limits,
             audit,
             telemetry,
+            shutdown,
             source: super::ConfigSource::default(),
         }),
         _ => Err(issues.0),
@@ -516,6 +520,21 @@ fn namespacing(raw: &super::raw::RawNamespacing, issues: &mut Issues) -> Option<
     sep_ok.then_some(NamespacingConfig { separator, prefix })
 }
 
+fn shutdown(raw: &RawShutdown, issues: &mut Issues) -> Option<ShutdownConfig> {
+    let drain_delay = issues.check(
+        "shutdown.drain_delay",
+        duration(raw.drain_delay.as_deref(), Duration::from_secs(5)),
+    );
+    let grace = issues.check(
+        "shutdown.grace",
+        duration(raw.grace.as_deref(), Duration::from_secs(30)).and_then(positive),
+    );
+    Some(ShutdownConfig {
+        drain_delay: drain_delay?,
+        grace: grace?,
+    })
+}
+
 fn catalogue(raw: &RawCatalogue, issues: &mut Issues) -> Option<CatalogueConfig> {
     let refresh_interval = issues.check(
         "catalogue.refresh_interval",
@@ -555,6 +574,32 @@ mod tests {
         Config::from_yaml(yaml, Path::new("test.yaml"), Path::new("."), &|n| {
             (n == "TOKEN").then(|| "abc".to_string())
         })
+    }
+
+    #[test]
+    fn shutdown_defaults_values_and_bad_values() {
+        let base = "listen: { addr: 127.0.0.1:0 }\nupstreams: [{ id: a, stdio: { command: x } }]\n";
+        let cfg = load(base).unwrap();
+        assert_eq!(cfg.shutdown.drain_delay, std::time::Duration::from_secs(5));
+        assert_eq!(cfg.shutdown.grace, std::time::Duration::from_secs(30));
+        let cfg = load(&format!(
+            "{base}shutdown: {{ drain_delay: 0s, grace: 90s }}\n"
+        ))
+        .unwrap();
+        assert!(cfg.shutdown.drain_delay.is_zero(), "no drain is allowed");
+        assert_eq!(cfg.shutdown.grace, std::time::Duration::from_secs(90));
+        let Err(ConfigError::Invalid { issues }) = load(&format!(
+            "{base}shutdown: {{ drain_delay: soon, grace: 0s }}\n"
+        )) else {
+            panic!("invalid shutdown settings must be refused");
+        };
+        let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        let text = text.join("\n");
+        assert!(text.contains("shutdown.drain_delay"), "{text}");
+        assert!(
+            text.contains("shutdown.grace: must be longer than zero"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ class Gateway:
 
 
 def start_gateway(config_text: str, workdir: Path, binary: Path = GATEWAY) -> Gateway:
+    """Starts mcpgate on `config_text`. Unless it sets `shutdown:`, stopping it skips the drain
+    delay (no load balancer watches a test's gateway; test_shutdown.py drives the drain)."""
+    if not re.search(r"^shutdown:", config_text, re.MULTILINE):
+        config_text += "\nshutdown: { drain_delay: 0s }\n"
     config = workdir / "mcpgate.yaml"
     config.write_text(config_text)
     log = (workdir / "mcpgate.log").open("w")

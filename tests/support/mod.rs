@@ -53,11 +53,16 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// Starts a gateway from YAML (paths relative to the crate root).
+/// Starts a gateway from YAML (paths relative to the crate root). Unless the YAML sets
+/// `shutdown:`, its shutdown skips the drain delay (no load balancer watches a test's
+/// gateway; tests/e2e/test_shutdown.py drives the drain through the binary).
 pub async fn gateway(yaml: &str) -> Running {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = Config::from_yaml(yaml, Path::new("test.yaml"), root, &|_| None)
+    let mut config = Config::from_yaml(yaml, Path::new("test.yaml"), root, &|_| None)
         .expect("valid test config");
+    if !yaml.contains("shutdown:") {
+        config.shutdown.drain_delay = std::time::Duration::ZERO;
+    }
     mcpgate::app::start(config).await.expect("gateway starts")
 }
 
