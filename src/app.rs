@@ -97,8 +97,8 @@ impl Running {
     /// `draining` for the drain delay while everything still serves; then the MCP listener
     /// stops accepting, legacy GET streams end, and requests in flight get the grace period,
     /// after which their connections are dropped; then every audit record is written and
-    /// fsynced; then the operations listener, the background tasks and the upstream child
-    /// processes stop.
+    /// fsynced; then the operations listener stops; then stdio upstream processes get SIGTERM
+    /// (SIGKILL after [`crate::upstream::stdio::STOP_GRACE`]); then the background tasks stop.
     pub async fn shutdown(mut self) {
         let crate::config::ShutdownConfig { drain_delay, grace } = self.settings;
         self.draining
@@ -139,6 +139,7 @@ impl Running {
         {
             self.admin.shutdown().await;
         }
+        self.catalogue.upstreams().stop_children().await;
         self.background.shutdown().await;
     }
 }

@@ -19,7 +19,7 @@ pub mod retry;
 pub mod session_requests;
 mod sse;
 mod sse_events;
-mod stdio;
+pub mod stdio;
 pub mod subscriptions;
 mod window;
 
@@ -272,6 +272,7 @@ impl Upstream {
         events: broadcast::Sender<UpstreamEvent>,
         session_requests: Arc<session_requests::SessionRequests>,
         metrics: &crate::telemetry::traffic::TrafficMetrics,
+        children: &stdio::Children,
     ) -> Self {
         let link = match &cfg.transport {
             UpstreamTransport::Http {
@@ -324,6 +325,7 @@ impl Upstream {
                     args: args.clone(),
                     env: env.clone(),
                     cwd: cwd.clone(),
+                    children: children.clone(),
                 };
                 Link::Mux(Box::new(mux::MuxUpstream::spawn(
                     cfg.clone(),
@@ -532,6 +534,7 @@ pub struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
     events: broadcast::Sender<UpstreamEvent>,
     session_requests: Arc<session_requests::SessionRequests>,
+    children: stdio::Children,
 }
 
 impl UpstreamSet {
@@ -553,6 +556,7 @@ impl UpstreamSet {
             .build()?;
         let (events, _) = broadcast::channel(256);
         let session_requests = Arc::new(session_requests::SessionRequests::default());
+        let children = stdio::Children::default();
         let upstreams = cfgs
             .iter()
             .map(|c| {
@@ -563,6 +567,7 @@ impl UpstreamSet {
                     events.clone(),
                     Arc::clone(&session_requests),
                     metrics,
+                    &children,
                 ))
             })
             .collect();
@@ -570,6 +575,7 @@ impl UpstreamSet {
             upstreams,
             events,
             session_requests,
+            children,
         })
     }
 
@@ -592,6 +598,12 @@ impl UpstreamSet {
     /// Subscribes to upstream events (list changes, reconnects).
     pub fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {
         self.events.subscribe()
+    }
+
+    /// Stops the stdio upstreams' processes for shutdown: SIGTERM, SIGKILL after
+    /// [`stdio::STOP_GRACE`], none restarted; returns once all have exited.
+    pub async fn stop_children(&self) {
+        self.children.stop().await;
     }
 
     /// Ends every upstream session held for a downstream session.

@@ -105,6 +105,11 @@ pub(super) trait Connector: Send + Sync + 'static {
         &self,
         events: broadcast::Sender<UpstreamEvent>,
     ) -> futures::future::BoxFuture<'static, Result<Generation, UpstreamError>>;
+
+    /// Whether the gateway is shutting down and no new connection is to be opened.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 impl MuxUpstream {
@@ -387,6 +392,14 @@ async fn supervise(
         });
         if started.elapsed() >= STABLE_AFTER {
             backoff.reset();
+        }
+        if connector.stopped() {
+            tracing::info!(upstream = %cfg.id, detail = %detail, "upstream connection closed for shutdown");
+            state.send_replace(State::Down {
+                detail,
+                refused: false,
+            });
+            return;
         }
         let wait = backoff.next_delay();
         tracing::warn!(upstream = %cfg.id, detail = %detail, retry_in = ?wait, "upstream connection is down");

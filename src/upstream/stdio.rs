@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::mux::{Connector, Core, Generation, IoTasks, dispatch};
 use super::{UpstreamError, UpstreamEvent};
@@ -21,6 +23,38 @@ use crate::config::{Secret, UpstreamId};
 /// Longest line (one JSON-RPC message) read from a child, bytes.
 const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 
+/// How long a child has to exit after SIGTERM at shutdown before it is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The stdio children of an upstream set, for shutdown: [`Children::stop`] sends each SIGTERM,
+/// kills those still running [`STOP_GRACE`] later, and starts no new one. Clones share.
+#[derive(Clone, Default)]
+pub struct Children {
+    stopping: CancellationToken,
+    running: TaskTracker,
+}
+
+impl Children {
+    /// Stops every child (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and waits until all
+    /// have exited.
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        self.running.close();
+        let bound = STOP_GRACE + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(bound, self.running.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stdio upstream processes were still running at shutdown");
+        }
+    }
+
+    /// Whether stopping has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+}
+
 /// Starts child processes of one configured command.
 pub(super) struct StdioConnector {
     pub(super) id: UpstreamId,
@@ -28,15 +62,29 @@ pub(super) struct StdioConnector {
     pub(super) args: Vec<String>,
     pub(super) env: Vec<(String, Secret)>,
     pub(super) cwd: Option<std::path::PathBuf>,
+    pub(super) children: Children,
 }
 
 impl Connector for StdioConnector {
+    fn stopped(&self) -> bool {
+        self.children.stopping()
+    }
+
     fn connect(
         &self,
         events: broadcast::Sender<UpstreamEvent>,
     ) -> BoxFuture<'static, Result<Generation, UpstreamError>> {
-        let spawned = self.spawn_child();
+        let spawned = if self.children.stopping() {
+            Err(UpstreamError::Unavailable {
+                detail: "the gateway is shutting down".into(),
+            })
+        } else {
+            self.spawn_child()
+        };
         let id = self.id.clone();
+        let stopping = self.children.stopping.clone();
+        // Held by the generation while its process may run: stop() waits for every one.
+        let alive = self.children.running.token();
         Box::pin(async move {
             let mut child = spawned?;
             let label = format!("pid {}", child.id().unwrap_or_default());
@@ -45,7 +93,7 @@ impl Connector for StdioConnector {
             // (closed, an oversized or non-UTF-8 line): a process whose answers cannot be
             // read is killed, and the supervisor starts a new one.
             let ended = Box::pin(async move {
-                tokio::select! {
+                let how = tokio::select! {
                     status = child.wait() => match status {
                         Ok(status) => format!("the process exited ({status})"),
                         Err(e) => format!("waiting for the process failed: {e}"),
@@ -56,7 +104,10 @@ impl Connector for StdioConnector {
                         let _ = child.wait().await;
                         format!("{why}; the process was killed")
                     }
-                }
+                    () = stopping.cancelled() => terminate(&mut child).await,
+                };
+                drop(alive);
+                how
             });
             Ok(Generation {
                 core,
@@ -65,6 +116,30 @@ impl Connector for StdioConnector {
                 label,
             })
         })
+    }
+}
+
+/// Asks `child` to exit (SIGTERM), kills it if it has not within [`STOP_GRACE`]; says how
+/// it ended.
+async fn terminate(child: &mut Child) -> String {
+    let pid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        // The child is not reaped before wait() returns, so the pid is still its own.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(status) => format!(
+            "stopped at shutdown ({})",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        ),
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            format!("killed at shutdown: still running {STOP_GRACE:?} after SIGTERM")
+        }
     }
 }
 

@@ -125,3 +125,40 @@ def test_a_second_signal_exits_at_once(everything, tmp_path):
         assert gw.proc.wait(timeout=5) == 1, "the second signal ends the 60 s drain at once"
     finally:
         stop(gw.proc)
+
+
+def test_stdio_upstreams_get_sigterm_then_sigkill(tmp_path):
+    """At shutdown a stdio server gets SIGTERM and may exit cleanly; one that ignores it is
+    killed after the 5 s stop grace, and the gateway still exits 0."""
+    from harness import ROOT, VENV_BIN
+
+    server = ROOT / "tests" / "e2e" / "servers" / "term_server.py"
+    python = VENV_BIN / "python"
+    files = {name: tmp_path / name for name in ("polite.pid", "polite.term", "stubborn.pid", "stubborn.term")}
+    gw = start_gateway(f"""
+listen: {{ addr: 127.0.0.1:0 }}
+admin: {{ addr: 127.0.0.1:0 }}
+upstreams:
+  - id: polite
+    stdio: {{ command: "{python}", args: ["{server}", "{files['polite.pid']}", "{files['polite.term']}"] }}
+  - id: stubborn
+    stdio: {{ command: "{python}", args: ["{server}", "{files['stubborn.pid']}", "{files['stubborn.term']}", "--ignore-term"] }}
+shutdown: {{ drain_delay: 0s, grace: 5s }}
+""", tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while readyz(gw)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pids = {name: int(files[f"{name}.pid"].read_text()) for name in ("polite", "stubborn")}
+        os.kill(gw.proc.pid, signal.SIGTERM)
+        started = time.monotonic()
+        assert gw.proc.wait(timeout=15) == 0
+        took = time.monotonic() - started
+    finally:
+        stop(gw.proc)
+    assert files["polite.term"].read_text() == "SIGTERM", "the polite server was asked to stop"
+    assert not files["stubborn.term"].exists()
+    assert 4.5 <= took < 10, f"the stubborn server is killed after the 5 s stop grace ({took:.1f}s)"
+    for name, pid in pids.items():
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(), f"{name} still runs"
