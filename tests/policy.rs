@@ -187,6 +187,67 @@ async fn a_policy_edit_applies_live_and_announces_the_change() {
     s.gw.shutdown().await;
 }
 
+/// What the kubelet does to a mounted ConfigMap (its atomic writer): the files live in a
+/// timestamped directory, `..data` links to it and each key is a link through `..data`; an
+/// update writes a new directory, points `..data_tmp` at it, renames that over `..data` (one
+/// atomic step) and removes the old directory. The keys' own links never change.
+fn kubelet_write(dir: &std::path::Path, generation: u32, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    let stamped = format!("..2026_12_03_01_00_{generation:02}.{}", 100 + generation);
+    std::fs::create_dir(dir.join(&stamped)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(&stamped).join(name), text).unwrap();
+    }
+    symlink(&stamped, dir.join("..data_tmp")).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        // A key's link is made once (atomically replacing a plain file of that name).
+        let link = dir.join(name);
+        if !std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            let tmp = dir.join(format!(".{name}.link"));
+            symlink(format!("..data/{name}"), &tmp).unwrap();
+            std::fs::rename(tmp, link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_update_by_the_kubelets_atomic_swap_applies_live() {
+    let s = setup("enforce").await;
+    // The directory becomes a ConfigMap mount: the same policy, now behind ..data.
+    kubelet_write(s.dir.path(), 1, &[("org.yaml", POLICY)]);
+    eventually(10, "the mounted set is in force", || async {
+        tools(&s.analyst).await == ["m__echo"]
+    })
+    .await;
+    // Two updates in a row, each one atomic swap of ..data.
+    let more = POLICY.replace("tools: [\"m/echo\"]", "tools: [\"m/echo\", \"m/link\"]");
+    kubelet_write(s.dir.path(), 2, &[("org.yaml", &more)]);
+    eventually(10, "the first update applies", || async {
+        tools(&s.analyst).await == ["m__echo", "m__link"]
+    })
+    .await;
+    kubelet_write(s.dir.path(), 3, &[("org.yaml", POLICY)]);
+    eventually(10, "the second update applies", || async {
+        tools(&s.analyst).await == ["m__echo"]
+    })
+    .await;
+    let metrics = support::metrics(&s.gw).await;
+    assert!(
+        metrics.contains("mcpgate_policy_reloads_total{outcome=\"rejected\"} 0"),
+        "no swap was seen half-done: {metrics}"
+    );
+    assert!(
+        !metrics.contains("mcpgate_policy_reloads_total{outcome=\"applied\"} 0"),
+        "{metrics}"
+    );
+    s.gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn audit_mode_decides_and_allows() {
     let s = setup("audit").await;
