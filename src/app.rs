@@ -98,7 +98,7 @@ impl Running {
     /// stops accepting, legacy GET streams end, and requests in flight get the grace period,
     /// after which their connections are dropped; then every audit record is written and
     /// fsynced; then the operations listener stops; then stdio upstream processes get SIGTERM
-    /// (SIGKILL after [`crate::upstream::stdio::STOP_GRACE`]); then the background tasks stop.
+    /// (SIGKILL 5 s later); then the background tasks stop.
     pub async fn shutdown(mut self) {
         let crate::config::ShutdownConfig { drain_delay, grace } = self.settings;
         self.draining

@@ -55,6 +55,15 @@ enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with the configuration file format.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of mcpgate.yaml (for editors and CI).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +240,10 @@ async fn run(command: Command, json_logs: Option<bool>) -> anyhow::Result<ExitCo
         }
         Command::Catalogue { config, json } => catalogue(&Config::load(&config)?, json).await,
         Command::Policy(command) => policy(command).await,
+        Command::Config(ConfigCommand::Schema) => {
+            println!("{:#}", mcpgate::config::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCommand::Verify {
             key_file,
             partial,

@@ -105,6 +105,20 @@ pub struct Config {
     pub source: ConfigSource,
 }
 
+/// The JSON Schema (draft 2020-12) of `mcpgate.yaml`, derived from the types the file is parsed
+/// into, so it cannot drift from what the gateway accepts: every key, its type and its doc
+/// comment as description; unknown keys are not allowed. It checks the file's shape only —
+/// addresses, durations, rates, URLs and cross-references are checked by [`Config::load`]
+/// (`mcpgate validate`). Printed by `mcpgate config schema`; kept in `docs/mcpgate.schema.json`
+/// for editors (`# yaml-language-server: $schema=...`).
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(raw::RawConfig).to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("title".into(), "mcpgate.yaml".into());
+    }
+    schema
+}
+
 /// Reads a 32-byte key file (64 hex characters, or exactly 32 raw bytes): the session key and
 /// the audit chain key.
 ///

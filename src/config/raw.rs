@@ -17,7 +17,7 @@ pub use super::raw_traffic::{
 use crate::limits::rate::RawRate;
 
 /// The root of `mcpgate.yaml` (DESIGN.md §5.6).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// The client-facing listener.
@@ -57,7 +57,7 @@ pub struct RawConfig {
 }
 
 /// `shutdown:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
     /// How long `/readyz` reports `draining` while everything still serves, e.g. `5s`.
@@ -69,7 +69,7 @@ pub struct RawShutdown {
 }
 
 /// `policies:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicies {
     /// Directory of policy files, relative to the configuration file.
@@ -80,7 +80,7 @@ pub struct RawPolicies {
 }
 
 /// `listen:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
     /// `host:port`, e.g. `0.0.0.0:8443`; port 0 picks a free port.
@@ -115,7 +115,7 @@ pub struct RawListen {
 }
 
 /// A size: an integer count of bytes or a string with a unit (`512KiB`, `4MiB`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawSize {
     /// Bytes.
@@ -125,7 +125,7 @@ pub enum RawSize {
 }
 
 /// `admin:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `host:port` of the operations listener.
@@ -133,7 +133,7 @@ pub struct RawAdmin {
 }
 
 /// `session:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSession {
     /// File holding the 32-byte session sealing key (64 hex characters or 32 raw bytes). Every
@@ -155,7 +155,7 @@ pub struct RawSession {
 }
 
 /// One entry of `upstreams:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Upstream id, `^[a-z0-9][a-z0-9-]{0,31}$`.
@@ -200,7 +200,7 @@ pub struct RawUpstream {
 }
 
 /// `http:` of an upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpUpstream {
     /// The upstream's MCP endpoint URL.
@@ -217,7 +217,7 @@ pub struct RawHttpUpstream {
 }
 
 /// `stdio:` of an upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStdioUpstream {
     /// Program to run (looked up on `PATH`).
@@ -234,7 +234,7 @@ pub struct RawStdioUpstream {
 }
 
 /// `namespacing:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNamespacing {
     /// Separator between upstream id and tool/prompt name; default `__`.
@@ -246,7 +246,7 @@ pub struct RawNamespacing {
 }
 
 /// `catalogue:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCatalogue {
     /// How often each upstream's lists are fetched again, e.g. `5m`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// `listen.tls:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
@@ -25,7 +25,7 @@ pub struct RawTls {
 }
 
 /// `auth:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// Bearer JWT validation.
@@ -49,7 +49,7 @@ pub struct RawAuth {
 }
 
 /// `auth.jwt:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
     /// Expected `iss`.
@@ -83,7 +83,7 @@ pub struct RawJwt {
 }
 
 /// `auth.jwt.claims:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClaimNames {
     /// Claim with the caller's groups (default `groups`).
@@ -103,7 +103,7 @@ pub struct RawClaimNames {
 }
 
 /// One entry of `auth.api_keys:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKey {
     /// Name of the key: the principal's subject is `api-key:{name}`.
@@ -119,7 +119,7 @@ pub struct RawApiKey {
 }
 
 /// `upstreams[].http.oauth:` — how the gateway obtains tokens for an upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamOAuth {
     /// The authorization server's token endpoint.

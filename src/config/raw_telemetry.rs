@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::raw::RawSize;
 
 /// `audit:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// `file` (default) or `stdout`.
@@ -33,7 +33,7 @@ pub struct RawAudit {
 }
 
 /// `audit.rotate:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRotate {
     /// Size at which the active file is rotated, e.g. `100MiB`.
@@ -45,7 +45,7 @@ pub struct RawRotate {
 }
 
 /// `audit.arguments:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawArguments {
     /// Globs over canonical tool targets (`upstream/tool`) whose arguments are recorded.
@@ -61,7 +61,7 @@ pub struct RawArguments {
 }
 
 /// `telemetry:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     /// `text` (default) or `json`; the `--log-format` flag wins when given.
@@ -73,7 +73,7 @@ pub struct RawTelemetry {
 }
 
 /// `telemetry.otlp:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOtlp {
     /// Collector base URL, e.g. `http://otel-collector:4318` (spans go to `/v1/traces`).

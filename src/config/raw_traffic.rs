@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::limits::rate::RawRate;
 
 /// `limits:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// All calls through this replica together, e.g. `5000/s`.
@@ -21,7 +21,7 @@ pub struct RawLimits {
 }
 
 /// `circuit_breaker:` of an upstream; every field has a default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCircuitBreaker {
     /// Failures in a row that open the circuit.
@@ -45,7 +45,7 @@ pub struct RawCircuitBreaker {
 }
 
 /// `retries:` of an upstream.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetries {
     /// Extra attempts after the first, per request (0 disables retries).
@@ -57,7 +57,7 @@ pub struct RawRetries {
 }
 
 /// `health_check:` of an upstream.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     /// Time between checks of a healthy upstream, e.g. `30s`.
@@ -66,7 +66,7 @@ pub struct RawHealthCheck {
 }
 
 /// One entry of an upstream's `tools:`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawToolTraffic {
     /// All callers together, per matching tool.

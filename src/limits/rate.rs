@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A rate as written: a string such as `600/m`, or a rate with an explicit burst.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawRate {
     /// `N/s`, `N/m` or `N/h`.

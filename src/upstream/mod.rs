@@ -19,7 +19,7 @@ pub mod retry;
 pub mod session_requests;
 mod sse;
 mod sse_events;
-pub mod stdio;
+mod stdio;
 pub mod subscriptions;
 mod window;
 
@@ -600,8 +600,8 @@ impl UpstreamSet {
         self.events.subscribe()
     }
 
-    /// Stops the stdio upstreams' processes for shutdown: SIGTERM, SIGKILL after
-    /// [`stdio::STOP_GRACE`], none restarted; returns once all have exited.
+    /// Stops the stdio upstreams' processes for shutdown: SIGTERM, SIGKILL 5 s later, none
+    /// restarted; returns once all have exited (or after 6 s).
     pub async fn stop_children(&self) {
         self.children.stop().await;
     }
