@@ -79,12 +79,11 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The catalogue, for inspection.
     pub catalogue: Arc<Catalogue>,
-    shutdown: watch::Sender<bool>,
     streams: tokio_util::sync::CancellationToken,
-    servers: JoinSet<()>,
+    /// The MCP listener.
+    mcp: Servers,
     /// The operations listener: it serves `/readyz` and `/metrics` until the very end.
-    admin: JoinSet<()>,
-    admin_shutdown: watch::Sender<bool>,
+    admin: Servers,
     /// Set when shutdown begins: `/readyz` answers 503 `draining`.
     draining: Arc<std::sync::atomic::AtomicBool>,
     settings: crate::config::ShutdownConfig,
@@ -115,14 +114,8 @@ impl Running {
             "no longer accepting connections; waiting for requests in flight"
         );
         self.streams.cancel();
-        self.shutdown.send_replace(true);
-        let drained = tokio::time::timeout(grace, async {
-            while self.servers.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+        if !self.mcp.close(grace).await {
             tracing::warn!(?grace, "requests still in flight at shutdown were dropped");
-            self.servers.shutdown().await;
         }
         if tokio::time::timeout(AUDIT_FLUSH_GRACE, self.auditor.flush())
             .await
@@ -130,15 +123,7 @@ impl Running {
         {
             tracing::error!(grace = ?AUDIT_FLUSH_GRACE, "audit records could not be written before exit (see mcpgate_audit_write_errors_total)");
         }
-        self.admin_shutdown.send_replace(true);
-        if tokio::time::timeout(ADMIN_CLOSE_GRACE, async {
-            while self.admin.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
-            self.admin.shutdown().await;
-        }
+        self.admin.close(ADMIN_CLOSE_GRACE).await;
         self.catalogue.upstreams().stop_children().await;
         self.background.shutdown().await;
     }
@@ -232,15 +217,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let app = downstream::routes(gateway)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let (shutdown, _) = watch::channel(false);
-    let mut servers = JoinSet::new();
+    let mut mcp = Servers::new();
     let tls = match &config.listen.tls {
         Some(tls) => Some((TlsSetup::new(tls)?, tls.reload_interval)),
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mcp_addr = serve(
-        &mut servers,
+        &mut mcp,
         config.listen.addr,
         app,
         tls,
@@ -248,31 +232,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             limits: config.listen.limits,
             open: metrics.open_connections.with_label_values(&["mcp"]),
         },
-        shutdown.subscribe(),
     )
     .await?;
     let mcp_url = format!("{scheme}://{mcp_addr}/mcp");
     tracing::info!(%mcp_addr, "MCP endpoint listening on {mcp_url}");
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (admin_shutdown, _) = watch::channel(false);
-    let mut admin_servers = JoinSet::new();
+    let mut admin = Servers::new();
     let admin_addr = match &config.admin {
-        Some(admin) => {
+        Some(admin_config) => {
             let listener = Listener {
                 limits: ADMIN_LIMITS,
                 open: metrics.open_connections.with_label_values(&["admin"]),
             };
             let router =
                 crate::admin::routes(Arc::clone(&catalogue), metrics, Arc::clone(&draining));
-            let addr = serve(
-                &mut admin_servers,
-                admin.addr,
-                router,
-                None,
-                listener,
-                admin_shutdown.subscribe(),
-            )
-            .await?;
+            let addr = serve(&mut admin, admin_config.addr, router, None, listener).await?;
             tracing::info!(%addr, "operations endpoint listening");
             Some(addr)
         }
@@ -283,11 +257,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         mcp_url,
         admin_addr,
         catalogue,
-        shutdown,
         streams,
-        servers,
-        admin: admin_servers,
-        admin_shutdown,
+        mcp,
+        admin,
         draining,
         settings: config.shutdown,
         background,
@@ -341,15 +313,44 @@ struct Listener {
     open: prometheus::IntGauge,
 }
 
+/// The serving tasks of one listener and the switch that stops it accepting.
+struct Servers {
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Servers {
+    fn new() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Stops accepting, waits up to `within` for the connections in flight to finish, then
+    /// drops the rest; `true` when all finished in time.
+    async fn close(&mut self, within: std::time::Duration) -> bool {
+        self.stop.send_replace(true);
+        let drained = tokio::time::timeout(within, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            self.tasks.shutdown().await;
+        }
+        drained
+    }
+}
+
 /// Binds `addr` and serves `app` on it, over TLS when `tls` is given (with its certificate
-/// reload period), until `shutdown`.
+/// reload period), until `servers` is closed.
 async fn serve(
-    servers: &mut JoinSet<()>,
+    servers: &mut Servers,
     addr: SocketAddr,
     app: axum::Router,
     tls: Option<(TlsSetup, std::time::Duration)>,
     listener: Listener,
-    shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
     let socket = TcpListener::bind(addr)
         .await
@@ -357,13 +358,13 @@ async fn serve(
     let local = socket
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    servers.spawn(crate::listener::serve(
+    servers.tasks.spawn(crate::listener::serve(
         socket,
         tls,
         app,
         listener.limits,
         listener.open,
-        shutdown,
+        servers.stop.subscribe(),
     ));
     Ok(local)
 }
