@@ -89,9 +89,33 @@ pub struct Running {
     settings: crate::config::ShutdownConfig,
     background: JoinSet<()>,
     auditor: Auditor,
+    live: Arc<crate::reload::Live>,
+    reloads: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Asks a running gateway to reload its configuration file (SIGHUP); requests made while one
+/// is pending are merged into it.
+#[derive(Clone)]
+pub struct Reloader(tokio::sync::mpsc::Sender<()>);
+
+impl Reloader {
+    /// Requests a reload, without waiting for it.
+    pub fn request(&self) {
+        let _ = self.0.try_send(());
+    }
 }
 
 impl Running {
+    /// Reloads the configuration file now ([`crate::reload`]) and says how it went.
+    pub async fn reload(&self) -> crate::policy::reload::Outcome {
+        self.live.reload().await
+    }
+
+    /// A handle that requests reloads (for a SIGHUP handler).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.reloads.clone())
+    }
+
     /// Shuts down gracefully ([`crate::config::ShutdownConfig`]): `/readyz` answers 503
     /// `draining` for the drain delay while everything still serves; then the MCP listener
     /// stops accepting, legacy GET streams end, and requests in flight get the grace period,
@@ -157,12 +181,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.catalogue.clone(),
         metrics.clone(),
     ));
-    let mut background = catalogue::refresh::spawn(Arc::clone(&catalogue));
-    // Active health checks, one task per upstream.
-    for upstream in catalogue.upstreams().all() {
-        let interval = upstream.controls().traffic.health_interval;
-        background.spawn(crate::upstream::health::run(Arc::clone(upstream), interval));
-    }
+    // Per upstream: refresh, list-change listening, active health checks.
+    let tasks = Arc::new(catalogue::refresh::Tasks::spawn(Arc::clone(&catalogue)));
+    let mut background = JoinSet::new();
     // Front door: the issuer's keys are fetched before the first request is served.
     let auth = Arc::new(authenticator(&config, &mut background).await?);
     let access = access(&config, &catalogue, &metrics, &auditor, &mut background)?;
@@ -176,12 +197,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Rate limits: counters per replica, idle keys swept in the background.
     let limits = Arc::new(RateLimits::new(&config.limits, &config.upstreams));
     background.spawn(crate::limits::sweep(Arc::clone(&limits)));
+    // Configuration reload: file changes and SIGHUP (through `Running::reloader`).
+    let live = Arc::new(crate::reload::Live {
+        started: config.source.clone(),
+        in_force: tokio::sync::Mutex::new(config.clone()),
+        catalogue: Arc::clone(&catalogue),
+        tasks,
+        limits: Arc::clone(&limits),
+        access: Arc::clone(&access),
+        auditor: auditor.clone(),
+        metrics: metrics.clone(),
+    });
+    let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
+    background.spawn(crate::reload::watch(Arc::clone(&live), reload_requests));
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
         router: Router::new(
             Arc::clone(&catalogue),
             metrics.clone(),
-            access,
+            Arc::clone(&access),
             Arc::clone(&limits),
             auditor.clone(),
             config.session.key,
@@ -264,11 +298,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         settings: config.shutdown,
         background,
         auditor,
+        live,
+        reloads,
     })
 }
 
 /// The `config_loaded` audit record of `config`.
-fn config_loaded(config: &Config) -> Vec<u8> {
+pub(crate) fn config_loaded(config: &Config) -> Vec<u8> {
     let path = config.source.path.display().to_string();
     let body = crate::audit::record::ConfigLoadedRecord {
         config_path: &path,

@@ -217,7 +217,9 @@ async fn run(command: Command, json_logs: Option<bool>) -> anyhow::Result<ExitCo
             // Listened for from before the listeners open: a SIGTERM that arrives as soon as
             // the gateway says it listens must start a graceful shutdown, not kill it.
             let mut signals = ShutdownSignals::install().context("cannot listen for signals")?;
+            let hangups = reload_on_hangup().context("cannot listen for SIGHUP")?;
             let running = mcpgate::app::start(cfg).await.context("cannot start")?;
+            hangups(running.reloader());
             say(format!("mcpgate listening on {}", running.mcp_url));
             if let Some(admin) = running.admin_addr {
                 say(format!("mcpgate operations on http://{admin}/metrics"));
@@ -425,6 +427,24 @@ async fn catalogue(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM and SIGINT (Ctrl-C): each received signal is one `recv`.
+/// Installs the SIGHUP handler now (from here on SIGHUP no longer ends the process) and returns
+/// what connects it to the gateway: each SIGHUP then requests a configuration reload.
+fn reload_on_hangup() -> std::io::Result<impl FnOnce(mcpgate::app::Reloader)> {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(move |reloader: mcpgate::app::Reloader| {
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reloader.request();
+            }
+        });
+        #[cfg(not(unix))]
+        drop(reloader);
+    })
+}
+
 struct ShutdownSignals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,

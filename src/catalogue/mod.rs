@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::config::{CatalogueConfig, NamespacingConfig, UpstreamId};
 use crate::error::GatewayError;
 use crate::telemetry::Metrics;
-use crate::upstream::{CallContext, Upstream, UpstreamError, UpstreamInfo, UpstreamSet};
+use crate::upstream::{CallContext, Plan, Upstream, UpstreamError, UpstreamInfo, UpstreamSet};
 use namespace::Namespacer;
 pub use views::ViewKey;
 
@@ -379,13 +379,22 @@ impl Page {
     }
 }
 
+/// The listings of a reload's fresh upstreams ([`Catalogue::list_fresh`]).
+pub struct Listed(Vec<(UpstreamId, UpstreamListing)>);
+
+/// What snapshots are merged from: the naming in force and each upstream's last good listing,
+/// in configuration order.
+struct Plane {
+    namespacer: Namespacer,
+    listings: Vec<(UpstreamId, Arc<UpstreamListing>)>,
+}
+
 /// The catalogue: the current snapshot plus what is needed to refresh it.
 pub struct Catalogue {
     upstreams: Arc<UpstreamSet>,
-    namespacer: Namespacer,
     /// Settings for refresh and paging.
     pub config: CatalogueConfig,
-    listings: Mutex<Vec<(UpstreamId, Arc<UpstreamListing>)>>,
+    plane: Mutex<Plane>,
     current: RwLock<Arc<Snapshot>>,
     ready: watch::Sender<bool>,
     changes: tokio::sync::broadcast::Sender<Vec<ListKind>>,
@@ -393,7 +402,7 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// An empty catalogue over `upstreams`; call [`refresh::spawn`] or
+    /// An empty catalogue over `upstreams`; call [`refresh::Tasks::spawn`] or
     /// [`Catalogue::refresh_all`] to fill it.
     pub fn new(
         upstreams: Arc<UpstreamSet>,
@@ -401,18 +410,20 @@ impl Catalogue {
         config: CatalogueConfig,
         metrics: Metrics,
     ) -> Self {
-        let namespacer = Namespacer::new(namespacing, upstreams.all().len());
-        let listings: Vec<_> = upstreams
-            .all()
+        let members = upstreams.all();
+        let namespacer = Namespacer::new(namespacing, members.len());
+        let listings: Vec<_> = members
             .iter()
             .map(|u| (u.id().clone(), Arc::new(UpstreamListing::default())))
             .collect();
         let snapshot = merge::merge(&namespacer, &listings);
         Self {
             upstreams,
-            namespacer,
             config,
-            listings: Mutex::new(listings),
+            plane: Mutex::new(Plane {
+                namespacer,
+                listings,
+            }),
             current: RwLock::new(Arc::new(snapshot)),
             ready: watch::channel(false).0,
             changes: tokio::sync::broadcast::channel(64).0,
@@ -443,7 +454,7 @@ impl Catalogue {
 
     /// Refreshes every upstream concurrently, then marks the catalogue ready.
     pub async fn refresh_all(&self) {
-        let all: Vec<_> = self.upstreams.all().to_vec();
+        let all = self.upstreams.all();
         futures::future::join_all(all.iter().map(|u| self.refresh_upstream(u))).await;
         self.ready.send_replace(true);
     }
@@ -452,7 +463,19 @@ impl Catalogue {
     /// logged and counted. Returns whether the refresh succeeded.
     pub async fn refresh_upstream(&self, upstream: &Upstream) -> bool {
         let id = upstream.id().clone();
-        let fetched = fetch_listing(upstream).await;
+        let (listing, ok) = self.outcome(&id, fetch_listing(upstream).await);
+        self.store(id, listing);
+        ok
+    }
+
+    /// The listing to keep for upstream `id` after a fetch: the fetched one, or on failure
+    /// the last good entries marked down (the failure logged and counted); and whether the
+    /// fetch succeeded.
+    fn outcome(
+        &self,
+        id: &UpstreamId,
+        fetched: Result<UpstreamListing, UpstreamError>,
+    ) -> (UpstreamListing, bool) {
         let ok = fetched.is_ok();
         let listing = match fetched {
             Ok(listing) => listing,
@@ -462,7 +485,7 @@ impl Catalogue {
                     .catalogue_refresh_failures
                     .with_label_values(&[id.as_str()])
                     .inc();
-                let previous = self.listing(&id).unwrap_or_default();
+                let previous = self.listing(id).unwrap_or_default();
                 UpstreamListing {
                     up: false,
                     last_error: Some(e.to_string()),
@@ -474,8 +497,72 @@ impl Catalogue {
             .upstream_up
             .with_label_values(&[id.as_str()])
             .set(i64::from(ok));
-        self.store(id, listing);
-        ok
+        (listing, ok)
+    }
+
+    /// Lists the fresh upstreams of `plan` (a configuration reload), concurrently, each
+    /// within its timeout; one that fails keeps the entries its predecessor of the same id
+    /// had, marked stale, and is retried by its refresh task. Nothing is in force until
+    /// [`Catalogue::reconfigure`].
+    pub async fn list_fresh(&self, plan: &Plan) -> Listed {
+        let fetched = futures::future::join_all(plan.fresh.iter().map(|u| async {
+            let listing = match tokio::time::timeout(u.timeout(), fetch_listing(u)).await {
+                Ok(listing) => listing,
+                Err(_) => Err(UpstreamError::Timeout),
+            };
+            (u.id().clone(), self.outcome(u.id(), listing).0)
+        }))
+        .await;
+        Listed(fetched)
+    }
+
+    /// Puts the upstreams of `plan`, with the `fresh` listings, and the naming of
+    /// `namespacing` in force in the merged lists: one snapshot replaces the current one and
+    /// subscribers hear of every list whose entries changed. Unchanged upstreams keep their
+    /// listings; removed ones take their entries and series with them.
+    pub fn reconfigure(&self, namespacing: &NamespacingConfig, plan: &Plan, fresh: Listed) {
+        let Listed(mut fetched) = fresh;
+        let mut plane = self.plane.lock().unwrap_or_else(|p| p.into_inner());
+        let listings = plan
+            .next
+            .iter()
+            .map(|u| {
+                let id = u.id().clone();
+                let listing = match fetched.iter().position(|(f, _)| *f == id) {
+                    Some(at) => Arc::new(std::mem::take(&mut fetched[at].1)),
+                    None => plane
+                        .listings
+                        .iter()
+                        .find(|(i, _)| *i == id)
+                        .map(|(_, l)| Arc::clone(l))
+                        .unwrap_or_default(),
+                };
+                (id, listing)
+            })
+            .collect();
+        for (gone, _) in plane
+            .listings
+            .iter()
+            .filter(|(id, _)| !plan.next.iter().any(|u| u.id() == id))
+        {
+            self.forget_series(gone);
+        }
+        *plane = Plane {
+            namespacer: Namespacer::new(namespacing, plan.next.len()),
+            listings,
+        };
+        self.publish(plane, "configuration reload");
+    }
+
+    /// Removes the per-upstream series of an upstream that left the configuration.
+    fn forget_series(&self, id: &UpstreamId) {
+        let _ = self.metrics.upstream_up.remove_label_values(&[id.as_str()]);
+        for kind in ListKind::ALL {
+            let _ = self
+                .metrics
+                .catalogue_entries
+                .remove_label_values(&[id.as_str(), kind.label()]);
+        }
     }
 
     /// Whether the most recent refresh of upstream `id` succeeded (`None`: not configured).
@@ -484,31 +571,38 @@ impl Catalogue {
     }
 
     fn listing(&self, id: &UpstreamId) -> Option<Arc<UpstreamListing>> {
-        let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
-        listings
+        let plane = self.plane.lock().unwrap_or_else(|p| p.into_inner());
+        plane
+            .listings
             .iter()
             .find(|(i, _)| i == id)
             .map(|(_, l)| Arc::clone(l))
     }
 
     fn store(&self, id: UpstreamId, listing: UpstreamListing) {
-        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = listings.iter_mut().find(|(i, _)| *i == id) {
+        let mut plane = self.plane.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = plane.listings.iter_mut().find(|(i, _)| *i == id) {
             slot.1 = Arc::new(listing);
         }
-        let snapshot = Arc::new(merge::merge(&self.namespacer, &listings));
+        self.publish(plane, id.as_str());
+    }
+
+    /// Merges `plane` into the current snapshot and tells subscribers which lists changed
+    /// (after the first round); `cause` names what changed, for the log.
+    fn publish(&self, plane: std::sync::MutexGuard<'_, Plane>, cause: &str) {
+        let snapshot = Arc::new(merge::merge(&plane.namespacer, &plane.listings));
         let previous = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
             Arc::clone(&snapshot),
         );
-        drop(listings);
+        drop(plane);
         self.count_entries(&snapshot);
         let changed: Vec<ListKind> = ListKind::ALL
             .into_iter()
             .filter(|k| previous.entries(*k) != snapshot.entries(*k))
             .collect();
         if !changed.is_empty() && self.is_ready() {
-            tracing::info!(upstream = %id, kinds = ?changed, "merged catalogue changed");
+            tracing::info!(%cause, kinds = ?changed, "merged catalogue changed");
             let _ = self.changes.send(changed);
         }
     }

@@ -126,7 +126,7 @@ pub struct ApiKeyConfig {
 }
 
 /// `upstreams[].http.oauth:` after validation: how the gateway authenticates to an upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamOAuthConfig {
     /// Token endpoint.
     pub token_url: Url,

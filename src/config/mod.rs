@@ -135,6 +135,24 @@ pub struct ConfigSource {
     pub path: PathBuf,
     /// Lowercase hex SHA-256 of the file's text.
     pub sha256: String,
+    /// The file's top-level sections as written (before `${ENV}` expansion and validation),
+    /// to tell which sections a reload changes.
+    pub sections: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigSource {
+    /// The top-level sections whose text differs between `self` and `other`, in name order,
+    /// ignoring those in `except`.
+    pub fn changed_sections(&self, other: &Self, except: &[&str]) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> =
+            self.sections.keys().chain(other.sections.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| !except.contains(&n.as_str()))
+            .filter(|n| self.sections.get(*n) != other.sections.get(*n))
+            .cloned()
+            .collect()
+    }
 }
 
 /// `listen:` after validation.
@@ -208,7 +226,7 @@ pub enum EraPreference {
 }
 
 /// One upstream after validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The id, also the namespace prefix.
     pub id: UpstreamId,
@@ -223,7 +241,7 @@ pub struct UpstreamConfig {
 }
 
 /// How an upstream is reached.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamTransport {
     /// Streamable HTTP.
     Http {
@@ -266,7 +284,7 @@ pub enum PrefixMode {
 }
 
 /// `namespacing:` after validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NamespacingConfig {
     /// Separator between upstream id and name (default `__`), drawn from `[A-Za-z0-9_-]`.
     pub separator: String,
@@ -398,6 +416,7 @@ impl Config {
         config.source = ConfigSource {
             path: origin.to_path_buf(),
             sha256: crate::audit::sha256_hex(text.as_bytes()),
+            sections: serde_yaml_ng::from_str(text).unwrap_or_default(),
         };
         Ok(config)
     }

@@ -11,7 +11,7 @@ use super::validate::{Issues, duration, positive};
 use crate::limits::rate::{Rate, RawRate};
 
 /// `limits:` after validation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitsConfig {
     /// All calls through this replica together.
     pub global: Option<Rate>,
@@ -20,7 +20,7 @@ pub struct LimitsConfig {
 }
 
 /// One upstream's traffic controls after validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTraffic {
     /// How far progress notifications may extend a call's timeout, measured from its start.
     pub max_timeout: Duration,
@@ -85,6 +85,15 @@ pub struct ToolTraffic {
     pub rate_limit: Option<Rate>,
     /// Whole-call timeout instead of the upstream's.
     pub timeout: Option<Duration>,
+}
+
+/// Entries are equal when written the same (`matcher` is compiled from `pattern`).
+impl PartialEq for ToolTraffic {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+            && self.rate_limit == other.rate_limit
+            && self.timeout == other.timeout
+    }
 }
 
 /// `circuit_breaker:` after validation.

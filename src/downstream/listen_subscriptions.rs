@@ -77,7 +77,7 @@ pub async fn subscribe(gw: &Gateway, grant: &Grant, uris: &[Value]) -> Subscribe
         };
         let wire = snapshot.wire_uri(&resolved.upstream, &forward);
         if seen.insert(wire.clone()) {
-            wanted.push((uri.to_string(), wire, Arc::clone(upstream), forward));
+            wanted.push((uri.to_string(), wire, upstream, forward));
         }
     }
     let results: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();

@@ -155,20 +155,27 @@ impl<C: Clock + Clone> Limiter<C> {
 
 /// One upstream's limiters: the whole upstream's and one per `tools:` entry with a rate.
 struct UpstreamLimiters<C: Clock> {
-    whole: Option<Limiter<C>>,
+    whole: Option<Arc<Limiter<C>>>,
     /// By `tools:` entry index; `None` where the entry sets no rate.
-    tools: Vec<Option<Limiter<C>>>,
+    tools: Vec<Option<Arc<Limiter<C>>>>,
+    /// The `tools:` entries the limiters were made for.
+    entries: Vec<crate::config::ToolTraffic>,
+}
+
+/// The limits that come from the configuration file (a reload replaces them).
+struct Configured<C: Clock> {
+    global: Option<Arc<Limiter<C>>>,
+    per_principal: Option<Arc<Limiter<C>>>,
+    upstreams: HashMap<String, UpstreamLimiters<C>>,
 }
 
 /// Every rate limit of the gateway. Generic over the clock so tests can drive time.
 pub struct RateLimits<C: Clock = DefaultClock> {
     clock: C,
-    global: Option<Limiter<C>>,
-    per_principal: Option<Limiter<C>>,
+    configured: RwLock<Arc<Configured<C>>>,
     /// One limiter per distinct role rate, keyed by (role, principal): roles come and go
     /// with policy reloads, rates are few.
     per_role: RwLock<HashMap<Rate, Arc<Limiter<C>>>>,
-    upstreams: HashMap<String, UpstreamLimiters<C>>,
 }
 
 impl RateLimits<DefaultClock> {
@@ -181,29 +188,26 @@ impl RateLimits<DefaultClock> {
 impl<C: Clock + Clone> RateLimits<C> {
     /// The limits of a configuration, on `clock`.
     pub fn with_clock(limits: &LimitsConfig, upstreams: &[UpstreamConfig], clock: C) -> Self {
-        let limiter = |rate: Option<Rate>| rate.map(|r| Limiter::new(r, &clock));
-        let upstreams = upstreams
-            .iter()
-            .map(|u| {
-                let limiters = UpstreamLimiters {
-                    whole: limiter(u.traffic.rate_limit),
-                    tools: u
-                        .traffic
-                        .tools
-                        .iter()
-                        .map(|t| limiter(t.rate_limit))
-                        .collect(),
-                };
-                (u.id.to_string(), limiters)
-            })
-            .collect();
+        let configured = Configured::new(limits, upstreams, None, &clock);
         Self {
-            global: limiter(limits.global),
-            per_principal: limiter(limits.per_principal),
+            configured: RwLock::new(Arc::new(configured)),
             per_role: RwLock::new(HashMap::new()),
-            upstreams,
             clock,
         }
+    }
+
+    /// Puts the limits of a reloaded configuration in force. A limiter whose rate (and, per
+    /// tool, whose `tools:` entry) is unchanged keeps its state, so a reload never hands out
+    /// fresh cells; a new or changed limit starts full. Role limits come from the policy
+    /// files and are untouched.
+    pub fn reconfigure(&self, limits: &LimitsConfig, upstreams: &[UpstreamConfig]) {
+        let mut current = self.configured.write().unwrap_or_else(|p| p.into_inner());
+        let next = Configured::new(limits, upstreams, Some(&current), &self.clock);
+        *current = Arc::new(next);
+    }
+
+    fn configured(&self) -> Arc<Configured<C>> {
+        Arc::clone(&self.configured.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Lets a call through when every applicable limit has a cell for it, consuming one from
@@ -243,10 +247,11 @@ impl<C: Clock + Clone> RateLimits<C> {
         roles: impl Iterator<Item = (&'r str, Rate)>,
         mut f: impl FnMut(&Limiter<C>, u64, Applied<'r>),
     ) {
-        if let Some(l) = &self.global {
+        let configured = self.configured();
+        if let Some(l) = &configured.global {
             f(l, 0, Applied::new(LimitKind::Global, l.rate));
         }
-        if let Some(l) = &self.per_principal {
+        if let Some(l) = &configured.per_principal {
             f(
                 l,
                 call.principal,
@@ -261,7 +266,7 @@ impl<C: Clock + Clone> RateLimits<C> {
             };
             f(&limiter, mix(call.principal, role), applied);
         }
-        let Some(upstream) = self.upstreams.get(call.upstream) else {
+        let Some(upstream) = configured.upstreams.get(call.upstream) else {
             return;
         };
         if let Some(l) = &upstream.whole {
@@ -295,40 +300,34 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// Drops every key whose bucket has refilled (it is then the same as a key never seen) and
     /// gives the memory back. Run it periodically.
     pub fn retain_recent(&self) {
-        let roles = self.per_role.read().unwrap_or_else(|p| p.into_inner());
-        let upstreams = self
-            .upstreams
-            .values()
-            .flat_map(|u| u.whole.iter().chain(u.tools.iter().flatten()));
-        for l in self
-            .global
-            .iter()
-            .chain(&self.per_principal)
-            .chain(roles.values().map(|l| l.as_ref()))
-            .chain(upstreams)
-        {
+        self.each_limiter(|l| {
             l.gcra.retain_recent();
             l.gcra.shrink_to_fit();
-        }
+        });
     }
 
     /// Keys held across all limiters (what [`RateLimits::retain_recent`] bounds).
     pub fn keys(&self) -> usize {
+        let mut keys = 0;
+        self.each_limiter(|l| keys += l.gcra.len());
+        keys
+    }
+
+    /// Runs `f` on every limiter.
+    fn each_limiter(&self, mut f: impl FnMut(&Limiter<C>)) {
+        let configured = self.configured();
         let roles = self.per_role.read().unwrap_or_else(|p| p.into_inner());
-        let upstreams: usize = self
+        let upstreams = configured
             .upstreams
             .values()
-            .flat_map(|u| u.whole.iter().chain(u.tools.iter().flatten()))
-            .map(|l| l.gcra.len())
-            .sum();
-        self.global.iter().map(|l| l.gcra.len()).sum::<usize>()
-            + self
-                .per_principal
-                .iter()
-                .map(|l| l.gcra.len())
-                .sum::<usize>()
-            + roles.values().map(|l| l.gcra.len()).sum::<usize>()
-            + upstreams
+            .flat_map(|u| u.whole.iter().chain(u.tools.iter().flatten()));
+        configured
+            .global
+            .iter()
+            .chain(&configured.per_principal)
+            .chain(roles.values())
+            .chain(upstreams)
+            .for_each(|l| f(l));
     }
 
     /// The limits that apply to `call`, in checking order (for `mcpgate policy explain`).
@@ -340,6 +339,55 @@ impl<C: Clock + Clone> RateLimits<C> {
         let mut out = Vec::new();
         self.each(call, roles, |_, _, applied| out.push(applied));
         out
+    }
+}
+
+impl<C: Clock + Clone> Configured<C> {
+    /// The limiters of a configuration, reusing those of `previous` whose limit is unchanged.
+    fn new(
+        limits: &LimitsConfig,
+        upstreams: &[UpstreamConfig],
+        previous: Option<&Self>,
+        clock: &C,
+    ) -> Self {
+        let make = |rate: Option<Rate>, kept: Option<&Arc<Limiter<C>>>| {
+            let rate = rate?;
+            Some(match kept {
+                Some(l) if l.rate == rate => Arc::clone(l),
+                _ => Arc::new(Limiter::new(rate, clock)),
+            })
+        };
+        let upstreams = upstreams
+            .iter()
+            .map(|u| {
+                let before = previous.and_then(|p| p.upstreams.get(u.id.as_str()));
+                let entries = &u.traffic.tools;
+                let tools = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let kept = before
+                            .filter(|b| b.entries.get(i) == Some(t))
+                            .and_then(|b| b.tools.get(i)?.as_ref());
+                        make(t.rate_limit, kept)
+                    })
+                    .collect();
+                let limiters = UpstreamLimiters {
+                    whole: make(u.traffic.rate_limit, before.and_then(|b| b.whole.as_ref())),
+                    tools,
+                    entries: entries.clone(),
+                };
+                (u.id.to_string(), limiters)
+            })
+            .collect();
+        Self {
+            global: make(limits.global, previous.and_then(|p| p.global.as_ref())),
+            per_principal: make(
+                limits.per_principal,
+                previous.and_then(|p| p.per_principal.as_ref()),
+            ),
+            upstreams,
+        }
     }
 }
 

@@ -180,3 +180,42 @@ fn principal_keys_come_from_the_digest() {
     );
     assert_eq!(principal_key(""), 0);
 }
+
+#[test]
+fn a_reload_keeps_the_state_of_unchanged_limits_and_starts_changed_ones_full() {
+    let (l, _) = limits("{ per_principal: 1/m }", TWO_UPSTREAMS);
+    l.admit(&call(1, "tight"), no_roles()).unwrap();
+    // Both the principal's and the upstream's only cell are spent.
+    assert!(l.admit(&call(1, "tight"), no_roles()).is_err());
+    // Same limits, one more upstream: nothing is handed out afresh.
+    let more = format!(
+        "{TWO_UPSTREAMS}  - id: added\n    http: {{ url: \"http://127.0.0.1:9/mcp\" }}\n    rate_limit: 1/m\n"
+    );
+    let cfg = config("{ per_principal: 1/m }", &more);
+    l.reconfigure(&cfg.limits, &cfg.upstreams);
+    let refused = l.admit(&call(1, "tight"), no_roles()).unwrap_err();
+    assert_eq!(refused.limit, LimitKind::PerPrincipal);
+    l.admit(&call(2, "added"), no_roles()).unwrap();
+    assert_eq!(
+        l.admit(&call(3, "added"), no_roles()).unwrap_err().limit,
+        LimitKind::PerUpstream,
+        "the added upstream's limit applies"
+    );
+    // A changed per-principal rate starts full; the upstream's unchanged 1/m stays spent.
+    let cfg = config("{ per_principal: 5/m }", &more);
+    l.reconfigure(&cfg.limits, &cfg.upstreams);
+    l.admit(&call(1, "open"), no_roles()).unwrap();
+    assert_eq!(
+        l.admit(&call(1, "tight"), no_roles()).unwrap_err().limit,
+        LimitKind::PerUpstream
+    );
+    // A removed upstream's limit no longer applies.
+    let cfg = config(
+        "{}",
+        "  - id: tight\n    http: { url: \"http://127.0.0.1:9/mcp\" }\n",
+    );
+    l.reconfigure(&cfg.limits, &cfg.upstreams);
+    for _ in 0..3 {
+        l.admit(&call(1, "tight"), no_roles()).unwrap();
+    }
+}

@@ -123,7 +123,9 @@ pub struct Access {
 
 struct Policies {
     config: PolicyConfig,
-    upstreams: Vec<String>,
+    /// The configured upstream ids, which policy patterns may name (a configuration reload
+    /// changes them).
+    upstreams: RwLock<Vec<String>>,
     current: RwLock<Arc<PolicySet>>,
     changes: tokio::sync::broadcast::Sender<Arc<PolicySet>>,
 }
@@ -144,7 +146,7 @@ impl Access {
         Ok(Self {
             inner: Some(Policies {
                 config,
-                upstreams,
+                upstreams: RwLock::new(upstreams),
                 current: RwLock::new(Arc::new(set)),
                 changes: tokio::sync::broadcast::channel(16).0,
             }),
@@ -187,7 +189,12 @@ impl Access {
         let Some(p) = &self.inner else {
             return Ok(false);
         };
-        let set = compile::load_dir(&p.config.dir, &p.upstreams)?;
+        let upstreams = p
+            .upstreams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let set = compile::load_dir(&p.config.dir, &upstreams)?;
         let mut current = p.current.write().unwrap_or_else(|e| e.into_inner());
         if current.hash == set.hash {
             return Ok(false);
@@ -198,6 +205,25 @@ impl Access {
         drop(current);
         let _ = p.changes.send(set);
         Ok(true)
+    }
+
+    /// Whether the policy files are valid with `upstreams` as the configured upstream ids
+    /// (a configuration reload that removes an upstream a policy names is refused).
+    ///
+    /// # Errors
+    /// The set's problems under those ids.
+    pub fn check_upstreams(&self, upstreams: &[String]) -> Result<(), Vec<PolicyIssue>> {
+        match &self.inner {
+            Some(p) => compile::load_dir(&p.config.dir, upstreams).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `upstreams` the configured upstream ids that later policy reloads check against.
+    pub fn set_upstreams(&self, upstreams: Vec<String>) {
+        if let Some(p) = &self.inner {
+            *p.upstreams.write().unwrap_or_else(|e| e.into_inner()) = upstreams;
+        }
     }
 
     /// Receives each newly applied policy set.

@@ -3,14 +3,8 @@
 //! with its problems and counted, and the set in force stays.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
 
 use super::Access;
-
-/// Quiet time after the last change before the set is loaded again (editors write in bursts).
-const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// The outcome of one reload, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,15 +40,7 @@ pub async fn watch(
     let Some(dir) = access.config().map(|c| c.dir.clone()) else {
         return Ok(());
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(4);
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
-        if result.is_ok() {
-            let _ = tx.try_send(());
-        }
-    })?;
-    debouncer
-        .watcher()
-        .watch(&dir, RecursiveMode::NonRecursive)?;
+    let (watch, mut rx) = crate::watch::watch_dir(&dir, |_| true)?;
     tracing::info!(dir = %dir.display(), "watching the policy directory");
     while rx.recv().await.is_some() {
         let outcome = match access.reload() {
@@ -73,6 +59,6 @@ pub async fn watch(
         };
         report(outcome);
     }
-    drop(debouncer);
+    drop(watch);
     Ok(())
 }

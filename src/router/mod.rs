@@ -205,7 +205,7 @@ impl Router {
         self.rate_limit(ctx, guard, &owner, &target, tool)?; // limits
         if method == "resources/subscribe" {
             // Held per shared connection; one cheap request, so no bulkhead slot of its own.
-            return self.subscribe(ctx, upstream, &target).await;
+            return self.subscribe(ctx, &upstream, &target).await;
         }
         let refused = |source| GatewayError::Upstream {
             upstream: target.upstream.to_string(),
@@ -217,7 +217,7 @@ impl Router {
             .map_err(refused)?;
         let timeout = controls.timeout(tool); // timeout
         let call = Forward {
-            upstream,
+            upstream: &upstream,
             method,
             target,
             owner,
@@ -228,7 +228,7 @@ impl Router {
     }
 
     /// The upstream a resolved call goes to.
-    fn upstream(&self, id: &UpstreamId) -> Result<&Arc<Upstream>, GatewayError> {
+    fn upstream(&self, id: &UpstreamId) -> Result<Arc<Upstream>, GatewayError> {
         self.catalogue
             .upstreams()
             .get(id.as_str())

@@ -118,7 +118,7 @@ pub async fn list(
             .is_some_and(|i| i.capabilities.pointer("/tasks/list").is_some());
         let upstream = upstreams.get(id.as_str()).filter(|_| supports)?;
         Some(async move {
-            let listed = tokio::time::timeout(upstream.timeout(), list_one(upstream, ctx))
+            let listed = tokio::time::timeout(upstream.timeout(), list_one(&upstream, ctx))
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout));
             (id, listed)

@@ -81,6 +81,21 @@ impl TrafficMetrics {
         })
     }
 
+    /// Removes the series of an upstream that a configuration reload removed (its gauges
+    /// would otherwise report a state that no longer exists). Its `retries` series, labelled
+    /// by method as well, stay until the process restarts.
+    pub fn forget(&self, upstream: &str) {
+        let _ = self.circuit_state.remove_label_values(&[upstream]);
+        for s in [State::Closed, State::HalfOpen, State::Open] {
+            let _ = self
+                .circuit_transitions
+                .remove_label_values(&[upstream, s.as_str()]);
+        }
+        let _ = self.upstream_inflight.remove_label_values(&[upstream]);
+        let _ = self.bulkhead_rejected.remove_label_values(&[upstream]);
+        let _ = self.timeouts.remove_label_values(&[upstream]);
+    }
+
     /// The breaker metric handles of `upstream`.
     pub fn breaker(&self, upstream: &str) -> BreakerMetrics {
         let to = |s: State| {

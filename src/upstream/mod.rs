@@ -17,6 +17,7 @@ pub mod mcp;
 mod mux;
 pub mod retry;
 pub mod session_requests;
+mod set;
 mod sse;
 mod sse_events;
 mod stdio;
@@ -35,6 +36,7 @@ use crate::redact::Detail;
 
 pub use call::{Call, CallItem, ServerRequest};
 pub use mcp::UpstreamInfo;
+pub use set::{Plan, UpstreamSet};
 
 /// Why an upstream produced no JSON-RPC answer. Classified for the client by
 /// [`UpstreamError::reason`]; details are for logs only, and redacted when made (no URL in
@@ -254,12 +256,26 @@ pub struct Upstream {
     health: health::Health,
     /// Resource subscriptions held on the shared connection, counted ([`subscriptions`]).
     shared_subscriptions: subscriptions::Counts,
+    /// The configuration it was built from (a reload compares it).
+    config: UpstreamConfig,
+    /// Stops this upstream's stdio process (shared with the set's, for shutdown).
+    children: stdio::Children,
 }
 
 enum Link {
     Http(Box<http::HttpUpstream>),
     /// stdio, or the 2024-11-05 HTTP+SSE transport: one multiplexed connection.
     Mux(Box<mux::MuxUpstream>),
+}
+
+impl Link {
+    /// Whether no connection task is left running (HTTP upstreams hold none).
+    fn finished(&self) -> bool {
+        match self {
+            Self::Http(_) => true,
+            Self::Mux(m) => m.finished(),
+        }
+    }
 }
 
 impl Upstream {
@@ -274,6 +290,7 @@ impl Upstream {
         metrics: &crate::telemetry::traffic::TrafficMetrics,
         children: &stdio::Children,
     ) -> Self {
+        let children = children.for_upstream();
         let link = match &cfg.transport {
             UpstreamTransport::Http {
                 url,
@@ -345,6 +362,30 @@ impl Upstream {
             health: health::Health::default(),
             link,
             shared_subscriptions: subscriptions::Counts::default(),
+            config: cfg.clone(),
+            children,
+        }
+    }
+
+    /// The configuration the upstream was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// Stops the upstream for good (it was removed from the configuration): a stdio process
+    /// gets SIGTERM, SIGKILL 5 s later, and is not restarted; returns once
+    /// its connections have ended (or a second after that bound). Requests made afterwards
+    /// fail as unavailable.
+    pub async fn stop(&self) {
+        self.children.cancel();
+        let bound = stdio::STOP_GRACE + Duration::from_secs(1);
+        let ended = async {
+            while !self.link.finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(bound, ended).await.is_err() {
+            tracing::warn!(upstream = %self.id, "the removed upstream's process was still running");
         }
     }
 
@@ -527,91 +568,6 @@ struct TimeLimits {
     deadline: tokio::time::Instant,
     timeout: Duration,
     longest: tokio::time::Instant,
-}
-
-/// All upstreams, in configuration order.
-pub struct UpstreamSet {
-    upstreams: Vec<Arc<Upstream>>,
-    events: broadcast::Sender<UpstreamEvent>,
-    session_requests: Arc<session_requests::SessionRequests>,
-    children: stdio::Children,
-}
-
-impl UpstreamSet {
-    /// Builds every upstream of the configuration; `sessions` bounds the legacy upstream
-    /// sessions held per downstream session; `metrics` takes their traffic-control series. Must be called inside a tokio runtime.
-    ///
-    /// # Errors
-    /// When the shared HTTP client cannot be built (TLS roots unavailable).
-    pub fn new(
-        cfgs: &[UpstreamConfig],
-        sessions: &SessionConfig,
-        metrics: &crate::telemetry::traffic::TrafficMetrics,
-    ) -> Result<Self, reqwest::Error> {
-        let http_client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let (events, _) = broadcast::channel(256);
-        let session_requests = Arc::new(session_requests::SessionRequests::default());
-        let children = stdio::Children::default();
-        let upstreams = cfgs
-            .iter()
-            .map(|c| {
-                Arc::new(Upstream::new(
-                    c,
-                    http_client.clone(),
-                    sessions,
-                    events.clone(),
-                    Arc::clone(&session_requests),
-                    metrics,
-                    &children,
-                ))
-            })
-            .collect();
-        Ok(Self {
-            upstreams,
-            events,
-            session_requests,
-            children,
-        })
-    }
-
-    /// Where downstream sessions take the requests their upstream sessions send on standalone
-    /// streams ([`session_requests`]).
-    pub fn session_requests(&self) -> &Arc<session_requests::SessionRequests> {
-        &self.session_requests
-    }
-
-    /// The upstreams in configuration order.
-    pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
-    /// The upstream with this id.
-    pub fn get(&self, id: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| u.id.as_str() == id)
-    }
-
-    /// Subscribes to upstream events (list changes, reconnects).
-    pub fn subscribe(&self) -> broadcast::Receiver<UpstreamEvent> {
-        self.events.subscribe()
-    }
-
-    /// Stops the stdio upstreams' processes for shutdown: SIGTERM, SIGKILL 5 s later, none
-    /// restarted; returns once all have exited (or after 6 s).
-    pub async fn stop_children(&self) {
-        self.children.stop().await;
-    }
-
-    /// Ends every upstream session held for a downstream session.
-    pub async fn close_session(&self, downstream: Uuid) {
-        for u in &self.upstreams {
-            u.close_session(downstream).await;
-        }
-    }
 }
 
 /// Configured static headers as a header map, values marked sensitive (never logged).

@@ -113,6 +113,17 @@ pub(super) trait Connector: Send + Sync + 'static {
 }
 
 impl MuxUpstream {
+    /// Whether the supervisor (and the companion's) has returned: no connection is left and
+    /// none will be opened.
+    pub(super) fn finished(&self) -> bool {
+        self.supervisor.is_finished()
+            && self
+                .companion
+                .get()
+                .and_then(Option::as_ref)
+                .is_none_or(|c| c.finished())
+    }
+
     pub(super) fn spawn(
         cfg: UpstreamConfig,
         connector: Arc<dyn Connector>,

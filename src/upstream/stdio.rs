@@ -23,7 +23,8 @@ use crate::config::{Secret, UpstreamId};
 /// Longest line (one JSON-RPC message) read from a child, bytes.
 const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 
-/// How long a child has to exit after SIGTERM at shutdown before it is killed.
+/// How long a child has to exit after SIGTERM (shutdown, or its upstream removed) before it is
+/// killed.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The stdio children of an upstream set, for shutdown: [`Children::stop`] sends each SIGTERM,
@@ -49,9 +50,24 @@ impl Children {
         }
     }
 
-    /// Whether stopping has begun.
+    /// Whether stopping has begun (for the whole set, or for this upstream).
     pub fn stopping(&self) -> bool {
         self.stopping.is_cancelled()
+    }
+
+    /// The children of one upstream: stopped with the whole set, or alone by
+    /// [`Children::cancel`] (the upstream was removed by a configuration reload).
+    pub fn for_upstream(&self) -> Self {
+        Self {
+            stopping: self.stopping.child_token(),
+            running: self.running.clone(),
+        }
+    }
+
+    /// Stops this upstream's process (SIGTERM, then SIGKILL after [`STOP_GRACE`]) without
+    /// waiting, and starts no new one.
+    pub fn cancel(&self) {
+        self.stopping.cancel();
     }
 }
 
