@@ -26,16 +26,16 @@ const PRINCIPALS: u64 = 10_000;
 fn config(per_principal: &str) -> Config {
     let yaml = format!(
         "listen: {{ addr: 127.0.0.1:0 }}
-limits: {{ global: 1000000/s, per_principal: {per_principal} }}
+limits: {{ global: 100000000/s, per_principal: {per_principal} }}
 upstreams:
   - id: tickets
     http: {{ url: 'http://127.0.0.1:9/mcp' }}
-    rate_limit: 1000000/s
+    rate_limit: 100000000/s
     max_concurrency: 64
     circuit_breaker: {{ consecutive_failures: 5 }}
     tools:
       \"read_*\": {{ rate_limit: 100000/s }}
-      \"create_*\": {{ rate_limit: 1000000/s, timeout: 2m }}
+      \"create_*\": {{ rate_limit: 100000000/s, timeout: 2m }}
 "
     );
     Config::from_yaml(&yaml, Path::new("bench.yaml"), Path::new("."), &|_| None).unwrap()
@@ -46,7 +46,8 @@ fn bench(c: &mut Criterion) {
     let roles = [("analysts", role("100000/s")), ("oncall", role("200000/s"))];
     let metrics = Metrics::new();
 
-    let cfg = config("1000000/s");
+    // Rates far above what one core reaches: the bench measures the path, never a refusal.
+    let cfg = config("100000000/s");
     let limits = RateLimits::new(&cfg.limits, &cfg.upstreams);
     let up = &cfg.upstreams[0];
     let controls = Controls::new(
