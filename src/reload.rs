@@ -100,6 +100,10 @@ impl Live {
         }
         let listed = self.catalogue.list_fresh(&plan).await;
         self.limits.reconfigure(&next.limits, &next.upstreams);
+        // The old upstreams' refresh, listen and health tasks stop first.
+        for retired in &plan.retired {
+            self.tasks.remove(retired.id());
+        }
         // Calls resolved from the current snapshot still find the upstreams being removed
         // until the new snapshot is in force.
         let removed: Vec<_> = plan
@@ -111,9 +115,6 @@ impl Live {
         upstreams.install(plan.next.iter().chain(&removed).cloned().collect());
         self.catalogue.reconfigure(&next.namespacing, &plan, listed);
         upstreams.install(plan.next.clone());
-        for gone in &removed {
-            self.tasks.remove(gone.id());
-        }
         for fresh in &plan.fresh {
             self.tasks.add(Arc::clone(fresh));
         }

@@ -461,9 +461,20 @@ impl Catalogue {
 
     /// Re-lists one upstream. On failure its last good entries stay and the error is recorded,
     /// logged and counted. Returns whether the refresh succeeded.
+    /// A listing of an upstream that a configuration reload has meanwhile replaced or removed
+    /// is dropped (it would overwrite its successor's).
     pub async fn refresh_upstream(&self, upstream: &Upstream) -> bool {
         let id = upstream.id().clone();
-        let (listing, ok) = self.outcome(&id, fetch_listing(upstream).await);
+        let fetched = fetch_listing(upstream).await;
+        let in_force = self
+            .upstreams
+            .get(id.as_str())
+            .is_some_and(|current| std::ptr::eq(Arc::as_ptr(&current), upstream));
+        if !in_force {
+            tracing::debug!(upstream = %id, "listing of a replaced upstream dropped");
+            return fetched.is_ok();
+        }
+        let (listing, ok) = self.outcome(&id, fetched);
         self.store(id, listing);
         ok
     }
