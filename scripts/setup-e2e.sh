@@ -17,14 +17,23 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/e2e/requirements.txt "$stamp"; 
   cp tests/e2e/requirements.txt "$stamp"
 fi
 
-# Debian packages: promtool (package prometheus) checks the /metrics exposition.
-if ! command -v promtool >/dev/null; then
-  echo "setup-e2e: installing promtool (Debian package prometheus)" >&2
-  sudo=""
+# Debian packages: promtool (package prometheus) checks the /metrics exposition; redis-server
+# holds the shared rate-limit counters in tests/limits_redis.rs (each test starts its own on a
+# free port; the package's own service is not used).
+apt_install() {
+  local sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
+  $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+if ! command -v promtool >/dev/null; then
+  echo "setup-e2e: installing promtool (Debian package prometheus)" >&2
+  apt_install prometheus
+fi
+if ! command -v redis-server >/dev/null; then
+  echo "setup-e2e: installing redis-server (Debian package redis-server)" >&2
+  apt_install redis-server
 fi
 
 # npm packages: the SDK and servers (tests/e2e), the conformance suite with Node 22

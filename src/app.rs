@@ -67,6 +67,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::StartError),
+    /// The shared rate-limit store's URL cannot be used.
+    #[error("cannot set up the rate-limit store: {0}")]
+    LimitStore(#[source] redis::RedisError),
 }
 
 /// A running gateway. Dropping it without [`Running::shutdown`] stops nothing gracefully.
@@ -195,7 +198,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Call plane and client-facing state. One key seals session ids and MRTR request state.
     let sealer = Sealer::new(config.session.key);
     // Rate limits: counters per replica, idle keys swept in the background.
-    let limits = Arc::new(RateLimits::new(&config.limits, &config.upstreams));
+    let limits = Arc::new(
+        RateLimits::new(&config.limits, &config.upstreams)
+            .with_store(&config.limits)
+            .map_err(StartError::LimitStore)?,
+    );
+    match &config.limits.store {
+        crate::config::LimitStore::Redis(_) => {
+            tracing::info!("rate limits are counted in Redis, shared by every replica")
+        }
+        crate::config::LimitStore::Memory => tracing::info!(
+            "rate limits are counted in this process: each replica enforces them alone (limits.store: redis shares them)"
+        ),
+    }
     background.spawn(crate::limits::sweep(Arc::clone(&limits)));
     // Configuration reload: file changes and SIGHUP (through `Running::reloader`).
     let live = Arc::new(crate::reload::Live {

@@ -97,6 +97,11 @@ pub enum GatewayError {
     /// `data.reason` `audit_unavailable`).
     #[error("the audit log is not keeping up; the call was refused")]
     AuditUnavailable,
+    /// A limit that fails closed could not be checked: its shared store (Redis) did not answer
+    /// (503 with `Retry-After: 1`, -32000 with `data.reason` `rate_limit_store_unavailable`;
+    /// DESIGN.md §5.12).
+    #[error("the rate-limit store cannot be reached; the call was refused")]
+    RateLimitStoreUnavailable,
     /// A pagination cursor the gateway did not issue, or issued for another list (200, -32602).
     #[error("invalid cursor")]
     InvalidCursor,
@@ -266,6 +271,14 @@ impl GatewayError {
                     Some(json!({ "reason": "audit_unavailable", "gateway": "mcpgate" })),
                 )),
             ),
+            Self::RateLimitStoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(error_object(
+                    code::SERVER_ERROR,
+                    "The gateway cannot check its rate limits now; retry shortly",
+                    Some(json!({ "reason": "rate_limit_store_unavailable", "gateway": "mcpgate" })),
+                )),
+            ),
             Self::InvalidCursor => (
                 StatusCode::OK,
                 Some(error_object(code::INVALID_PARAMS, "Invalid cursor", None)),
@@ -409,7 +422,9 @@ impl GatewayError {
             }
         };
         let retry_after = match self {
-            Self::ConnectionBusy { .. } | Self::AuditUnavailable => Some(1),
+            Self::ConnectionBusy { .. }
+            | Self::AuditUnavailable
+            | Self::RateLimitStoreUnavailable => Some(1),
             Self::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after)),
             _ => None,
         };

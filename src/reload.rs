@@ -7,7 +7,8 @@
 //!   once nothing holds it, or after its longest call: `max_timeout`); an upstream whose
 //!   configuration changed is replaced the same way; an unchanged one keeps its connections,
 //!   sessions, breaker and limiter state;
-//! - `limits` (limiters whose rate is unchanged keep their state) and `namespacing`.
+//! - `limits` (limiters whose rate is unchanged keep their state; the store, its Redis server
+//!   and `on_store_error` need a restart) and `namespacing`.
 //!
 //! Clients whose view changed are sent `list_changed` by the catalogue's subscribers. Every
 //! other section (listen address, TLS, admin, auth, session, policies' directory, audit,
@@ -81,6 +82,13 @@ impl Live {
         let kept = self.started.changed_sections(&next.source, &LIVE_SECTIONS);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "configuration sections changed that take effect only at restart; the values the process started with stay in force");
+        }
+        if next.limits.store != in_force.limits.store
+            || next.limits.on_store_error != in_force.limits.on_store_error
+        {
+            tracing::warn!(
+                "limits.store, limits.redis and limits.on_store_error take effect only at restart; the rates apply now"
+            );
         }
         let ids: Vec<String> = next.upstreams.iter().map(|u| u.id.to_string()).collect();
         if let Err(issues) = self.access.check_upstreams(&ids) {

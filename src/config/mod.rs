@@ -35,7 +35,8 @@ pub use telemetry::{
     normalize_key,
 };
 pub use traffic::{
-    BreakerConfig, LimitsConfig, RetryConfig, ToolMatch, ToolTraffic, UpstreamTraffic,
+    BreakerConfig, LimitStore, LimitsConfig, OnStoreError, RedisConfig, RetryConfig, ToolMatch,
+    ToolTraffic, UpstreamTraffic,
 };
 
 /// A validated upstream id: `^[a-z0-9][a-z0-9-]{0,31}$` (DESIGN.md §5.1).

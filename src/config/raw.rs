@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 pub use super::raw_auth::{RawAuth, RawTls, RawUpstreamOAuth};
 pub use super::raw_traffic::{
-    RawCircuitBreaker, RawHealthCheck, RawLimits, RawRetries, RawToolTraffic,
+    RawCircuitBreaker, RawHealthCheck, RawLimits, RawRedis, RawRetries, RawToolTraffic,
 };
 use crate::limits::rate::RawRate;
 

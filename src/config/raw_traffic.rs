@@ -15,9 +15,35 @@ pub struct RawLimits {
     /// Each caller (issuer + subject, API key, mTLS identity), e.g. `600/m`.
     #[serde(default)]
     pub per_principal: Option<RawRate>,
-    /// Where counters live: `memory` (per replica, the default).
+    /// Where counters live: `memory` (per replica, the default) or `redis` (shared by every
+    /// replica: the limits hold cluster-wide).
     #[serde(default)]
     pub store: Option<String>,
+    /// The Redis server of `store: redis`.
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
+    /// What the limits from this file do while the store cannot be reached: `fail_open` (the
+    /// default: let calls through) or `fail_closed` (refuse them). Limits set in policy files
+    /// always fail closed.
+    #[serde(default)]
+    pub on_store_error: Option<String>,
+}
+
+/// `limits.redis:`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; `${ENV}` is expanded
+    /// (put the password in the environment).
+    pub url: String,
+    /// Longest wait for one check, e.g. `50ms` (default 100ms); a slower answer counts as a
+    /// store error.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Prefix of every key the gateway writes (default `mcpgate`): replicas that share it share
+    /// counters.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
 }
 
 /// `circuit_breaker:` of an upstream; every field has a default.

@@ -6,17 +6,52 @@ use std::time::Duration;
 
 use globset::GlobMatcher;
 
-use super::raw::{RawCircuitBreaker, RawLimits, RawRetries, RawUpstream};
+use super::raw::{RawCircuitBreaker, RawLimits, RawRedis, RawRetries, RawUpstream};
 use super::validate::{Issues, duration, positive};
 use crate::limits::rate::{Rate, RawRate};
 
 /// `limits:` after validation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LimitsConfig {
-    /// All calls through this replica together.
+    /// All calls through this replica (or, with Redis, every replica) together.
     pub global: Option<Rate>,
     /// Each principal.
     pub per_principal: Option<Rate>,
+    /// Where the counters live.
+    pub store: LimitStore,
+    /// What limits from the configuration file do while the store cannot be reached.
+    pub on_store_error: OnStoreError,
+}
+
+/// Where rate-limit counters live (DESIGN.md §5.12).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LimitStore {
+    /// In this process: each replica counts the calls it serves.
+    #[default]
+    Memory,
+    /// In Redis: every replica sharing the key prefix counts together.
+    Redis(RedisConfig),
+}
+
+/// `limits.redis:` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, possibly with a password (never logged).
+    pub url: super::Secret,
+    /// Longest wait for one check (default 100 ms).
+    pub timeout: Duration,
+    /// Prefix of every key (default `mcpgate`).
+    pub key_prefix: String,
+}
+
+/// What a limit does while its store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Let the call through (counted).
+    #[default]
+    FailOpen,
+    /// Refuse the call (counted).
+    FailClosed,
 }
 
 /// One upstream's traffic controls after validation.
@@ -137,19 +172,92 @@ fn default_max_timeout(timeout: Duration) -> Duration {
 }
 
 /// Validates `limits:`.
-pub(super) fn limits(raw: &RawLimits, issues: &mut Issues) -> LimitsConfig {
-    match raw.store.as_deref() {
-        None | Some("memory") => {}
-        Some("redis") => issues.push(
-            "limits.store",
-            "redis is not available in this version; use memory (counters per replica)",
-        ),
-        Some(other) => issues.push("limits.store", format!("{other:?} is not one of memory")),
-    }
+pub(super) fn limits(
+    raw: &RawLimits,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) -> LimitsConfig {
+    let store = match (raw.store.as_deref(), &raw.redis) {
+        (None | Some("memory"), None) => LimitStore::Memory,
+        (None | Some("memory"), Some(_)) => {
+            issues.push("limits.redis", "is only used with store: redis");
+            LimitStore::Memory
+        }
+        (Some("redis"), None) => {
+            issues.push("limits.redis", "store: redis needs redis: { url: ... }");
+            LimitStore::Memory
+        }
+        (Some("redis"), Some(r)) => {
+            redis(r, env, issues).map_or(LimitStore::Memory, LimitStore::Redis)
+        }
+        (Some(other), _) => {
+            issues.push(
+                "limits.store",
+                format!("{other:?} is not one of memory, redis"),
+            );
+            LimitStore::Memory
+        }
+    };
+    let on_store_error = match raw.on_store_error.as_deref() {
+        None | Some("fail_open") => OnStoreError::FailOpen,
+        Some("fail_closed") => OnStoreError::FailClosed,
+        Some(other) => {
+            issues.push(
+                "limits.on_store_error",
+                format!("{other:?} is not one of fail_open, fail_closed"),
+            );
+            OnStoreError::FailOpen
+        }
+    };
     LimitsConfig {
         global: rate(raw.global.as_ref(), "limits.global", issues),
         per_principal: rate(raw.per_principal.as_ref(), "limits.per_principal", issues),
+        store,
+        on_store_error,
     }
+}
+
+/// Validates `limits.redis`.
+fn redis(
+    raw: &RawRedis,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Issues,
+) -> Option<RedisConfig> {
+    let url = issues.check("limits.redis.url", super::expand_env(&raw.url, env))?;
+    let parsed = issues.check(
+        "limits.redis.url",
+        url::Url::parse(&url).map_err(|e| format!("not a URL: {e}")),
+    )?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        issues.push(
+            "limits.redis.url",
+            "must start with redis:// or rediss:// (TLS)",
+        );
+        return None;
+    }
+    let timeout = issues.check(
+        "limits.redis.timeout",
+        duration(raw.timeout.as_deref(), Duration::from_millis(100)).and_then(|t| {
+            if t.is_zero() {
+                Err("must be more than 0".to_string())
+            } else {
+                Ok(t)
+            }
+        }),
+    )?;
+    let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "mcpgate".into());
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+        issues.push(
+            "limits.redis.key_prefix",
+            "must be non-empty and hold no { or }",
+        );
+        return None;
+    }
+    Some(RedisConfig {
+        url: super::Secret::new(url),
+        timeout,
+        key_prefix,
+    })
 }
 
 /// Validates the traffic controls of upstream `at` (`upstreams[i]`), whose whole-call timeout
@@ -321,6 +429,62 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_store_is_validated_with_its_key_paths() {
+        let found = issues(
+            r#"
+listen: { addr: "127.0.0.1:0" }
+limits:
+  store: redis
+  redis: { url: "http://127.0.0.1:6379", timeout: 0s }
+  on_store_error: maybe
+upstreams:
+  - { id: a, http: { url: "http://127.0.0.1:9/mcp" } }
+"#,
+        );
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["limits.redis.url", "limits.on_store_error"],
+            "{found:?}"
+        );
+        assert!(found[0].1.contains("redis:// or rediss://"));
+        let found = issues(
+            "listen: { addr: \"127.0.0.1:0\" }\nlimits: { store: redis, redis: { url: \"redis://${NOPE}@r:6379\", timeout: 0s } }\nupstreams:\n  - { id: a, http: { url: \"http://127.0.0.1:9/mcp\" } }\n",
+        );
+        assert_eq!(found[0].0, "limits.redis.url", "{found:?}");
+        let found = issues(
+            "listen: { addr: \"127.0.0.1:0\" }\nlimits: { store: memcached, redis: { url: \"redis://r\" } }\nupstreams:\n  - { id: a, http: { url: \"http://127.0.0.1:9/mcp\" } }\n",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|(p, m)| p == "limits.store" && m.contains("memory, redis")),
+            "{found:?}"
+        );
+        let ok = Config::from_yaml(
+            "listen: { addr: \"127.0.0.1:0\" }\nlimits: { store: redis, redis: { url: \"rediss://:${PW}@r:6380/1\" }, on_store_error: fail_closed }\nupstreams:\n  - { id: a, http: { url: \"http://127.0.0.1:9/mcp\" } }\n",
+            Path::new("t.yaml"),
+            Path::new("."),
+            &|name| (name == "PW").then(|| "s3cret".to_string()),
+        )
+        .unwrap();
+        let crate::config::LimitStore::Redis(redis) = &ok.limits.store else {
+            panic!("redis store expected");
+        };
+        assert_eq!(redis.url.expose(), "rediss://:s3cret@r:6380/1");
+        assert_eq!(redis.timeout, std::time::Duration::from_millis(100));
+        assert_eq!(redis.key_prefix, "mcpgate");
+        assert!(
+            !format!("{ok:?}").contains("s3cret"),
+            "the password is never printed"
+        );
+        assert_eq!(
+            ok.limits.on_store_error,
+            crate::config::OnStoreError::FailClosed
+        );
+    }
+
+    #[test]
     fn every_traffic_setting_is_validated_with_its_key_path() {
         let found = issues(
             r#"
@@ -354,7 +518,7 @@ upstreams:
         };
         assert!(at("limits.global").contains("\"10/d\" is not a rate"));
         assert_eq!(at("limits.per_principal"), "burst must be at least 1");
-        assert!(at("limits.store").contains("redis is not available"));
+        assert!(at("limits.redis").contains("store: redis needs redis"));
         assert_eq!(at("upstreams[0].timeout"), "must be longer than zero");
         assert!(at("upstreams[0].rate_limit").contains("\"lots\""));
         assert_eq!(at("upstreams[0].max_concurrency"), "must be at least 1");

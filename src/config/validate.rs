@@ -77,7 +77,7 @@ pub(super) fn validate(
         Some(PolicyConfig { dir, mode })
     });
     let catalogue = catalogue(&raw.catalogue, &mut issues);
-    let limits = super::traffic::limits(&raw.limits, &mut issues);
+    let limits = super::traffic::limits(&raw.limits, env, &mut issues);
     let audit = match &raw.audit {
         None => Some(None),
         Some(a) => super::telemetry::audit(a, base, &mut issues).map(Some),

@@ -14,6 +14,7 @@
 //! [`RateLimits::retain_recent`], run periodically, drops every such key.
 
 pub mod rate;
+pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 
-use crate::config::{LimitsConfig, ToolMatch, UpstreamConfig};
+use crate::config::{LimitStore, LimitsConfig, OnStoreError, ToolMatch, UpstreamConfig};
 use rate::Rate;
 use store::{Probe, Store};
 
@@ -176,6 +177,32 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     /// One limiter per distinct role rate, keyed by (role, principal): roles come and go
     /// with policy reloads, rates are few.
     per_role: RwLock<HashMap<Rate, Arc<Limiter<C>>>>,
+    /// With `store: redis`, the counters every replica shares (the limiters above then only
+    /// say which limits apply and at what rate).
+    shared: Option<Shared>,
+}
+
+/// The shared store and what to do while it cannot be reached.
+struct Shared {
+    store: shared::SharedStore,
+    on_store_error: OnStoreError,
+    /// Whether the last check reached the store (outages and recoveries are logged once).
+    reachable: std::sync::atomic::AtomicBool,
+}
+
+/// How [`RateLimits::check`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Every limit let the call through.
+    Admitted,
+    /// A limit refused it.
+    Limited(RateLimited),
+    /// The shared store could not be reached; `refused` when a limit that applies fails closed
+    /// (`on_store_error: fail_closed`, or a role's limit from the policy files).
+    StoreUnavailable {
+        /// Whether the call is refused.
+        refused: bool,
+    },
 }
 
 impl RateLimits<DefaultClock> {
@@ -193,6 +220,71 @@ impl<C: Clock + Clone> RateLimits<C> {
             configured: RwLock::new(Arc::new(configured)),
             per_role: RwLock::new(HashMap::new()),
             clock,
+            shared: None,
+        }
+    }
+
+    /// Counts in the store of `limits` (`store: redis`): every replica with the same store and
+    /// key prefix shares the counters. A memory store changes nothing.
+    ///
+    /// # Errors
+    /// When the Redis URL cannot be used.
+    pub fn with_store(mut self, limits: &LimitsConfig) -> Result<Self, redis::RedisError> {
+        if let LimitStore::Redis(redis) = &limits.store {
+            self.shared = Some(Shared {
+                store: shared::SharedStore::new(redis)?,
+                on_store_error: limits.on_store_error,
+                reachable: std::sync::atomic::AtomicBool::new(true),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Decides a call against every limit that applies to it, in the store in use: in
+    /// memory as [`RateLimits::admit`] does, or in the shared store in one round trip (all
+    /// limits checked before any is consumed, atomically across replicas).
+    pub async fn check<'r>(
+        &self,
+        call: &CallKey<'_>,
+        roles: impl Iterator<Item = (&'r str, Rate)> + Clone,
+    ) -> Checked {
+        let Some(shared) = &self.shared else {
+            return match self.admit(call, roles) {
+                Ok(()) => Checked::Admitted,
+                Err(limited) => Checked::Limited(limited),
+            };
+        };
+        let mut cells = Vec::new();
+        let mut kinds = Vec::new();
+        self.each(call, roles, |_, key, applied| {
+            cells.push(shared::Cell {
+                name: cell_name(call, key, &applied),
+                rate: applied.rate,
+            });
+            kinds.push(applied.limit);
+        });
+        use std::sync::atomic::Ordering;
+        match shared.store.admit(&cells).await {
+            Ok(verdict) => {
+                if !shared.reachable.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the rate-limit store answers again; limits are shared again");
+                }
+                match verdict {
+                    shared::Verdict::Admitted => Checked::Admitted,
+                    shared::Verdict::Refused { index, wait } => Checked::Limited(RateLimited {
+                        limit: kinds.get(index).copied().unwrap_or(LimitKind::Global),
+                        retry_after: wait,
+                    }),
+                }
+            }
+            Err(error) => {
+                let refused = shared.on_store_error == OnStoreError::FailClosed
+                    || kinds.contains(&LimitKind::PerRole);
+                if shared.reachable.swap(false, Ordering::Relaxed) {
+                    tracing::error!(%error, on_store_error = ?shared.on_store_error, "the rate-limit store cannot be reached; role limits refuse calls, the others follow on_store_error (mcpgate_rate_limit_store_errors_total)");
+                }
+                Checked::StoreUnavailable { refused }
+            }
         }
     }
 
@@ -411,6 +503,25 @@ pub fn principal_key(digest: &str) -> u64 {
         .get(..16)
         .and_then(|h| u64::from_str_radix(h, 16).ok())
         .unwrap_or(0)
+}
+
+/// The shared store's name of the cell `applied` takes for `call` (`key` is its in-memory
+/// key): stable across replicas and versions (no process-local hashing).
+fn cell_name(call: &CallKey<'_>, key: u64, applied: &Applied<'_>) -> String {
+    match applied.limit {
+        LimitKind::Global => "g".into(),
+        LimitKind::PerPrincipal => format!("p:{key:016x}"),
+        LimitKind::PerRole => format!(
+            "r:{:016x}:{}",
+            call.principal,
+            applied.role.unwrap_or_default()
+        ),
+        LimitKind::PerUpstream => format!("u:{}", call.upstream),
+        LimitKind::PerTool => match call.tool {
+            Some(tool) => format!("t:{}:{}:{}", call.upstream, tool.entry, tool.name),
+            None => format!("t:{}", call.upstream),
+        },
+    }
 }
 
 /// A key for `name` within `key` (a role of a principal, a tool of an upstream).

@@ -16,7 +16,7 @@ use crate::audit::Auditor;
 use crate::catalogue::{Catalogue, Entry, ListKind, Snapshot};
 use crate::config::{ToolMatch, UpstreamId};
 use crate::error::{GatewayError, TargetKind};
-use crate::limits::{CallKey, RateLimits};
+use crate::limits::{CallKey, Checked, RateLimits};
 use crate::policy::Access;
 use crate::telemetry::Metrics;
 use crate::upstream::controls::Lease;
@@ -202,7 +202,7 @@ impl Router {
             .tool
             .as_deref()
             .and_then(|t| controls.traffic.tool(t));
-        self.rate_limit(ctx, guard, &owner, &target, tool)?; // limits
+        self.rate_limit(ctx, guard, &owner, &target, tool).await?; // limits
         if method == "resources/subscribe" {
             // Held per shared connection; one cheap request, so no bulkhead slot of its own.
             return self.subscribe(ctx, &upstream, &target).await;
@@ -243,7 +243,7 @@ impl Router {
     /// The rate limits stage: every limit that applies to the caller, its roles, the upstream
     /// and the tool, checked all before any is consumed ([`crate::limits`]). The gateway's
     /// own calls are not limited.
-    fn rate_limit(
+    async fn rate_limit(
         &self,
         ctx: &CallContext,
         guard: &Guard<'_>,
@@ -259,19 +259,33 @@ impl Router {
             upstream: target.upstream.as_str(),
             tool,
         };
-        self.limits
-            .admit(&key, guard.role_rates())
-            .map_err(|refused| {
+        match self.limits.check(&key, guard.role_rates()).await {
+            Checked::Admitted => Ok(()),
+            Checked::Limited(refused) => {
                 self.metrics
                     .traffic
                     .rate_limited
                     .with_label_values(&[refused.limit.as_str()])
                     .inc();
-                GatewayError::RateLimited {
+                Err(GatewayError::RateLimited {
                     limit: refused.limit,
                     retry_after: refused.retry_after,
+                })
+            }
+            Checked::StoreUnavailable { refused } => {
+                let outcome = if refused { "refused" } else { "admitted" };
+                self.metrics
+                    .traffic
+                    .limit_store_errors
+                    .with_label_values(&[outcome])
+                    .inc();
+                if refused {
+                    Err(GatewayError::RateLimitStoreUnavailable)
+                } else {
+                    Ok(())
                 }
-            })
+            }
+        }
     }
 
     /// `resources/subscribe` of the resolved URI (the upstream's own).

@@ -24,6 +24,10 @@ pub struct TrafficMetrics {
     pub timeouts: IntCounterVec,
     /// `mcpgate_retries_total{upstream,method}`: retries of idempotent requests.
     pub retries: IntCounterVec,
+    /// `mcpgate_rate_limit_store_errors_total{outcome}`: calls whose limits could not be
+    /// checked because the shared store did not answer, by what happened to the call
+    /// (`admitted`, `refused`).
+    pub limit_store_errors: IntCounterVec,
 }
 
 impl TrafficMetrics {
@@ -78,6 +82,17 @@ impl TrafficMetrics {
                 "Retries of idempotent requests, by method",
                 &["upstream", "method"],
             )?,
+            limit_store_errors: {
+                let c = counter(
+                    "mcpgate_rate_limit_store_errors_total",
+                    "Calls whose rate limits could not be checked because the shared store did not answer, by outcome",
+                    &["outcome"],
+                )?;
+                for outcome in ["admitted", "refused"] {
+                    c.with_label_values(&[outcome]);
+                }
+                c
+            },
         })
     }
 

@@ -7,6 +7,7 @@ pub mod idp;
 pub mod mock_http;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod token_endpoint;
 
 use std::path::Path;
