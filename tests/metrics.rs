@@ -309,6 +309,7 @@ audit: {{ path: '{}/audit.jsonl' }}
         ("mcpgate_catalogue_entries", &["kind", "upstream"]),
         ("mcpgate_catalogue_conflicts", &[]),
         ("mcpgate_rate_limited_total", &["limit"]),
+        ("mcpgate_rate_limit_store_errors_total", &["outcome"]),
         ("mcpgate_circuit_state", &["upstream"]),
         ("mcpgate_circuit_transitions_total", &["to", "upstream"]),
         ("mcpgate_upstream_inflight", &["upstream"]),
