@@ -67,8 +67,8 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::StartError),
-    /// The shared rate-limit store's URL cannot be used.
-    #[error("cannot set up the rate-limit store: {0}")]
+    /// The shared store's (Redis) URL cannot be used.
+    #[error("cannot set up the shared store: {0}")]
     LimitStore(#[source] redis::RedisError),
 }
 
@@ -204,11 +204,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .map_err(StartError::LimitStore)?,
     );
     match &config.limits.store {
-        crate::config::LimitStore::Redis(_) => {
-            tracing::info!("rate limits are counted in Redis, shared by every replica")
-        }
+        crate::config::LimitStore::Redis(_) => tracing::info!(
+            "shared store: rate limits and ended sessions are shared by every replica through Redis"
+        ),
         crate::config::LimitStore::Memory => tracing::info!(
-            "rate limits are counted in this process: each replica enforces them alone (limits.store: redis shares them)"
+            "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
         ),
     }
     background.spawn(crate::limits::sweep(Arc::clone(&limits)));
@@ -225,6 +225,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
     background.spawn(crate::reload::watch(Arc::clone(&live), reload_requests));
+    // Ended sessions: shared by every replica when the limits are.
+    let revoked = Arc::new(match &config.limits.store {
+        crate::config::LimitStore::Redis(redis) => {
+            crate::downstream::revocations::Revocations::shared(
+                config.session.max_lifetime,
+                config.session.max_sessions,
+                redis,
+            )
+            .map_err(StartError::LimitStore)?
+        }
+        crate::config::LimitStore::Memory => crate::downstream::revocations::Revocations::local(
+            config.session.max_lifetime,
+            config.session.max_sessions,
+        ),
+    });
+    background.spawn(Arc::clone(&revoked).follow());
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
         router: Router::new(
@@ -236,10 +252,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config.session.key,
         ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
-        revoked: moka::sync::Cache::builder()
-            .time_to_live(config.session.max_lifetime)
-            .max_capacity(config.session.max_sessions)
-            .build(),
+        revoked: Arc::clone(&revoked),
         sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
             config.session.idle_timeout,
             config.session.max_sessions,

@@ -244,7 +244,7 @@ pub fn session(
         .to_str()
         .map_err(|_| GatewayError::SessionNotFound)?;
     let claims = gw.sealer.open(token).ok_or(GatewayError::SessionNotFound)?;
-    if gw.revoked.contains_key(&claims.id) || claims.principal_digest != principal.digest() {
+    if gw.revoked.contains(&claims.id) || claims.principal_digest != principal.digest() {
         return Err(GatewayError::SessionNotFound);
     }
     if let Some(got) = headers.get(HEADER_PROTOCOL_VERSION) {
@@ -269,7 +269,7 @@ pub async fn end_session(
     headers: &HeaderMap,
 ) -> Result<(), GatewayError> {
     let claims = session(gw, principal, headers)?;
-    gw.revoked.insert(claims.id, ());
+    gw.revoked.revoke(claims.id).await;
     gw.sessions.remove(claims.id);
     gw.router
         .catalogue()

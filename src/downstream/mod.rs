@@ -17,6 +17,7 @@ pub mod origin;
 pub mod outbox;
 pub mod relay;
 pub mod resume;
+pub mod revocations;
 pub mod seal;
 pub mod session;
 pub mod session_state;
@@ -26,8 +27,6 @@ pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use uuid::Uuid;
 
 use crate::auth::Authenticator;
 use crate::router::Router;
@@ -41,8 +40,9 @@ pub struct Gateway {
     pub router: Router,
     /// Seals and opens legacy session ids.
     pub sealer: SessionSealer,
-    /// Sessions ended with `DELETE`, kept until their tokens would have expired.
-    pub revoked: moka::sync::Cache<Uuid, ()>,
+    /// Sessions ended with `DELETE`, kept until their tokens would have expired (shared by
+    /// every replica with `limits.store: redis`).
+    pub revoked: Arc<revocations::Revocations>,
     /// Local state of legacy sessions (parked server requests, cancellable requests).
     pub sessions: Arc<session_state::LocalSessions>,
     /// Open HTTP+SSE (2024-11-05) connections.

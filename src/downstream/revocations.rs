@@ -1,0 +1,171 @@
+//! Legacy sessions ended with `DELETE`: their ids stay refused until they would have expired.
+//!
+//! Every replica answers from its own memory, so the check costs no round trip. With a shared
+//! store (`limits.store: redis`, DESIGN.md §5.12) a `DELETE` on one replica is honoured by all:
+//! the id goes into a Redis sorted set (scored by when it may be forgotten) and is published on
+//! a channel every replica listens to; a replica that starts, or whose subscription was cut,
+//! reads the whole set again before it listens, so a revocation is never missed for long —
+//! at most for the time a replica is cut off from Redis, which is logged.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::config::RedisConfig;
+
+/// How long a store write may take before the revocation is kept local only (logged).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Revoked legacy session ids.
+pub struct Revocations {
+    local: moka::sync::Cache<Uuid, ()>,
+    shared: Option<Shared>,
+    lifetime: Duration,
+}
+
+/// The Redis side: a sorted set of ids and the channel announcing each.
+struct Shared {
+    client: redis::Client,
+    connection: redis::aio::ConnectionManager,
+    set: String,
+    channel: String,
+}
+
+impl Revocations {
+    /// Revocations kept in this process only: sessions live at most `lifetime`, and at most
+    /// `capacity` revocations are remembered (the oldest are forgotten first).
+    pub fn local(lifetime: Duration, capacity: u64) -> Self {
+        Self {
+            local: moka::sync::Cache::builder()
+                .time_to_live(lifetime)
+                .max_capacity(capacity)
+                .build(),
+            shared: None,
+            lifetime,
+        }
+    }
+
+    /// Revocations shared through Redis (connected lazily; see the module documentation).
+    /// Call [`Revocations::follow`] in the background to hear of other replicas'.
+    ///
+    /// # Errors
+    /// When the Redis URL cannot be used.
+    pub fn shared(
+        lifetime: Duration,
+        capacity: u64,
+        redis: &RedisConfig,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(redis.url.expose())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(WRITE_TIMEOUT));
+        let connection =
+            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            shared: Some(Shared {
+                client,
+                connection,
+                set: format!("{}:revoked", redis.key_prefix),
+                channel: format!("{}:revocations", redis.key_prefix),
+            }),
+            ..Self::local(lifetime, capacity)
+        })
+    }
+
+    /// Whether `id` was revoked (on any replica this one has heard from).
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.local.contains_key(id)
+    }
+
+    /// Revokes `id` here and, with a shared store, on every replica.
+    pub async fn revoke(&self, id: Uuid) {
+        self.local.insert(id, ());
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let forget_at = unix_seconds(SystemTime::now() + self.lifetime);
+        let mut connection = shared.connection.clone();
+        let write = async {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .zadd(&shared.set, id.to_string(), forget_at)
+                .ignore()
+                .publish(&shared.channel, id.to_string())
+                .ignore();
+            pipe.query_async::<()>(&mut connection).await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(session = %id, %error, "the session was ended on this replica only: the shared store refused the revocation");
+            }
+            Err(_) => {
+                tracing::error!(session = %id, "the session was ended on this replica only: the shared store did not answer");
+            }
+        }
+    }
+
+    /// Keeps this replica's memory in step with the shared set until the future is dropped:
+    /// reads the whole set, then applies each published revocation; starts over (with
+    /// backoff) whenever the subscription ends. Returns at once without a shared store.
+    pub async fn follow(self: Arc<Self>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut cut_off = false;
+        loop {
+            match self.listen(shared).await {
+                Ok(()) => {
+                    backoff.reset();
+                    cut_off = false;
+                }
+                Err(error) => {
+                    if !cut_off {
+                        tracing::error!(%error, "cannot follow the shared session revocations; retrying (a DELETE on another replica is not seen here meanwhile)");
+                    }
+                    cut_off = true;
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// One subscription: subscribe, load the set, then apply messages until it ends.
+    async fn listen(&self, shared: &Shared) -> redis::RedisResult<()> {
+        use futures::StreamExt;
+        let mut pubsub = shared.client.get_async_pubsub().await?;
+        // Subscribed first: nothing published while the set is read is missed.
+        pubsub.subscribe(&shared.channel).await?;
+        let mut connection = shared.connection.clone();
+        let now = unix_seconds(SystemTime::now());
+        let _: () = connection.zrembyscore(&shared.set, "-inf", now).await?;
+        let ids: Vec<String> = connection.zrangebyscore(&shared.set, now, "+inf").await?;
+        for id in ids.iter().filter_map(|i| Uuid::parse_str(i).ok()) {
+            self.local.insert(id, ());
+        }
+        tracing::info!(
+            revoked = ids.len(),
+            "following the shared session revocations"
+        );
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            if let Some(id) = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|p| Uuid::parse_str(&p).ok())
+            {
+                self.local.insert(id, ());
+            }
+        }
+        tracing::warn!("the shared session revocation channel closed; following it again");
+        Ok(())
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
