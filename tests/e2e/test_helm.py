@@ -175,6 +175,12 @@ def test_mounted_secrets_are_where_the_configuration_looks_for_them():
     assert volume_of(mounts, jwt_key)["secret"]["secretName"] == "idp-static-keys"
     header = config["upstreams"][1]["http"]["header_files"]["Authorization"]
     assert volume_of(mounts, header)["secret"]["secretName"] == "mcp-upstream-headers"
+    assert config["limits"]["store"] == "redis" and config["limits"]["on_store_error"] == "fail_closed"
+    assert config["limits"]["redis"]["url"].startswith("rediss://:${REDIS_PASSWORD}@")
+    assert config["limits"]["global"] == "5000/s", "the user's limits are kept"
+    env = {e["name"]: e for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mcp-gateway-redis", "key": "password"}
+    assert "TICKETS_CLIENT_SECRET" in env, "the user's env is kept"
     policies = mounts[config["policies"]["dir"]]
     assert policies["configMap"]["name"] == one(docs, "ConfigMap", "-policies")["metadata"]["name"]
     assert config["listen"]["public_url"] == "https://mcp.example.com/mcp"
@@ -196,6 +202,15 @@ def test_the_rendered_configuration_is_valid(tmp_path):
     # Full values name files that exist only in the pod: the project's schema checks the shape.
     schema = json.loads((ROOT / "docs" / "mcpgate.schema.json").read_text())
     jsonschema.validate(gateway_config(render(FULL)), schema)
+
+
+def test_several_replicas_with_one_key_and_redis_or_an_explicit_acceptance():
+    ok = {"replicaCount": 3, "session": {"existingSecret": "k"}, "redis": {"url": "redis://r:6379"}}
+    assert one(render(ok), "Deployment")["spec"]["replicas"] == 3
+    alone = {"replicaCount": 3, "session": {"existingSecret": "k"}, "acceptPerReplicaState": True}
+    docs = render(alone)
+    assert one(docs, "Deployment")["spec"]["replicas"] == 3
+    assert "store" not in gateway_config(docs).get("limits", {})
 
 
 def test_a_config_change_rolls_the_pods_and_a_policy_change_does_not():
@@ -231,6 +246,11 @@ def test_a_config_change_rolls_the_pods_and_a_policy_change_does_not():
     ({"auditKey": {"existingSecret": "k"}}, "needs an audit log"),
     ({"shutdown": {"drainDelaySeconds": -1, "graceSeconds": 30}}, "shutdown.drainDelaySeconds"),
     ({"image": {"digest": "latest"}}, "image.digest"),
+    ({"replicaCount": 2}, "need session.existingSecret"),
+    ({"replicaCount": 2, "session": {"existingSecret": "k"}}, "set redis.url, or acceptPerReplicaState"),
+    ({"autoscaling": {"enabled": True}, "session": {"existingSecret": "k"}}, "set redis.url, or acceptPerReplicaState"),
+    ({"config": {"upstreams": [{"id": "a"}], "limits": {"store": "redis"}}}, "config.limits.store"),
+    ({"redis": {"url": "http://redis:6379"}}, "redis.url"),
 ])
 def test_mistakes_in_values_are_refused_with_the_key_named(values, message):
     out = render(values, check=False)

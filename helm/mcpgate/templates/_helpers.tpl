@@ -50,6 +50,21 @@ app.kubernetes.io/component: gateway
 {{- end }}
 {{- end }}
 
+{{/*
+Refuses several replicas that would not behave as one gateway: they need one session key, and
+shared limits and ended sessions (Redis) unless per-replica state is accepted explicitly.
+*/}}
+{{- define "mcpgate.checkReplicas" -}}
+{{- $v := .Values }}
+{{- $several := or (gt (int $v.replicaCount) 1) $v.autoscaling.enabled }}
+{{- if and $several (not $v.session.existingSecret) }}
+{{- fail "several replicas (replicaCount > 1 or autoscaling) need session.existingSecret: one session key for all, or a session opened on one replica is unknown on the others" }}
+{{- end }}
+{{- if and $several (not $v.redis.url) (not $v.acceptPerReplicaState) }}
+{{- fail "several replicas (replicaCount > 1 or autoscaling) without redis.url enforce the rate limits each alone (the limit times the replica count) and do not share ended sessions: set redis.url, or acceptPerReplicaState: true" }}
+{{- end }}
+{{- end }}
+
 {{/* Whether a policy directory is mounted. */}}
 {{- define "mcpgate.hasPolicies" -}}
 {{- if or .Values.policies.files .Values.policies.existingConfigMap .Values.policies.volume }}true{{ end }}
@@ -93,6 +108,10 @@ TLS or plain HTTP, mounted secret paths, the policy directory, shutdown timings)
 {{- fail "auditKey.existingSecret needs an audit log: set config.audit" }}
 {{- end }}
 {{- $_ := set $owned "audit" (dict "key_file" (printf "/etc/mcpgate/audit-key/%s" $v.auditKey.secretKey)) }}
+{{- end }}
+{{- if $v.redis.url }}
+{{- $limits := dict "store" "redis" "redis" (dict "url" $v.redis.url "timeout" $v.redis.timeout) "on_store_error" $v.redis.onStoreError }}
+{{- $_ := set $owned "limits" $limits }}
 {{- end }}
 {{- $config := mustMergeOverwrite (deepCopy $v.config) $owned }}
 {{- toYaml $config }}
