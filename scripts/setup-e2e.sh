@@ -18,8 +18,8 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/e2e/requirements.txt "$stamp"; 
 fi
 
 # Debian packages: promtool (package prometheus) checks the /metrics exposition; redis-server
-# holds the shared rate-limit counters in tests/limits_redis.rs (each test starts its own on a
-# free port; the package's own service is not used).
+# holds the shared store in tests/limits_redis.rs, tests/scale_out.rs and the scale-out e2e test
+# (each test starts its own on a free port; the package's own service is not used).
 apt_install() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -34,6 +34,11 @@ fi
 if ! command -v redis-server >/dev/null; then
   echo "setup-e2e: installing redis-server (Debian package redis-server)" >&2
   apt_install redis-server
+fi
+# nginx: the round-robin load balancer in front of three replicas (tests/e2e/test_scale_out.py).
+if [ ! -x /usr/sbin/nginx ]; then
+  echo "setup-e2e: installing nginx (Debian package nginx-light)" >&2
+  apt_install nginx-light
 fi
 
 # npm packages: the SDK and servers (tests/e2e), the conformance suite with Node 22

@@ -1,0 +1,265 @@
+"""Three mcpgate processes with one session key and one Redis (redis-server, Debian) behind nginx
+(Debian) as a plain round-robin load balancer without stickiness, in front of the real
+server-everything:
+
+- the official TypeScript SDK client (legacy) initializes, lists and calls through the balancer
+  while its requests land on every replica;
+- a legacy session carries on when one replica is killed mid-test (nginx passes the next
+  request to another replica; no session is lost);
+- a `DELETE` through the balancer makes the session unknown on every replica;
+- a per-principal limit of 30/m admits 30 (±5 %) calls across the three replicas together;
+  with Redis stopped the calls follow `on_store_error: fail_open` (counted); with Redis back
+  the limit holds again without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness import E2E, Gateway, free_port, post, start_gateway, stop, wait_for_port
+
+NGINX = Path("/usr/sbin/nginx")
+LIMIT = 30
+
+
+@dataclass
+class Redis:
+    proc: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+
+def start_redis(port: int | None = None) -> Redis:
+    port = port or free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    return Redis(proc, port)
+
+
+def start_nginx(workdir: Path, ports: list[int]) -> tuple[subprocess.Popen, Gateway]:
+    """nginx round-robin over the replicas: no stickiness; a replica that refuses connections
+    is skipped (the request had not been sent, so even a POST goes to the next one)."""
+    prefix = workdir / "nginx"
+    (prefix / "logs").mkdir(parents=True)
+    port = free_port()
+    servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=30s;" for p in ports)
+    (prefix / "nginx.conf").write_text(f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  upstream gateways {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_set_header Host $http_host;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+      proxy_next_upstream error timeout;
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([str(NGINX), "-c", str(prefix / "nginx.conf"), "-p", str(prefix)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    return proc, Gateway(proc, f"http://127.0.0.1:{port}/mcp", "127.0.0.1", port, None)
+
+
+@dataclass
+class Cluster:
+    replicas: list[Gateway]
+    balancer: Gateway
+    redis: Redis
+
+
+@pytest.fixture
+def cluster(everything, tmp_path):
+    redis = start_redis()
+    key = tmp_path / "session.key"
+    key.write_text("5e" * 32)
+    config = f"""
+listen: {{ addr: 127.0.0.1:0 }}
+admin: {{ addr: 127.0.0.1:0 }}
+session: {{ key_file: "{key}" }}
+limits:
+  per_principal: {LIMIT}/m
+  store: redis
+  redis: {{ url: "{redis.url}", timeout: 200ms }}
+  on_store_error: fail_open
+upstreams:
+  - id: everything
+    http: {{ url: "http://127.0.0.1:{everything}/mcp" }}
+"""
+    replicas = []
+    for i in range(3):
+        workdir = tmp_path / f"replica{i}"
+        workdir.mkdir()
+        replicas.append(start_gateway(config, workdir))
+    nginx, balancer = start_nginx(tmp_path, [r.port for r in replicas])
+    yield Cluster(replicas, balancer, redis)
+    stop(nginx)
+    for r in replicas:
+        stop(r.proc)
+    stop(redis.proc)
+
+
+def metric(gw: Gateway, series: str) -> float:
+    with urllib.request.urlopen(gw.admin + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(series):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def calls_served(gw: Gateway) -> float:
+    return metric(gw, 'mcpgate_requests_total{method="tools/call"')
+
+
+VERSION = "2025-11-25"
+
+
+def legacy_open(gw: Gateway) -> str:
+    init = post(gw, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name": "scale-e2e", "version": "0"}}})
+    assert init.status == 200, init.raw
+    sid = init.headers["mcp-session-id"]
+    assert post(gw, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION}).status == 202
+    return sid
+
+
+def echo(gw: Gateway, sid: str, i: int):
+    return post(gw, {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                     "params": {"name": "echo", "arguments": {"message": f"m{i}"}}},
+                {"Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION})
+
+
+def answer_of(reply) -> dict:
+    """The JSON-RPC message of a reply, JSON or a one-event SSE stream."""
+    if reply.body is not None and "jsonrpc" in reply.body:
+        return reply.body
+    for line in reply.raw.decode().splitlines():
+        if line.startswith("data:") and line[5:].strip():
+            return json.loads(line[5:])
+    raise AssertionError(reply.raw)
+
+
+def test_the_typescript_sdk_client_is_served_across_replicas_and_one_may_die(cluster):
+    done = subprocess.run(["node", str(E2E / "ts_replicas_client.mjs"), cluster.balancer.url, "9"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["echoes"] == [f"Echo: ts {i}" for i in range(9)]
+    assert "echo" in seen["tools"]
+    # No stickiness: every replica served some of the session's calls.
+    served = [calls_served(r) for r in cluster.replicas]
+    assert all(n > 0 for n in served), served
+
+    # A replica dies mid-session: the session carries on through the others.
+    sid = legacy_open(cluster.balancer)
+    for i in range(6):
+        assert answer_of(echo(cluster.balancer, sid, i))["result"]["content"][0]["text"] == f"Echo: m{i}"
+    os.kill(cluster.replicas[1].proc.pid, signal.SIGKILL)
+    cluster.replicas[1].proc.wait()
+    for i in range(6, 18):
+        reply = echo(cluster.balancer, sid, i)
+        assert reply.status == 200, reply.raw
+        assert answer_of(reply)["result"]["content"][0]["text"] == f"Echo: m{i}"
+
+
+def test_a_delete_through_the_balancer_ends_the_session_on_every_replica(cluster):
+    sid = legacy_open(cluster.balancer)
+    for r in cluster.replicas:
+        assert echo(r, sid, 1).status == 200, "any replica serves the session"
+    from harness import request
+    gone = request(cluster.balancer, "DELETE", None,
+                   {"Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION})
+    assert gone.status == 200, gone.raw
+    deadline = time.monotonic() + 5
+    for r in cluster.replicas:
+        while (status := echo(r, sid, 2).status) != 404:
+            assert time.monotonic() < deadline, f"replica {r.url} still serves the ended session ({status})"
+            time.sleep(0.05)
+
+
+def burst(gw: Gateway, sid: str, n: int) -> tuple[int, int]:
+    """Sends n calls at once-ish; returns (admitted, refused by a rate limit)."""
+    admitted = refused = 0
+    for i in range(n):
+        reply = echo(gw, sid, 100 + i)
+        if reply.status == 429:
+            refused += 1
+            assert reply.body["error"]["data"]["limit"] == "per_principal", reply.body
+        else:
+            assert reply.status == 200, reply.raw
+            assert "result" in answer_of(reply)
+            admitted += 1
+    return admitted, refused
+
+
+def test_a_per_principal_limit_holds_across_replicas_and_through_a_redis_outage(cluster):
+    sid = legacy_open(cluster.balancer)
+    before = [calls_served(r) for r in cluster.replicas]
+    admitted, refused = burst(cluster.balancer, sid, 45)
+    # N per minute across the three replicas together, within 5 % (cells refill as it runs).
+    assert abs(admitted - LIMIT) <= LIMIT * 0.05, (admitted, refused)
+    after = [calls_served(r) for r in cluster.replicas]
+    assert all(a > b for a, b in zip(after, before)), "every replica took part"
+
+    # Redis down: fail_open lets calls through, and each replica counts them.
+    cluster.redis.proc.kill()
+    cluster.redis.proc.wait()
+    admitted, refused = burst(cluster.balancer, sid, 9)
+    assert (admitted, refused) == (9, 0)
+    assert sum(metric(r, 'mcpgate_rate_limit_store_errors_total{outcome="admitted"}')
+               for r in cluster.replicas) >= 9
+
+    # Redis back (empty): the limit holds again, without a restart. Each replica is asked
+    # directly until a call of its own no longer counts as a store error.
+    cluster.redis = start_redis(cluster.redis.port)
+    errors = 'mcpgate_rate_limit_store_errors_total{outcome="admitted"}'
+    used = 0
+    for r in cluster.replicas:
+        deadline = time.monotonic() + 20
+        while True:
+            before = metric(r, errors)
+            reply = echo(r, sid, 998)
+            if metric(r, errors) == before:
+                used += reply.status == 200
+                break
+            assert time.monotonic() < deadline, f"{r.url} did not reach Redis again"
+            time.sleep(0.2)
+    admitted, refused = burst(cluster.balancer, sid, 45)
+    assert abs(admitted + used - LIMIT) <= LIMIT * 0.05, (admitted, used, refused)
+    assert refused > 0, "the limit is enforced again"
