@@ -205,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     match &config.limits.store {
         crate::config::LimitStore::Redis(_) => tracing::info!(
-            "shared store: rate limits and ended sessions are shared by every replica through Redis"
+            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID) and MRTR retries are shared by every replica through Redis"
         ),
         crate::config::LimitStore::Memory => tracing::info!(
             "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
@@ -225,22 +225,43 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
     background.spawn(crate::reload::watch(Arc::clone(&live), reload_requests));
-    // Ended sessions: shared by every replica when the limits are.
-    let revoked = Arc::new(match &config.limits.store {
-        crate::config::LimitStore::Redis(redis) => {
-            crate::downstream::revocations::Revocations::shared(
-                config.session.max_lifetime,
-                config.session.max_sessions,
-                redis,
-            )
-            .map_err(StartError::LimitStore)?
-        }
-        crate::config::LimitStore::Memory => crate::downstream::revocations::Revocations::local(
+    // Ended sessions, response-stream logs and MRTR retries: shared by every replica when the
+    // limits are.
+    let redis = match &config.limits.store {
+        crate::config::LimitStore::Redis(redis) => Some(redis),
+        crate::config::LimitStore::Memory => None,
+    };
+    let revoked = Arc::new(match redis {
+        Some(redis) => crate::downstream::revocations::Revocations::shared(
+            config.session.max_lifetime,
+            config.session.max_sessions,
+            redis,
+        )
+        .map_err(StartError::LimitStore)?,
+        None => crate::downstream::revocations::Revocations::local(
             config.session.max_lifetime,
             config.session.max_sessions,
         ),
     });
     background.spawn(Arc::clone(&revoked).follow());
+    let mut sessions = crate::downstream::session_state::LocalSessions::new(
+        config.session.idle_timeout,
+        config.session.max_sessions,
+        config.session.replay_buffer_bytes,
+    );
+    let mut continuations =
+        crate::downstream::mrtr::Continuations::new(sealer.clone(), MRTR_STATE_TTL);
+    if let Some(redis) = redis {
+        let mirror = crate::downstream::replay_mirror::ReplayMirror::start(
+            redis,
+            config.session.idle_timeout,
+        )
+        .map_err(StartError::LimitStore)?;
+        sessions = sessions.with_mirror(mirror);
+        let handoff =
+            crate::downstream::handoff::Handoff::new(redis).map_err(StartError::LimitStore)?;
+        continuations = continuations.with_handoff(handoff);
+    }
     let streams = tokio_util::sync::CancellationToken::new();
     let gateway = Arc::new(Gateway {
         router: Router::new(
@@ -253,16 +274,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: Arc::clone(&revoked),
-        sessions: Arc::new(crate::downstream::session_state::LocalSessions::new(
-            config.session.idle_timeout,
-            config.session.max_sessions,
-            config.session.replay_buffer_bytes,
-        )),
+        sessions: Arc::new(sessions),
         sse_connections: crate::downstream::legacy_sse::Connections::default(),
-        continuations: Arc::new(crate::downstream::mrtr::Continuations::new(
-            sealer.clone(),
-            MRTR_STATE_TTL,
-        )),
+        continuations: Arc::new(continuations),
         origin: OriginPolicy::new(&config.listen),
         max_body_bytes: config.listen.max_body_bytes,
         shutdown: streams.clone(),
@@ -270,6 +284,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         auth,
     });
+    if let Some(handoff) = gateway.continuations.handoff() {
+        background.spawn(Arc::clone(handoff).serve(Arc::downgrade(&gateway)));
+    }
     let (sessions, gauge) = (
         Arc::clone(&gateway.sessions),
         metrics.sessions.with_label_values(&["legacy"]),

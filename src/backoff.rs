@@ -1,7 +1,8 @@
 //! Exponential backoff, the one schedule of every retry loop in the gateway (stdio restarts,
 //! upstream standalone streams and `subscriptions/listen`, health checks of a failing upstream,
-//! retries of idempotent requests): `min`, doubling after each failure, never above `max`.
+//! retries of idempotent requests, Redis subscriptions): `min`, doubling after each failure, never above `max`.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// A backoff schedule and where it stands.
@@ -37,6 +38,36 @@ impl Backoff {
     /// Back to `min` (after a success, or an attempt that lasted).
     pub fn reset(&mut self) {
         self.next = self.min;
+    }
+}
+
+/// Runs `listen` again and again (a subscription that lasts until its connection ends),
+/// waiting between attempts by a 200 ms–10 s schedule reset by every attempt that succeeded,
+/// until an attempt says [`ControlFlow::Break`]. The first failure of a run of failures is
+/// logged as an error with `failing` (what goes unheard meanwhile), later ones are not.
+pub async fn keep_listening<F, Fut, E>(mut listen: F, failing: &str)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<ControlFlow<()>, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut cut_off = false;
+    loop {
+        match listen().await {
+            Ok(ControlFlow::Break(())) => return,
+            Ok(ControlFlow::Continue(())) => {
+                backoff.reset();
+                cut_off = false;
+            }
+            Err(error) => {
+                if !cut_off {
+                    tracing::error!(%error, "{failing}");
+                }
+                cut_off = true;
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -2,7 +2,8 @@
 //! store (`limits.store: redis`, a real redis-server): a legacy session opened on one replica
 //! is served by the others; a `DELETE` on one replica makes the session unknown on every
 //! replica sharing the store — also on one started afterwards — and, without the store, on that
-//! replica only.
+//! replica only; a response stream lost on one replica resumes on another; an MRTR retry that
+//! lands on another replica than the one holding its call completes it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,7 @@ mod support;
 use serde_json::json;
 use support::mock_http::{self, MockEra, MockSpec};
 use support::redis::Redis;
-use support::{Client, eventually, gateway};
+use support::{Client, eventually, gateway, stdio_mock};
 
 struct Cluster {
     replicas: Vec<mcpgate::app::Running>,
@@ -19,9 +20,19 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-/// `n` replicas in front of the mock at `upstream`, sharing one session key, and Redis when
+/// The upstream entry of the HTTP mock at `addr`.
+fn http(addr: std::net::SocketAddr) -> String {
+    format!("{{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}")
+}
+
+/// The upstream entry of a legacy stdio mock (one process per replica).
+fn stdio_legacy() -> String {
+    format!("{{ id: pipe, stdio: {} }}", stdio_mock("legacy"))
+}
+
+/// `n` replicas in front of the `upstream` entry, sharing one session key, and Redis when
 /// `redis` is given.
-async fn cluster(n: usize, upstream: std::net::SocketAddr, redis: Option<&Redis>) -> Cluster {
+async fn cluster(n: usize, upstream: &str, redis: Option<&Redis>) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("session.key");
     std::fs::write(&key, "7".repeat(64)).unwrap();
@@ -36,7 +47,7 @@ async fn cluster(n: usize, upstream: std::net::SocketAddr, redis: Option<&Redis>
         "listen: {{ addr: 127.0.0.1:0 }}
 session: {{ key_file: '{}' }}
 upstreams:
-  - {{ id: m, http: {{ url: 'http://{upstream}/mcp' }} }}
+  - {upstream}
 {limits}",
         key.display()
     );
@@ -59,7 +70,7 @@ async fn status(client: &Client, sid: &str) -> u16 {
 async fn a_delete_on_one_replica_ends_the_session_on_every_replica_sharing_the_store() {
     let redis = Redis::start();
     let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
-    let c = cluster(3, addr, Some(&redis)).await;
+    let c = cluster(3, &http(addr), Some(&redis)).await;
     let clients: Vec<Client> = c.replicas.iter().map(Client::new).collect();
     let sid = clients[0].initialize().await;
     for client in &clients {
@@ -100,7 +111,7 @@ async fn a_delete_on_one_replica_ends_the_session_on_every_replica_sharing_the_s
 #[tokio::test]
 async fn without_the_store_a_delete_ends_the_session_on_its_replica_only() {
     let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
-    let c = cluster(2, addr, None).await;
+    let c = cluster(2, &http(addr), None).await;
     let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
     let sid = a.initialize().await;
     let end = b
@@ -113,6 +124,148 @@ async fn without_the_store_a_delete_ends_the_session_on_its_replica_only() {
         status(&a, &sid).await,
         200,
         "per replica: the other still serves it"
+    );
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_response_stream_resumes_on_another_replica() {
+    let redis = Redis::start();
+    let mut spec = MockSpec::new(MockEra::Modern);
+    spec.tools
+        .push(json!({"name": "ticking", "inputSchema": {"type": "object"}}));
+    let (addr, _mock, _task) = mock_http::start(spec).await;
+    let c = cluster(2, &http(addr), Some(&redis)).await;
+    let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
+    let sid = a.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {
+        "name": "ticking", "arguments": {"ticks": 4, "every_ms": 700},
+        "_meta": {"progressToken": "t"}}});
+    let mut stream = a.open_stream(&call, &[("mcp-session-id", &sid)]).await;
+    let first = stream.next().await.unwrap();
+    assert_eq!(first["params"]["progress"], 1);
+    let event_id = stream
+        .last_event_id
+        .clone()
+        .expect("legacy events carry ids");
+    drop(stream); // the connection to replica A is lost: the call goes on there
+
+    let mut resumed = b.resume_stream(&sid, &event_id).await;
+    let mut progress = Vec::new();
+    let result = loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), resumed.next())
+            .await
+            .expect("the resumed stream goes on")
+            .expect("an event");
+        match message["method"].as_str() {
+            Some("notifications/progress") => progress.push(message["params"]["progress"].clone()),
+            _ => break message,
+        }
+    };
+    // 700 ms between events: the follower's reads block longer than a Redis command may take.
+    assert_eq!(progress, [2, 3, 4], "nothing missed, nothing repeated");
+    assert_eq!(result["id"], 41);
+    assert_eq!(result["result"]["content"][0]["text"], "ticked");
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}
+
+const ELICIT: &str = r#"{"elicitation": {}}"#;
+
+fn ask(then_ms: u64, state: Option<&str>) -> serde_json::Value {
+    let mut params = json!({"name": "ask", "arguments": {"then_ms": then_ms}});
+    if let Some(state) = state {
+        params["requestState"] = json!(state);
+        params["inputResponses"] =
+            json!({"upstream_request": {"action": "accept", "content": {"name": "Grace"}}});
+    }
+    params
+}
+
+/// Parks an `ask` call on `client`'s replica; returns its `requestState`.
+async fn park(client: &Client, then_ms: u64) -> String {
+    let first = client
+        .modern_caps(
+            "tools/call",
+            ask(then_ms, None),
+            serde_json::from_str(ELICIT).unwrap(),
+        )
+        .await;
+    assert_eq!(first.result()["resultType"], "input_required");
+    first.result()["requestState"].as_str().unwrap().to_string()
+}
+
+async fn retry(client: &Client, state: &str) -> support::Reply {
+    client
+        .modern_caps(
+            "tools/call",
+            ask(0, Some(state)),
+            serde_json::from_str(ELICIT).unwrap(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn an_mrtr_retry_on_another_replica_completes_the_call_parked_on_the_first() {
+    let redis = Redis::start();
+    let c = cluster(2, &stdio_legacy(), Some(&redis)).await;
+    let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
+    // The upstream answers 2.5 s after the elicitation: keep-alives and long reads on the way.
+    let state = park(&a, 2500).await;
+    let mut tampered = state.clone();
+    tampered.push('A');
+    assert_eq!(
+        retry(&b, &tampered).await.error_code(),
+        -32602,
+        "checked where it lands"
+    );
+
+    let done = retry(&b, &state).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.result()["resultType"], "complete");
+    let text = done.result()["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("Grace"), "{text}");
+    let again = retry(&b, &state).await;
+    assert_eq!(
+        again.error_code(),
+        -32602,
+        "the call was taken: no second answer"
+    );
+
+    // A call parked on a replica that is gone: a clear error, not a hang.
+    let state = park(&a, 0).await;
+    let mut replicas = c.replicas.into_iter();
+    replicas.next().unwrap().shutdown().await;
+    let lost = retry(&b, &state).await;
+    assert_eq!(lost.error_code(), -32602);
+    assert!(
+        lost.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gone"),
+        "{}",
+        lost.body
+    );
+    for r in replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn without_the_store_an_mrtr_retry_on_another_replica_is_refused() {
+    let c = cluster(2, &stdio_legacy(), None).await;
+    let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
+    let state = park(&a, 0).await;
+    assert_eq!(retry(&b, &state).await.error_code(), -32602);
+    let done = retry(&a, &state).await;
+    assert!(
+        done.result()["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Grace")
     );
     for r in c.replicas {
         r.shutdown().await;

@@ -7,6 +7,7 @@
 
 pub mod authn;
 pub mod events;
+pub mod handoff;
 mod identity;
 pub mod legacy;
 pub mod legacy_sse;
@@ -16,11 +17,13 @@ pub mod mrtr;
 pub mod origin;
 pub mod outbox;
 pub mod relay;
+pub mod replay_mirror;
 pub mod resume;
 pub mod revocations;
 pub mod seal;
 pub mod session;
 pub mod session_state;
+pub mod shared_stream;
 mod stream_metrics;
 pub mod streamable_http;
 pub mod wire;

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::mrtr::{Binding, Continuations};
+use super::handoff::Retry;
+use super::mrtr::{Binding, Continuations, Resumed};
 use super::relay::{self, ModernPeer, Peer};
 use super::wire::{self, Failure};
 use super::{Gateway, identity};
@@ -91,11 +92,6 @@ pub async fn handle(
             &jsonrpc::result_response(id, result),
         ));
     }
-    let log_level = params
-        .as_ref()
-        .and_then(|p| p["_meta"].get(META_LOG_LEVEL))
-        .and_then(Value::as_str)
-        .map(str::to_string);
     let target = params
         .as_ref()
         .zip(crate::protocol::name_field(&method))
@@ -103,19 +99,14 @@ pub async fn handle(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let ttl = ttl_ms(gw);
-    let peer = ModernPeer {
-        decorate: Box::new({
-            let method = method.clone();
-            move |result| decorate(ttl, &method, result)
-        }),
-        log_level,
-        capabilities: ctx.client_capabilities.clone(),
-        continuations: std::sync::Arc::clone(&gw.continuations),
-        principal: principal.digest(),
-        method: method.clone(),
+    let peer = modern_peer(
+        gw,
+        params.as_ref(),
+        ctx.client_capabilities.clone(),
+        principal.digest(),
+        method.clone(),
         target,
-    };
+    );
     if Continuations::supports(&method)
         && let Some(p) = params.as_ref()
     {
@@ -124,8 +115,27 @@ pub async fn handle(
             method: &peer.method,
             target: &peer.target,
         };
-        if let Some(call) = gw.continuations.resume(p, &binding).await.map_err(fail)? {
-            return Ok(relay::resume(id, call, Peer::Modern(peer)).await);
+        match gw.continuations.resume(p, &binding).await.map_err(fail)? {
+            Some(Resumed::Here(call)) => {
+                return Ok(relay::resume(id, *call, Peer::Modern(peer)).await);
+            }
+            Some(Resumed::Elsewhere {
+                handoff,
+                owner,
+                cid,
+            }) => {
+                let retry = Retry {
+                    cid,
+                    id: id.clone(),
+                    params: p.clone(),
+                    capabilities: peer.capabilities,
+                    principal: peer.principal,
+                    method: peer.method,
+                    target: peer.target,
+                };
+                return handoff.forward(&owner, retry).await.map_err(fail);
+            }
+            None => {}
         }
     }
     let routed = gw
@@ -134,6 +144,56 @@ pub async fn handle(
         .await
         .map_err(fail)?;
     Ok(relay::respond(id, routed, Peer::Modern(peer)).await)
+}
+
+/// The relay's view of a modern request with `params`, from a client declaring
+/// `capabilities`, bound to principal digest `principal`, `method` and `target`.
+fn modern_peer(
+    gw: &Gateway,
+    params: Option<&Value>,
+    capabilities: Value,
+    principal: String,
+    method: String,
+    target: String,
+) -> ModernPeer {
+    let log_level = params
+        .and_then(|p| p["_meta"].get(META_LOG_LEVEL))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let ttl = ttl_ms(gw);
+    ModernPeer {
+        decorate: Box::new({
+            let method = method.clone();
+            move |result| decorate(ttl, &method, result)
+        }),
+        log_level,
+        capabilities,
+        continuations: Arc::clone(&gw.continuations),
+        principal,
+        method,
+        target,
+    }
+}
+
+/// Answers, on the replica where its call is parked, an MRTR retry that reached another
+/// replica ([`super::handoff`]), as [`handle`] would have had the retry come here.
+pub async fn answer_handed_off(gw: &Gateway, retry: Retry) -> Response {
+    let Retry {
+        cid,
+        id,
+        params,
+        capabilities,
+        principal,
+        method,
+        target,
+    } = retry;
+    match gw.continuations.take(cid, &params).await {
+        Ok(call) => {
+            let peer = modern_peer(gw, Some(&params), capabilities, principal, method, target);
+            relay::resume(id, call, Peer::Modern(peer)).await
+        }
+        Err(error) => Failure::new(error, Era::Modern, Some(id)).into_response(),
+    }
 }
 
 /// Checks `_meta` and the mirrored headers; returns the call context they describe.

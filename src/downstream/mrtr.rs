@@ -11,8 +11,10 @@
 //! upstream and continues relaying the same call. Any other `requestState` (a modern upstream's
 //! own) passes through untouched.
 //!
-//! Parked calls live in this replica's memory: a retry that reaches another replica, or comes
-//! after the state's lifetime, gets -32602 and the upstream call is cancelled.
+//! Parked calls live in this replica's memory. With a shared store the state also names this
+//! replica, and a retry that reaches another replica is handed to this one
+//! ([`super::handoff`]); without it, such a retry gets -32602. A retry after the state's
+//! lifetime gets -32602 and the upstream call is cancelled.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +62,24 @@ struct RequestState {
     m: String,
     /// Tool or prompt name, or resource URI, of the original request.
     t: String,
+    /// Tag of the replica holding the call, with a shared store ([`super::handoff`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    o: String,
+}
+
+/// Where a retry's parked call is.
+pub enum Resumed {
+    /// Here: the call continues on this request.
+    Here(Box<RoutedCall>),
+    /// On replica `owner` (its [`super::handoff::Handoff::tag`]), as call `cid`.
+    Elsewhere {
+        /// The way there.
+        handoff: Arc<super::handoff::Handoff>,
+        /// The replica's tag.
+        owner: String,
+        /// The parked call.
+        cid: Uuid,
+    },
 }
 
 /// A call waiting for the client's input.
@@ -76,6 +96,8 @@ pub struct Continuations {
     parked: moka::sync::Cache<Uuid, Slot>,
     sealer: Sealer,
     ttl: Duration,
+    /// With a shared store: hands retries to the replica holding their call.
+    handoff: Option<Arc<super::handoff::Handoff>>,
 }
 
 /// Who and what a request is, for binding state to it.
@@ -98,7 +120,21 @@ impl Continuations {
                 .build(),
             sealer,
             ttl,
+            handoff: None,
         }
+    }
+
+    /// Names this replica in the state of the calls it parks, so that retries reaching other
+    /// replicas are handed here through `handoff`.
+    #[must_use]
+    pub fn with_handoff(mut self, handoff: Arc<super::handoff::Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
+    /// The hand-off between replicas, with a shared store.
+    pub fn handoff(&self) -> Option<&Arc<super::handoff::Handoff>> {
+        self.handoff.as_ref()
     }
 
     /// Whether a method may answer with `InputRequiredResult`.
@@ -134,6 +170,11 @@ impl Continuations {
             exp: now_secs() + self.ttl.as_secs(),
             m: binding.method.to_string(),
             t: binding.target.to_string(),
+            o: self
+                .handoff
+                .as_ref()
+                .map(|h| h.tag().to_string())
+                .unwrap_or_default(),
         };
         let token = format!("{STATE_PREFIX}{}", self.sealer.seal(PURPOSE, &state));
         let parked = Parked {
@@ -149,17 +190,19 @@ impl Continuations {
     }
 
     /// For a retry carrying this gateway's `requestState`: delivers the client's input to the
-    /// waiting upstream and returns the call to continue. `Ok(None)` when the request carries no
-    /// state of this gateway's (a first attempt, or a modern upstream's own state).
+    /// waiting upstream and returns the call to continue, or says which replica holds it.
+    /// `Ok(None)` when the request carries no state of this gateway's (a first attempt, or a
+    /// modern upstream's own state).
     ///
     /// # Errors
     /// [`GatewayError::InvalidParams`] for state that does not open, belongs to another
-    /// principal or request, has expired, or whose call is no longer parked here.
+    /// principal or request, has expired, or whose call is no longer parked (here, or on the
+    /// replica it names when there is no shared store).
     pub async fn resume(
         &self,
         params: &Value,
         binding: &Binding<'_>,
-    ) -> Result<Option<RoutedCall>, GatewayError> {
+    ) -> Result<Option<Resumed>, GatewayError> {
         let Some(token) = params
             .get("requestState")
             .and_then(Value::as_str)
@@ -181,12 +224,35 @@ impl Continuations {
         if now_secs() > state.exp {
             return Err(invalid("it has expired; send the request again without it"));
         }
+        if let Some(handoff) = &self.handoff
+            && !state.o.is_empty()
+            && state.o != handoff.tag()
+            && !self.parked.contains_key(&state.cid)
+        {
+            return Ok(Some(Resumed::Elsewhere {
+                handoff: Arc::clone(handoff),
+                owner: state.o,
+                cid: state.cid,
+            }));
+        }
+        self.take(state.cid, params)
+            .await
+            .map(|c| Some(Resumed::Here(Box::new(c))))
+    }
+
+    /// Takes parked call `cid`, delivers the client's `inputResponses` from the retry's
+    /// `params` to the waiting upstream, and returns the call to continue.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidParams`] when the call is no longer parked here.
+    pub async fn take(&self, cid: Uuid, params: &Value) -> Result<RoutedCall, GatewayError> {
         let parked = self
             .parked
-            .remove(&state.cid)
+            .remove(&cid)
             .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
-            .ok_or_else(|| {
-                invalid("the request is no longer waiting; send it again without requestState")
+            .ok_or_else(|| GatewayError::InvalidParams {
+                message: "Invalid requestState: the request is no longer waiting; send it again without requestState".into(),
+                transport: false,
             })?;
         let Parked { call, requests } = parked;
         let responses = params.get("inputResponses");
@@ -207,6 +273,6 @@ impl Continuations {
                 }
             }
         }
-        Ok(Some(call))
+        Ok(call)
     }
 }

@@ -121,6 +121,8 @@ pub struct StreamLogs {
     logs: Mutex<Logs>,
     counter: std::sync::atomic::AtomicU64,
     budget: Arc<ReplayBudget>,
+    /// With a shared store: the mirror every event is also written to, and the session's id.
+    mirror: Option<(Arc<super::replay_mirror::ReplayMirror>, uuid::Uuid)>,
 }
 
 fn event(stream: &str, seq: u64, data: &str) -> Event {
@@ -137,7 +139,20 @@ impl StreamLogs {
             logs: Mutex::new(Logs::default()),
             counter: std::sync::atomic::AtomicU64::new(0),
             budget,
+            mirror: None,
         }
+    }
+
+    /// The logs of session `id`, also written to the shared `mirror` so that any replica can
+    /// resume them ([`super::replay_mirror`]).
+    pub fn mirrored(
+        budget: Arc<ReplayBudget>,
+        mirror: Arc<super::replay_mirror::ReplayMirror>,
+        id: uuid::Uuid,
+    ) -> Self {
+        let mut logs = Self::new(budget);
+        logs.mirror = Some((mirror, id));
+        logs
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Logs> {
@@ -149,7 +164,10 @@ impl StreamLogs {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("s{n}");
+        let id = match &self.mirror {
+            Some((mirror, _)) => mirror.stream_id(n),
+            None => format!("s{n}"),
+        };
         let mut logs = self.lock();
         if logs.by_stream.len() >= MAX_STREAMS {
             // Drop the oldest finished log, else the oldest.
@@ -188,6 +206,9 @@ impl StreamLogs {
             self.log(&mut logs, stream, seq, &data);
             (attached, seq)
         };
+        if let Some((mirror, session)) = &self.mirror {
+            mirror.append(*session, stream, seq, &data);
+        }
         if let Some(tx) = attached
             && tx.send(event(stream, seq, &data)).await.is_err()
             && let Some(log) = self.lock().by_stream.get_mut(stream)
@@ -236,6 +257,9 @@ impl StreamLogs {
         if let Some(log) = self.lock().by_stream.get_mut(stream) {
             log.finished = true;
             log.attached = None;
+            if let Some((mirror, session)) = &self.mirror {
+                mirror.end(*session, stream, log.next_seq);
+            }
         }
     }
 
@@ -243,10 +267,7 @@ impl StreamLogs {
     /// into `tx` and, if the stream is still running, attaches `tx` for the rest. `false` when
     /// the id names no log of this session.
     pub fn resume(&self, last_event_id: &str, tx: mpsc::Sender<Event>) -> bool {
-        let Some((stream, seq)) = last_event_id
-            .rsplit_once('/')
-            .and_then(|(s, n)| n.parse::<u64>().ok().map(|n| (s.to_string(), n)))
-        else {
+        let Some((stream, seq)) = parse_event_id(last_event_id) else {
             return false;
         };
         let mut logs = self.lock();
@@ -283,6 +304,12 @@ impl Drop for StreamLogs {
         let held = self.lock().bytes;
         self.budget.give_back(held);
     }
+}
+
+/// The stream and sequence number of an event id `{stream}/{seq}`.
+pub fn parse_event_id(id: &str) -> Option<(String, u64)> {
+    id.rsplit_once('/')
+        .and_then(|(s, n)| n.parse::<u64>().ok().map(|n| (s.to_string(), n)))
 }
 
 /// A channel large enough to take a whole replay at once.

@@ -7,13 +7,14 @@
 //! reads the whole set again before it listens, so a revocation is never missed for long —
 //! at most for the time a replica is cut off from Redis, which is logged.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
+use crate::backoff::keep_listening;
 use crate::config::RedisConfig;
 
 /// How long a store write may take before the revocation is kept local only (logged).
@@ -115,23 +116,14 @@ impl Revocations {
         let Some(shared) = &self.shared else {
             return;
         };
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let mut cut_off = false;
-        loop {
-            match self.listen(shared).await {
-                Ok(()) => {
-                    backoff.reset();
-                    cut_off = false;
-                }
-                Err(error) => {
-                    if !cut_off {
-                        tracing::error!(%error, "cannot follow the shared session revocations; retrying (a DELETE on another replica is not seen here meanwhile)");
-                    }
-                    cut_off = true;
-                }
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
+        keep_listening(
+            || async {
+                self.listen(shared).await?;
+                Ok::<_, redis::RedisError>(ControlFlow::Continue(()))
+            },
+            "cannot follow the shared session revocations; retrying (a DELETE on another replica is not seen here meanwhile)",
+        )
+        .await;
     }
 
     /// One subscription: subscribe, load the set, then apply messages until it ends.

@@ -34,13 +34,17 @@ pub struct SessionState {
 impl SessionState {
     /// The state of a new session, its stream logs drawing on the replica's `budget`.
     pub fn new(budget: Arc<super::resume::ReplayBudget>) -> Self {
+        Self::with_streams(super::resume::StreamLogs::new(budget))
+    }
+
+    fn with_streams(streams: super::resume::StreamLogs) -> Self {
         Self {
             pending: Mutex::default(),
             in_flight: Mutex::default(),
             log_level: Mutex::default(),
             subscriptions: Mutex::default(),
             stream_generation: AtomicU64::new(0),
-            streams: super::resume::StreamLogs::new(budget),
+            streams,
         }
     }
 
@@ -156,6 +160,8 @@ pub struct LocalSessions {
     map: moka::sync::Cache<Uuid, Arc<SessionState>>,
     next_id: AtomicU64,
     replay: Arc<super::resume::ReplayBudget>,
+    /// With a shared store: where response-stream logs are mirrored for other replicas.
+    mirror: Option<Arc<super::replay_mirror::ReplayMirror>>,
 }
 
 impl LocalSessions {
@@ -169,7 +175,20 @@ impl LocalSessions {
                 .build(),
             next_id: AtomicU64::new(1),
             replay: super::resume::ReplayBudget::new(replay_bytes),
+            mirror: None,
         }
+    }
+
+    /// Mirrors every session's response-stream logs to `mirror`, so that any replica can
+    /// resume them.
+    pub fn with_mirror(mut self, mirror: Arc<super::replay_mirror::ReplayMirror>) -> Self {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// The shared mirror of the response-stream logs, if any.
+    pub fn mirror(&self) -> Option<&Arc<super::replay_mirror::ReplayMirror>> {
+        self.mirror.as_ref()
     }
 
     /// Sessions with state here now.
@@ -185,8 +204,17 @@ impl LocalSessions {
 
     /// The state of session `id`, created on first use.
     pub fn get(&self, id: Uuid) -> Arc<SessionState> {
-        self.map
-            .get_with(id, || Arc::new(SessionState::new(Arc::clone(&self.replay))))
+        self.map.get_with(id, || {
+            let budget = Arc::clone(&self.replay);
+            Arc::new(match &self.mirror {
+                Some(mirror) => SessionState::with_streams(super::resume::StreamLogs::mirrored(
+                    budget,
+                    Arc::clone(mirror),
+                    id,
+                )),
+                None => SessionState::new(budget),
+            })
+        })
     }
 
     /// Bytes the sessions' response-stream logs hold together.

@@ -79,7 +79,14 @@ pub async fn get(
     // standalone stream.
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         let (tx, rx) = super::resume::resume_channel();
-        if gw.sessions.get(claims.id).streams.resume(last, tx) {
+        if gw.sessions.get(claims.id).streams.resume(last, tx.clone()) {
+            return super::relay::sse(rx);
+        }
+        // Not logged here: another replica's stream, from the shared log.
+        if let (Some(mirror), Some((stream, after))) =
+            (gw.sessions.mirror(), super::resume::parse_event_id(last))
+            && mirror.resume(claims.id, &stream, after, tx).await
+        {
             return super::relay::sse(rx);
         }
     }

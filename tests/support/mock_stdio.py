@@ -3,7 +3,7 @@
 Usage: python3 mock_stdio.py legacy|modern [tasks]
 Tools: echo (returns its message and the pid), crash (exits the process at once), grow (adds a
 tool named `grown` and sends notifications/tools/list_changed), progress (three progress
-notifications, then a result), ask (asks the client elicitation/create and returns the answer),
+notifications, then a result), ask (asks the client elicitation/create and returns the answer, `then_ms` later),
 ask_two (asks elicitation/create and roots/list at once, answers with both answers), slow
 (answers only when cancelled: never), cancellations (the request ids it saw cancelled),
 touch (sends notifications/resources/updated for mock://r1), subscribed (the URIs subscribed to
@@ -35,6 +35,7 @@ if TASKS:
     tools += [{"name": n, "inputSchema": {"type": "object"}} for n in ("mktask", "leak")]
 tasks = {}  # task id -> Task
 waiting = {}  # id of our request to the client -> id of the tools/call it belongs to
+pause_after = {}  # id of an ask call -> ms to wait after the answer, before the result
 gathering = {}  # id of a tools/call asking several at once -> {our request id: answer or None}
 subscribed = set()
 next_own_id = 1000
@@ -70,6 +71,7 @@ for line in sys.stdin:
                 result(call_id, {"content": [{"type": "text", "text": json.dumps(answers[i])}
                                              for i in sorted(answers)]})
             continue
+        time.sleep(pause_after.pop(call_id, 0) / 1000)
         result(call_id, {"content": [{"type": "text", "text": json.dumps(answer)}]})
         continue
     if method == "notifications/cancelled":
@@ -132,6 +134,7 @@ for line in sys.stdin:
         elif name == "ask":
             next_own_id += 1
             waiting[next_own_id] = rid
+            pause_after[rid] = (params.get("arguments") or {}).get("then_ms", 0)
             send({"jsonrpc": "2.0", "id": next_own_id, "method": "elicitation/create",
                   "params": {"message": "Your name?", "requestedSchema": {"type": "object",
                              "properties": {"name": {"type": "string"}}}}})

@@ -1,0 +1,218 @@
+//! Legacy response-stream logs shared through Redis (`limits.store: redis`, DESIGN.md §5.12),
+//! so that a client whose connection was lost can resume with `Last-Event-ID` on any replica.
+//!
+//! The replica running the call keeps its local log ([`super::resume`]) and also appends every
+//! event to a Redis stream per response stream, `{prefix}:replay:{session}:{stream}`, with the
+//! event's sequence number as the entry id (`{seq}-1`), capped at [`super::resume::MAX_EVENTS`]
+//! entries, and an end mark when the response is complete; the key expires after the session's
+//! idle timeout. Appends go through a bounded queue to one writer task that pipelines them, so
+//! delivering an event never waits for Redis; an append that finds the queue full is dropped
+//! (that event can then not be replayed elsewhere) and logged.
+//!
+//! A replica asked to resume a stream it has no log of reads the entries after the client's
+//! last id and then follows the Redis stream ([`super::shared_stream`]) until
+//! the end mark, the client leaving, or no event for the idle timeout. Stream ids carry a
+//! random per-process tag, so two replicas never name streams of one session alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::shared_stream::{self, Follower};
+use crate::config::RedisConfig;
+
+/// Appends waiting for the writer at most; beyond, appends are dropped (logged).
+const QUEUE: usize = 16_384;
+/// Appends the writer sends in one pipeline at most.
+const BATCH: usize = 512;
+
+/// One write to the mirror.
+enum Append {
+    /// Event `seq` of a stream.
+    Event { key: String, seq: u64, data: String },
+    /// The stream is complete after `next_seq - 1`.
+    End { key: String, next_seq: u64 },
+}
+
+/// The Redis side of the response-stream logs of every session of this replica.
+pub struct ReplayMirror {
+    queue: mpsc::Sender<Append>,
+    client: redis::Client,
+    prefix: String,
+    /// Distinguishes this process's stream ids from other replicas'.
+    tag: String,
+    /// Entries' lifetime, and how long a follower waits without news.
+    idle: Duration,
+}
+
+impl ReplayMirror {
+    /// A mirror in the Redis of `redis`, whose entries live `idle` (the session idle timeout);
+    /// starts its writer task.
+    ///
+    /// # Errors
+    /// When the Redis URL cannot be used.
+    pub fn start(redis: &RedisConfig, idle: Duration) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(redis.url.expose())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let connection =
+            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(rx, connection, idle));
+        Ok(Arc::new(Self {
+            queue,
+            client,
+            prefix: format!("{}:replay", redis.key_prefix),
+            tag: format!("{:08x}", rand::random::<u32>()),
+            idle,
+        }))
+    }
+
+    /// The id of response stream number `n` of a session opened on this replica.
+    pub fn stream_id(&self, n: u64) -> String {
+        format!("s{}-{n}", self.tag)
+    }
+
+    fn key(&self, session: Uuid, stream: &str) -> String {
+        format!("{}:{session}:{stream}", self.prefix)
+    }
+
+    /// Appends event `seq` of `stream` (without waiting).
+    pub fn append(&self, session: Uuid, stream: &str, seq: u64, data: &str) {
+        let key = self.key(session, stream);
+        self.send(Append::Event {
+            key,
+            seq,
+            data: data.to_string(),
+        });
+    }
+
+    /// Marks `stream` complete after event `next_seq - 1` (without waiting).
+    pub fn end(&self, session: Uuid, stream: &str, next_seq: u64) {
+        let key = self.key(session, stream);
+        self.send(Append::End { key, next_seq });
+    }
+
+    fn send(&self, append: Append) {
+        if self.queue.try_send(append).is_err() {
+            tracing::warn!(
+                "the shared replay log is not keeping up; an event can be replayed only on the replica that sent it"
+            );
+        }
+    }
+
+    /// Resumes `stream` of `session` after event `after` from the shared log into `tx`:
+    /// `false` when the log holds no such stream or cannot be reached. The events follow in
+    /// the background until the stream's end, the client leaving, or the idle timeout without
+    /// news.
+    pub async fn resume(
+        self: &Arc<Self>,
+        session: Uuid,
+        stream: &str,
+        after: u64,
+        tx: mpsc::Sender<Event>,
+    ) -> bool {
+        let key = self.key(session, stream);
+        let follower = Follower::connect(&self.client, key, format!("{after}-1")).await;
+        let Ok(mut follower) = follower else {
+            tracing::warn!(%session, "cannot reach the shared replay log to resume a stream");
+            return false;
+        };
+        if !follower.exists().await.unwrap_or(false) {
+            return false;
+        }
+        let (stream, idle) = (stream.to_string(), self.idle);
+        tokio::spawn(async move {
+            if let Err(error) = follow(follower, &stream, idle, &tx).await {
+                tracing::warn!(%error, "following a shared replay log failed; the resumed stream ends");
+            }
+        });
+        true
+    }
+}
+
+/// Sends the entries the follower reads until the end mark, the client leaving, or `idle`
+/// without news.
+async fn follow(
+    mut follower: Follower,
+    stream: &str,
+    idle: Duration,
+    tx: &mpsc::Sender<Event>,
+) -> redis::RedisResult<()> {
+    let mut quiet = Duration::ZERO;
+    loop {
+        let entries = follower.next().await?;
+        if entries.is_empty() {
+            quiet += shared_stream::BLOCK;
+            if tx.is_closed() || quiet >= idle {
+                return Ok(());
+            }
+            continue;
+        }
+        quiet = Duration::ZERO;
+        for entry in entries {
+            if entry.map.contains_key("end") {
+                return Ok(());
+            }
+            let seq = entry
+                .id
+                .split_once('-')
+                .and_then(|(s, _)| s.parse::<u64>().ok())
+                .unwrap_or_default();
+            let data: String = entry.get("d").unwrap_or_default();
+            let event = Event::default()
+                .event("message")
+                .id(format!("{stream}/{seq}"))
+                .data(data);
+            if tx.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The writer: pipelines queued appends (each with the key's expiry) until the queue closes.
+async fn write(
+    mut rx: mpsc::Receiver<Append>,
+    mut connection: redis::aio::ConnectionManager,
+    idle: Duration,
+) {
+    let max_len = super::resume::MAX_EVENTS;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for append in batch.drain(..) {
+            let (key, id, field, value) = match append {
+                Append::Event { key, seq, data } => (key, format!("{seq}-1"), "d", data),
+                Append::End { key, next_seq } => {
+                    (key, format!("{next_seq}-1"), "end", String::new())
+                }
+            };
+            shared_stream::append(
+                &mut pipe,
+                &key,
+                &id,
+                Some(max_len),
+                &[(field, value.as_bytes())],
+                idle,
+            );
+        }
+        match pipe.query_async::<()>(&mut connection).await {
+            Ok(()) if failing => {
+                tracing::info!("the shared replay log is written again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::error!(%error, "cannot write the shared replay log; streams resume only on the replica that sent them meanwhile");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
