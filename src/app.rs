@@ -205,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     match &config.limits.store {
         crate::config::LimitStore::Redis(_) => tracing::info!(
-            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID) and MRTR retries are shared by every replica through Redis"
+            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries and task owners are shared by every replica through Redis"
         ),
         crate::config::LimitStore::Memory => tracing::info!(
             "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
@@ -251,7 +251,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     let mut continuations =
         crate::downstream::mrtr::Continuations::new(sealer.clone(), MRTR_STATE_TTL);
+    // Task ids open on every replica with the session key; their owners are shared for listing.
+    let mut task_ids = crate::router::task_ids::TaskIds::new(config.session.key);
     if let Some(redis) = redis {
+        task_ids = task_ids.with_store(redis).map_err(StartError::LimitStore)?;
         let mirror = crate::downstream::replay_mirror::ReplayMirror::start(
             redis,
             config.session.idle_timeout,
@@ -270,7 +273,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             Arc::clone(&access),
             Arc::clone(&limits),
             auditor.clone(),
-            config.session.key,
+            task_ids,
         ),
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: Arc::clone(&revoked),

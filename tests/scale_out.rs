@@ -3,7 +3,8 @@
 //! is served by the others; a `DELETE` on one replica makes the session unknown on every
 //! replica sharing the store — also on one started afterwards — and, without the store, on that
 //! replica only; a response stream lost on one replica resumes on another; an MRTR retry that
-//! lands on another replica than the one holding its call completes it.
+//! lands on another replica than the one holding its call completes it; a task created through
+//! one replica is listed through another, for its creator only.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +34,11 @@ fn stdio_legacy() -> String {
 /// `n` replicas in front of the `upstream` entry, sharing one session key, and Redis when
 /// `redis` is given.
 async fn cluster(n: usize, upstream: &str, redis: Option<&Redis>) -> Cluster {
+    cluster_with(n, upstream, redis, "").await
+}
+
+/// [`cluster`] with `extra` YAML sections.
+async fn cluster_with(n: usize, upstream: &str, redis: Option<&Redis>, extra: &str) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("session.key");
     std::fs::write(&key, "7".repeat(64)).unwrap();
@@ -44,11 +50,11 @@ async fn cluster(n: usize, upstream: &str, redis: Option<&Redis>) -> Cluster {
         None => String::new(),
     };
     let yaml = format!(
-        "listen: {{ addr: 127.0.0.1:0 }}
+        "listen: {{ addr: 127.0.0.1:0, public_url: 'https://mcp.example.com/mcp' }}
 session: {{ key_file: '{}' }}
 upstreams:
   - {upstream}
-{limits}",
+{limits}{extra}",
         key.display()
     );
     let mut replicas = Vec::new();
@@ -270,4 +276,77 @@ async fn without_the_store_an_mrtr_retry_on_another_replica_is_refused() {
     for r in c.replicas {
         r.shutdown().await;
     }
+}
+
+/// Alice creates a task through one replica and lists it through another (the upstream's own
+/// list holds every caller's tasks); Bob never sees it. Without the store only the replica that
+/// saw it created lists it.
+async fn tasks_listed_across_replicas(redis: Option<&Redis>) -> (usize, usize, usize) {
+    let mut spec = MockSpec::new(MockEra::Legacy);
+    spec.listed_tasks = true;
+    spec.tools
+        .push(json!({"name": "mktask", "inputSchema": {"type": "object"}}));
+    let (addr, _mock, _task) = mock_http::start(spec).await;
+    let auth = format!(
+        "auth:\n  api_keys:\n    - {{ name: alice, sha256: '{}' }}\n    - {{ name: bob, sha256: '{}' }}\n",
+        support::sha256_hex("key-alice"),
+        support::sha256_hex("key-bob"),
+    );
+    let c = cluster_with(2, &http(addr), redis, &auth).await;
+    let alice: Vec<Client> = c
+        .replicas
+        .iter()
+        .map(|r| Client::new(r).with_header("x-api-key", "key-alice"))
+        .collect();
+    let bob = Client::new(&c.replicas[1]).with_header("x-api-key", "key-bob");
+    let sid = alice[0].initialize().await;
+    let created = alice[0]
+        .legacy(
+            &sid,
+            "tools/call",
+            json!({"name": "mktask", "arguments": {}}),
+        )
+        .await;
+    let task = created.result()["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let count = |reply: support::Reply| {
+        let tasks = reply.result()["tasks"].as_array().unwrap().clone();
+        assert!(
+            tasks.iter().all(|t| t["taskId"] == task.as_str()),
+            "{tasks:?}"
+        );
+        tasks.len()
+    };
+    let here = count(alice[0].legacy(&sid, "tasks/list", json!({})).await);
+    // The owner record is written in the background: with the store, wait for it to land;
+    // without it, give a wrong answer the same time to appear.
+    let list_there = || async { count(alice[1].legacy(&sid, "tasks/list", json!({})).await) };
+    if redis.is_some() {
+        eventually(5, "the other replica lists the task", || async {
+            list_there().await == 1
+        })
+        .await;
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let there = list_there().await;
+    let bob_sid = bob.initialize().await;
+    let for_bob = count(bob.legacy(&bob_sid, "tasks/list", json!({})).await);
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+    (here, there, for_bob)
+}
+
+#[tokio::test]
+async fn a_task_created_through_one_replica_is_listed_through_another_for_its_creator_only() {
+    let redis = Redis::start();
+    assert_eq!(tasks_listed_across_replicas(Some(&redis)).await, (1, 1, 0));
+}
+
+#[tokio::test]
+async fn without_the_store_a_task_is_listed_only_through_the_replica_that_saw_it_created() {
+    assert_eq!(tasks_listed_across_replicas(None).await, (1, 0, 0));
 }

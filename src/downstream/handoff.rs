@@ -333,7 +333,9 @@ impl Handoff {
         let mut connection = self.connection.clone();
         let mut put = async |field: &str, value: &[u8]| {
             let mut pipe = redis::pipe();
-            shared_stream::append(&mut pipe, reply, "*", None, &[(field, value)], SILENCE * 2);
+            for command in shared_stream::append(reply, "*", None, &[(field, value)], SILENCE * 2) {
+                pipe.add_command(command).ignore();
+            }
             pipe.query_async::<()>(&mut connection).await
         };
         let mut tick = tokio::time::interval(KEEP_ALIVE);

@@ -5,9 +5,9 @@
 //! event to a Redis stream per response stream, `{prefix}:replay:{session}:{stream}`, with the
 //! event's sequence number as the entry id (`{seq}-1`), capped at [`super::resume::MAX_EVENTS`]
 //! entries, and an end mark when the response is complete; the key expires after the session's
-//! idle timeout. Appends go through a bounded queue to one writer task that pipelines them, so
-//! delivering an event never waits for Redis; an append that finds the queue full is dropped
-//! (that event can then not be replayed elsewhere) and logged.
+//! idle timeout. Appends go through a [`WriteQueue`], so delivering an event never waits for
+//! Redis; an append that finds the queue full is dropped (that event can then not be replayed
+//! elsewhere) and logged.
 //!
 //! A replica asked to resume a stream it has no log of reads the entries after the client's
 //! last id and then follows the Redis stream ([`super::shared_stream`]) until
@@ -23,23 +23,11 @@ use uuid::Uuid;
 
 use super::shared_stream::{self, Follower};
 use crate::config::RedisConfig;
-
-/// Appends waiting for the writer at most; beyond, appends are dropped (logged).
-const QUEUE: usize = 16_384;
-/// Appends the writer sends in one pipeline at most.
-const BATCH: usize = 512;
-
-/// One write to the mirror.
-enum Append {
-    /// Event `seq` of a stream.
-    Event { key: String, seq: u64, data: String },
-    /// The stream is complete after `next_seq - 1`.
-    End { key: String, next_seq: u64 },
-}
+use crate::redis_writes::WriteQueue;
 
 /// The Redis side of the response-stream logs of every session of this replica.
 pub struct ReplayMirror {
-    queue: mpsc::Sender<Append>,
+    writes: WriteQueue,
     client: redis::Client,
     prefix: String,
     /// Distinguishes this process's stream ids from other replicas'.
@@ -56,15 +44,8 @@ impl ReplayMirror {
     /// When the Redis URL cannot be used.
     pub fn start(redis: &RedisConfig, idle: Duration) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(redis.url.expose())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let connection =
-            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(rx, connection, idle));
         Ok(Arc::new(Self {
-            queue,
+            writes: WriteQueue::start(redis, "response-stream logs")?,
             client,
             prefix: format!("{}:replay", redis.key_prefix),
             tag: format!("{:08x}", rand::random::<u32>()),
@@ -83,26 +64,20 @@ impl ReplayMirror {
 
     /// Appends event `seq` of `stream` (without waiting).
     pub fn append(&self, session: Uuid, stream: &str, seq: u64, data: &str) {
-        let key = self.key(session, stream);
-        self.send(Append::Event {
-            key,
-            seq,
-            data: data.to_string(),
-        });
+        self.put(session, stream, seq, ("d", data.as_bytes()));
     }
 
     /// Marks `stream` complete after event `next_seq - 1` (without waiting).
     pub fn end(&self, session: Uuid, stream: &str, next_seq: u64) {
-        let key = self.key(session, stream);
-        self.send(Append::End { key, next_seq });
+        self.put(session, stream, next_seq, ("end", b""));
     }
 
-    fn send(&self, append: Append) {
-        if self.queue.try_send(append).is_err() {
-            tracing::warn!(
-                "the shared replay log is not keeping up; an event can be replayed only on the replica that sent it"
-            );
-        }
+    fn put(&self, session: Uuid, stream: &str, seq: u64, field: (&str, &[u8])) {
+        let key = self.key(session, stream);
+        let id = format!("{seq}-1");
+        let max_len = Some(super::resume::MAX_EVENTS);
+        let commands = shared_stream::append(&key, &id, max_len, &[field], self.idle);
+        self.writes.push(commands);
     }
 
     /// Resumes `stream` of `session` after event `after` from the shared log into `tx`:
@@ -171,48 +146,6 @@ async fn follow(
             if tx.send(event).await.is_err() {
                 return Ok(());
             }
-        }
-    }
-}
-
-/// The writer: pipelines queued appends (each with the key's expiry) until the queue closes.
-async fn write(
-    mut rx: mpsc::Receiver<Append>,
-    mut connection: redis::aio::ConnectionManager,
-    idle: Duration,
-) {
-    let max_len = super::resume::MAX_EVENTS;
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut failing = false;
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        for append in batch.drain(..) {
-            let (key, id, field, value) = match append {
-                Append::Event { key, seq, data } => (key, format!("{seq}-1"), "d", data),
-                Append::End { key, next_seq } => {
-                    (key, format!("{next_seq}-1"), "end", String::new())
-                }
-            };
-            shared_stream::append(
-                &mut pipe,
-                &key,
-                &id,
-                Some(max_len),
-                &[(field, value.as_bytes())],
-                idle,
-            );
-        }
-        match pipe.query_async::<()>(&mut connection).await {
-            Ok(()) if failing => {
-                tracing::info!("the shared replay log is written again");
-                failing = false;
-            }
-            Ok(()) => {}
-            Err(error) if !failing => {
-                tracing::error!(%error, "cannot write the shared replay log; streams resume only on the replica that sent them meanwhile");
-                failing = true;
-            }
-            Err(_) => {}
         }
     }
 }

@@ -15,30 +15,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries returned by one read at most.
 const READ_COUNT: usize = 256;
 
-/// Adds to `pipe` the append of `fields` to stream `key` under entry id `id` (`*` lets Redis
-/// choose), trimming the stream to about `max_len` entries when given, and the key's expiry
-/// in `ttl` (at least one second). Replies are ignored.
+/// The commands appending `fields` to stream `key` under entry id `id` (`*` lets Redis
+/// choose), trimming the stream to about `max_len` entries when given, and setting the key's
+/// expiry to `ttl` (at least one second).
 pub fn append(
-    pipe: &mut redis::Pipeline,
     key: &str,
     id: &str,
     max_len: Option<usize>,
     fields: &[(&str, &[u8])],
     ttl: Duration,
-) {
-    let command = pipe.cmd("XADD").arg(key);
+) -> Vec<redis::Cmd> {
+    let mut add = redis::cmd("XADD");
+    add.arg(key);
     if let Some(max_len) = max_len {
-        command.arg("MAXLEN").arg("~").arg(max_len);
+        add.arg("MAXLEN").arg("~").arg(max_len);
     }
-    command.arg(id);
+    add.arg(id);
     for (field, value) in fields {
-        command.arg(*field).arg(*value);
+        add.arg(*field).arg(*value);
     }
-    command.ignore();
-    pipe.cmd("EXPIRE")
-        .arg(key)
-        .arg(ttl.as_secs().max(1))
-        .ignore();
+    let mut expire = redis::cmd("EXPIRE");
+    expire.arg(key).arg(ttl.as_secs().max(1));
+    vec![add, expire]
 }
 
 /// Reads one stream from a given entry on.

@@ -46,21 +46,20 @@ pub struct Router {
 
 impl Router {
     /// A router over `catalogue`, deciding with the policies of `access`, limiting with
-    /// `limits` and recording calls with `auditor`; task ids are keyed from `session_key`
-    /// (random per process when `None`).
+    /// `limits`, recording calls with `auditor` and minting task ids with `task_ids`.
     pub fn new(
         catalogue: Arc<Catalogue>,
         metrics: Metrics,
         access: Arc<Access>,
         limits: Arc<RateLimits>,
         auditor: Auditor,
-        session_key: Option<[u8; 32]>,
+        task_ids: task_ids::TaskIds,
     ) -> Self {
         Self {
             catalogue,
             metrics,
             access,
-            task_ids: Arc::new(task_ids::TaskIds::new(session_key)),
+            task_ids: Arc::new(task_ids),
             limits,
             auditor,
         }

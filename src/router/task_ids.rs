@@ -6,13 +6,19 @@
 //! replica sharing that key accepts it). An id presented by another principal fails the tag
 //! check and is answered as unknown. Upstream connections may be shared between clients (stdio,
 //! HTTP+SSE, modern clients), so an upstream's own `tasks/list` may hold other callers' tasks:
-//! the merged list keeps only tasks this replica saw created by the caller.
+//! the merged list keeps only tasks whose creator was recorded as the caller. The record is this
+//! replica's memory and, with a shared store (`limits.store: redis`, DESIGN.md §5.12), also
+//! Redis (`{prefix}:task-owner:{upstream}:{taskId}`, first writer wins, kept as long as in
+//! memory): a task created through one replica is listed through any. Records are written in
+//! the background ([`crate::redis_writes`]); a list looks up the tasks it does not know in one
+//! round trip and lists them only if the store names the caller (unreachable store: not listed).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::UpstreamId;
+use crate::config::{RedisConfig, UpstreamId};
+use crate::redis_writes::WriteQueue;
 
 /// Hex characters of the tag.
 const TAG_HEX: usize = 16;
@@ -25,6 +31,21 @@ const OWNER_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3
 pub struct TaskIds {
     key: [u8; 32],
     owners: moka::sync::Cache<(UpstreamId, String), String>,
+    shared: Option<SharedOwners>,
+}
+
+/// The task owner records in the shared store.
+struct SharedOwners {
+    writes: WriteQueue,
+    connection: redis::aio::ConnectionManager,
+    prefix: String,
+    timeout: std::time::Duration,
+}
+
+impl SharedOwners {
+    fn key(&self, upstream: &UpstreamId, task_id: &str) -> String {
+        format!("{}:{upstream}:{task_id}", self.prefix)
+    }
 }
 
 impl TaskIds {
@@ -45,7 +66,27 @@ impl TaskIds {
                 .max_capacity(OWNERS)
                 .time_to_live(OWNER_TTL)
                 .build(),
+            shared: None,
         }
+    }
+
+    /// Also records task owners in the Redis of `redis`, and looks up there the owners of
+    /// tasks this replica did not see created.
+    ///
+    /// # Errors
+    /// When the Redis URL cannot be used.
+    pub fn with_store(mut self, redis: &RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(redis.url.expose())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(redis.timeout))
+            .set_response_timeout(Some(redis.timeout));
+        self.shared = Some(SharedOwners {
+            writes: WriteQueue::start(redis, "task owners")?,
+            connection: redis::aio::ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix: format!("{}:task-owner", redis.key_prefix),
+            timeout: redis.timeout,
+        });
+        Ok(self)
     }
 
     fn tag(&self, owner: &str, upstream: &UpstreamId, task_id: &str) -> String {
@@ -68,9 +109,21 @@ impl TaskIds {
     /// digest; empty for the gateway itself). The first principal an id is minted for is
     /// remembered as the task's owner for listing, and is never replaced.
     pub fn wire(&self, upstream: &UpstreamId, task_id: &str, owner: &str) -> String {
-        self.owners
+        let recorded = self
+            .owners
             .entry((upstream.clone(), task_id.to_string()))
             .or_insert_with(|| owner.to_string());
+        if recorded.is_fresh()
+            && let Some(shared) = &self.shared
+        {
+            let mut set = redis::cmd("SET");
+            set.arg(shared.key(upstream, task_id))
+                .arg(owner)
+                .arg("NX")
+                .arg("EX")
+                .arg(OWNER_TTL.as_secs());
+            shared.writes.push(vec![set]);
+        }
         format!(
             "{upstream}+{}.{task_id}",
             self.tag(owner, upstream, task_id)
@@ -93,11 +146,54 @@ impl TaskIds {
         bool::from(expected.as_bytes().ct_eq(tag.as_bytes())).then_some((upstream, task_id))
     }
 
-    /// Whether this replica saw `owner` create `task_id` of `upstream`.
-    pub fn owned_by(&self, upstream: &UpstreamId, task_id: &str, owner: &str) -> bool {
-        self.owners
-            .get(&(upstream.clone(), task_id.to_string()))
-            .is_some_and(|o| o == owner)
+    /// For each of `tasks` (upstream, upstream task id), whether it was recorded as created by
+    /// `owner`: here, or else (with a shared store, one `MGET` for all the tasks not known
+    /// here) in the store, whose answers are then remembered here. A task the store cannot be
+    /// asked about counts as not `owner`'s (logged).
+    pub async fn owned(&self, tasks: &[(&UpstreamId, &str)], owner: &str) -> Vec<bool> {
+        let known: Vec<Option<String>> = tasks
+            .iter()
+            .map(|(up, id)| self.owners.get(&((*up).clone(), (*id).to_string())))
+            .collect();
+        let mut owned: Vec<bool> = known.iter().map(|o| o.as_deref() == Some(owner)).collect();
+        let Some(shared) = &self.shared else {
+            return owned;
+        };
+        let unknown: Vec<usize> = (0..tasks.len()).filter(|&i| known[i].is_none()).collect();
+        if unknown.is_empty() {
+            return owned;
+        }
+        let mut mget = redis::cmd("MGET");
+        for &i in &unknown {
+            mget.arg(shared.key(tasks[i].0, tasks[i].1));
+        }
+        let mut connection = shared.connection.clone();
+        let found = tokio::time::timeout(
+            shared.timeout,
+            mget.query_async::<Vec<Option<String>>>(&mut connection),
+        )
+        .await;
+        match found {
+            Ok(Ok(found)) => {
+                for (&i, recorded) in unknown.iter().zip(found) {
+                    if let Some(recorded) = recorded {
+                        owned[i] = recorded == owner;
+                        self.owners
+                            .insert((tasks[i].0.clone(), tasks[i].1.to_string()), recorded);
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, tasks = unknown.len(), "cannot look up task owners in the shared store; tasks created through other replicas are not listed");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    tasks = unknown.len(),
+                    "the shared store did not answer a task owner lookup in time; tasks created through other replicas are not listed"
+                );
+            }
+        }
+        owned
     }
 }
 
@@ -105,8 +201,8 @@ impl TaskIds {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_open_only_for_their_owner() {
+    #[tokio::test]
+    async fn ids_open_only_for_their_owner() {
         let ids = TaskIds::new(Some([7; 32]));
         let up = UpstreamId::parse("jobs").unwrap();
         let find = |name: &str| (name == "jobs").then(|| up.clone());
@@ -119,12 +215,14 @@ mod tests {
         assert_eq!(ids.open(&wire, "bob", find), None);
         assert_eq!(ids.open("jobs+t.1+x", "alice", find), None, "untagged");
         assert_eq!(ids.open("other+0000000000000000.t", "alice", find), None);
-        assert!(ids.owned_by(&up, "t.1+x", "alice"));
-        assert!(!ids.owned_by(&up, "t.1+x", "bob"));
+        let task = [(&up, "t.1+x")];
+        assert_eq!(ids.owned(&task, "alice").await, [true]);
+        assert_eq!(ids.owned(&task, "bob").await, [false]);
+        assert_eq!(ids.owned(&[(&up, "never")], "alice").await, [false]);
         // Minting the id for someone else later never changes the recorded owner.
         let _ = ids.wire(&up, "t.1+x", "bob");
-        assert!(ids.owned_by(&up, "t.1+x", "alice"));
-        assert!(!ids.owned_by(&up, "t.1+x", "bob"));
+        assert_eq!(ids.owned(&task, "alice").await, [true]);
+        assert_eq!(ids.owned(&task, "bob").await, [false]);
         let replica = TaskIds::new(Some([7; 32]));
         assert!(
             replica.open(&wire, "alice", find).is_some(),

@@ -99,7 +99,7 @@ pub fn announced(snapshot: &Snapshot) -> bool {
 }
 
 /// `tasks/list` merged across the upstreams that support it, in the caller's context, keeping
-/// the tasks `owner` created (as far as this replica saw) and `visible(upstream, task_id)`
+/// the tasks recorded as created by `owner` ([`TaskIds::owned`]) and `visible(upstream, task_id)`
 /// allows. The upstreams are asked at once, each for at most [`MAX_PAGES`] pages within its
 /// timeout; at most [`MAX_TASKS`] are listed. An upstream that fails is left out (and logged):
 /// the others' tasks are still listed.
@@ -124,26 +124,29 @@ pub async fn list(
             (id, listed)
         })
     });
-    let mut tasks = Vec::new();
+    let mut found = Vec::new();
     for (id, listed) in futures::future::join_all(asked).await {
         match listed {
-            Ok(found) => tasks.extend(
-                found
-                    .into_iter()
-                    .filter(|t| {
-                        let task_id = t["taskId"].as_str().unwrap_or_default();
-                        ids.owned_by(id, task_id, owner) && visible(id, task_id)
-                    })
-                    .map(|mut t| {
-                        rewrite_ids(&mut t, id, ids, owner);
-                        t
-                    }),
-            ),
+            Ok(tasks) => found.extend(tasks.into_iter().map(|t| (id, t))),
             Err(e) => {
                 tracing::warn!(upstream = %id, error = %e, "tasks/list failed; leaving its tasks out")
             }
         }
     }
+    let keys: Vec<(&UpstreamId, &str)> = found
+        .iter()
+        .map(|(id, t)| (*id, t["taskId"].as_str().unwrap_or_default()))
+        .collect();
+    let owned = ids.owned(&keys, owner).await;
+    let mut tasks: Vec<Value> = found
+        .into_iter()
+        .zip(owned)
+        .filter(|((id, t), owned)| *owned && visible(id, t["taskId"].as_str().unwrap_or_default()))
+        .map(|((id, mut t), _)| {
+            rewrite_ids(&mut t, id, ids, owner);
+            t
+        })
+        .collect();
     tasks.truncate(MAX_TASKS);
     json!({ "tasks": tasks })
 }

@@ -48,6 +48,12 @@ pub struct MockSpec {
     /// Legacy: announce `tasks.list` and answer `tasks/list` with one task per page and a next
     /// cursor, forever.
     pub endless_tasks: bool,
+    /// Legacy: announce `tasks.list`; the `mktask` tool (listed only when a test adds it)
+    /// creates task `L<n>` (a 2025-11-25 `CreateTaskResult`), and `tasks/list` lists every
+    /// task created, whoever created it (one server behind several gateway replicas).
+    pub listed_tasks: bool,
+    /// Tasks created with `mktask`.
+    pub created_tasks: Vec<Value>,
     /// Answer `ping` with a JSON-RPC error (in an HTTP 200), as a sick server might.
     pub ping_error: bool,
     /// Answer this many `resources/read` with HTTP 503 before serving them.
@@ -73,6 +79,8 @@ impl MockSpec {
             list_changed: false,
             tasks: false,
             reject_authorization: Vec::new(),
+            listed_tasks: false,
+            created_tasks: Vec::new(),
             get_stream: false,
             reject_get: false,
             endless_tasks: false,
@@ -264,7 +272,8 @@ async fn post(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
                 let mut result = json!({"protocolVersion": version, "serverInfo": {"name": "mock-legacy", "version": "1"},
                     "capabilities": {"tools": {}, "prompts": {}, "resources": {}, "completions": {}},
                     "instructions": "Legacy mock instructions."});
-                if mock.spec.lock().unwrap().endless_tasks {
+                if mock.spec.lock().unwrap().endless_tasks || mock.spec.lock().unwrap().listed_tasks
+                {
                     result["capabilities"]["tasks"] = json!({"list": {}});
                 }
                 let mut r = json_response(
@@ -383,6 +392,16 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
             spec.unavailable_reads -= 1;
             return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
         }
+    }
+    if method == "tools/call" && params["name"] == "mktask" {
+        let mut spec = mock.spec.lock().unwrap();
+        let task = json!({"taskId": format!("L{}", spec.created_tasks.len() + 1), "status": "working", "ttl": 60000,
+            "createdAt": "2026-11-22T00:00:00Z", "lastUpdatedAt": "2026-11-22T00:00:00Z"});
+        spec.created_tasks.push(task.clone());
+        return json_response(
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}}),
+        );
     }
     if method == "ping" {
         let sick = mock.spec.lock().unwrap().ping_error;
@@ -578,6 +597,7 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     );
                 }
             },
+            "tasks/list" if spec.listed_tasks => json!({"tasks": spec.created_tasks.clone()}),
             "tasks/list" if spec.endless_tasks => {
                 let n: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
                 json!({"tasks": [{"taskId": format!("t{n}"), "status": "working",
