@@ -255,14 +255,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut task_ids = crate::router::task_ids::TaskIds::new(config.session.key);
     if let Some(redis) = redis {
         task_ids = task_ids.with_store(redis).map_err(StartError::LimitStore)?;
+        let handoff =
+            crate::downstream::handoff::Handoff::new(redis, metrics.mrtr_handoffs.clone())
+                .map_err(StartError::LimitStore)?;
         let mirror = crate::downstream::replay_mirror::ReplayMirror::start(
             redis,
             config.session.idle_timeout,
+            Arc::clone(&handoff),
         )
         .map_err(StartError::LimitStore)?;
         sessions = sessions.with_mirror(mirror);
-        let handoff =
-            crate::downstream::handoff::Handoff::new(redis).map_err(StartError::LimitStore)?;
         continuations = continuations.with_handoff(handoff);
     }
     let streams = tokio_util::sync::CancellationToken::new();

@@ -303,6 +303,7 @@ audit: {{ path: '{}/audit.jsonl' }}
         ("mcpgate_policy_decisions_total", &["effect"]),
         ("mcpgate_policy_reloads_total", &["outcome"]),
         ("mcpgate_config_reloads_total", &["outcome"]),
+        ("mcpgate_mrtr_handoffs_total", &["outcome"]),
         ("mcpgate_open_connections", &["listener"]),
         ("mcpgate_open_streams", &["era", "kind"]),
         ("mcpgate_sessions", &["era"]),

@@ -136,14 +136,32 @@ async fn without_the_store_a_delete_ends_the_session_on_its_replica_only() {
     }
 }
 
-#[tokio::test]
-async fn a_lost_response_stream_resumes_on_another_replica() {
-    let redis = Redis::start();
+/// Two replicas sharing `redis` in front of an HTTP mock with the `ticking` tool; keep the
+/// mock handle as long as the cluster.
+async fn ticking_cluster(redis: &Redis) -> (Cluster, impl Drop) {
     let mut spec = MockSpec::new(MockEra::Modern);
     spec.tools
         .push(json!({"name": "ticking", "inputSchema": {"type": "object"}}));
-    let (addr, _mock, _task) = mock_http::start(spec).await;
-    let c = cluster(2, &http(addr), Some(&redis)).await;
+    let (addr, _mock, task) = mock_http::start(spec).await;
+    (
+        cluster(2, &http(addr), Some(redis)).await,
+        AbortOnDrop(task),
+    )
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_lost_response_stream_resumes_on_another_replica() {
+    let redis = Redis::start();
+    let (c, _mock) = ticking_cluster(&redis).await;
     let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
     let sid = a.initialize().await;
     let call = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {
@@ -349,4 +367,31 @@ async fn a_task_created_through_one_replica_is_listed_through_another_for_its_cr
 #[tokio::test]
 async fn without_the_store_a_task_is_listed_only_through_the_replica_that_saw_it_created() {
     assert_eq!(tasks_listed_across_replicas(None).await, (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_resumed_stream_ends_when_the_replica_sending_it_is_gone() {
+    let redis = Redis::start();
+    let (c, _mock) = ticking_cluster(&redis).await;
+    let mut replicas = c.replicas.into_iter();
+    let (a, b) = (replicas.next().unwrap(), replicas.next().unwrap());
+    let sid = Client::new(&a).initialize().await;
+    // One event at once, then a minute of silence.
+    let call = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {
+        "name": "ticking", "arguments": {"ticks": 3, "first_ms": 10, "every_ms": 60000},
+        "_meta": {"progressToken": "t"}}});
+    let mut stream = Client::new(&a)
+        .open_stream(&call, &[("mcp-session-id", &sid)])
+        .await;
+    assert_eq!(stream.next().await.unwrap()["params"]["progress"], 1);
+    let event_id = stream.last_event_id.clone().unwrap();
+    drop(stream);
+    a.shutdown().await; // the replica sending the stream is gone
+
+    let mut resumed = Client::new(&b).resume_stream(&sid, &event_id).await;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(15), resumed.next())
+        .await
+        .expect("the resumed stream ends soon after its sender is found gone, not at idle timeout");
+    assert!(end.is_none(), "nothing more was sent: {end:?}");
+    b.shutdown().await;
 }

@@ -20,6 +20,9 @@
 //!    an error). A client that leaves is announced to the owner, which drops the answer,
 //!    cancelling the upstream request as a local disconnect would.
 //!
+//! The channel doubles as the replica's presence: [`Handoff::is_alive`] tells whether a replica
+//! still listens (used by [`super::replay_mirror`] to end a resumed stream whose sender died).
+//!
 //! Anyone who can write to the Redis can inject retries; Redis is trusted as it is for the
 //! rate limits (the receiving replica has already authenticated the client and checked the
 //! sealed state against it).
@@ -33,6 +36,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
+use prometheus::IntCounterVec;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,6 +109,8 @@ pub struct Handoff {
     tag: String,
     /// Answers being written here, by reply stream: cancelled when their client leaves.
     answering: Mutex<HashMap<String, CancellationToken>>,
+    /// `mcpgate_mrtr_handoffs_total{outcome}`.
+    outcomes: IntCounterVec,
 }
 
 impl Handoff {
@@ -113,7 +119,11 @@ impl Handoff {
     ///
     /// # Errors
     /// When the Redis URL cannot be used.
-    pub fn new(redis: &RedisConfig) -> Result<Arc<Self>, redis::RedisError> {
+    /// Hand-offs are counted in `outcomes` (`mcpgate_mrtr_handoffs_total{outcome}`).
+    pub fn new(
+        redis: &RedisConfig,
+        outcomes: IntCounterVec,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(redis.url.expose())?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(PUBLISH_TIMEOUT))
@@ -126,12 +136,26 @@ impl Handoff {
             prefix: format!("{}:mrtr", redis.key_prefix),
             tag: format!("{:016x}", rand::random::<u64>()),
             answering: Mutex::default(),
+            outcomes,
         }))
     }
 
     /// This replica's tag, named in the `requestState` of the calls it parks.
     pub fn tag(&self) -> &str {
         &self.tag
+    }
+
+    /// Whether replica `tag` is alive, as far as Redis knows: it listens on its channel (one
+    /// `PUBSUB NUMSUB`). `true` when Redis cannot tell, so that a hiccup ends nothing.
+    pub async fn is_alive(&self, tag: &str) -> bool {
+        let mut connection = self.connection.clone();
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB").arg(self.channel(tag));
+        let count = numsub.query_async::<(String, u64)>(&mut connection);
+        !matches!(
+            tokio::time::timeout(PUBLISH_TIMEOUT, count).await,
+            Ok(Ok((_, 0)))
+        )
     }
 
     fn channel(&self, owner: &str) -> String {
@@ -158,7 +182,8 @@ impl Handoff {
         retry: Retry,
     ) -> Result<Response, GatewayError> {
         let cid = retry.cid;
-        let gone = |why: &str| {
+        let gone = |outcome: &str, why: &str| {
+            self.outcomes.with_label_values(&[outcome]).inc();
             tracing::warn!(call = %cid, owner, why, "an MRTR retry could not be handed to the replica holding its call");
             GatewayError::InvalidParams {
                 message: format!(
@@ -170,7 +195,7 @@ impl Handoff {
         let reply = format!("{}:reply:{}", self.prefix, Uuid::new_v4());
         let follower = Follower::connect(&self.client, reply.clone(), "0-0".into())
             .await
-            .map_err(|_| gone("the shared store cannot be reached"))?;
+            .map_err(|_| gone("store_unavailable", "the shared store cannot be reached"))?;
         let heard = self
             .publish(
                 owner,
@@ -180,14 +205,20 @@ impl Handoff {
                 },
             )
             .await
-            .map_err(|_| gone("the shared store cannot be reached"))?;
+            .map_err(|_| gone("store_unavailable", "the shared store cannot be reached"))?;
         if heard == 0 {
-            return Err(gone("the replica holding the request is gone"));
+            return Err(gone(
+                "owner_gone",
+                "the replica holding the request is gone",
+            ));
         }
         let (tx, mut rx) = mpsc::channel(CHUNKS);
         tokio::spawn(Arc::clone(self).read(follower, owner.to_string(), reply, tx));
         let Some(Piece::Head(head)) = rx.recv().await else {
-            return Err(gone("the replica holding the request stopped answering"));
+            return Err(gone(
+                "owner_gone",
+                "the replica holding the request stopped answering",
+            ));
         };
         let body = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
@@ -195,6 +226,7 @@ impl Handoff {
                 Some(Piece::Head(_)) | None => None,
             }
         });
+        self.outcomes.with_label_values(&["answered"]).inc();
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
         for (name, value) in head.headers {

@@ -11,8 +11,10 @@
 //!
 //! A replica asked to resume a stream it has no log of reads the entries after the client's
 //! last id and then follows the Redis stream ([`super::shared_stream`]) until
-//! the end mark, the client leaving, or no event for the idle timeout. Stream ids carry a
-//! random per-process tag, so two replicas never name streams of one session alike.
+//! the end mark, the client leaving, the sending replica being gone (checked whenever the stream
+//! is quiet for [`shared_stream::BLOCK`], through [`Handoff::is_alive`]), or no event for the
+//! idle timeout. Stream ids carry the sending replica's tag, so two replicas never name streams
+//! of one session alike and a follower knows whom to ask after.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,41 +23,52 @@ use axum::response::sse::Event;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::handoff::Handoff;
+use redis::streams::StreamId;
+
 use super::shared_stream::{self, Follower};
 use crate::config::RedisConfig;
 use crate::redis_writes::WriteQueue;
+
+/// How long a resume waits for a stream that is not (yet) in the store.
+const FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// The Redis side of the response-stream logs of every session of this replica.
 pub struct ReplayMirror {
     writes: WriteQueue,
     client: redis::Client,
     prefix: String,
-    /// Distinguishes this process's stream ids from other replicas'.
-    tag: String,
+    /// This replica's tag and the other replicas' presence.
+    replicas: Arc<Handoff>,
     /// Entries' lifetime, and how long a follower waits without news.
     idle: Duration,
 }
 
 impl ReplayMirror {
-    /// A mirror in the Redis of `redis`, whose entries live `idle` (the session idle timeout);
+    /// A mirror in the Redis of `redis`, whose entries live `idle` (the session idle timeout),
+    /// naming streams with the tag of `replicas` and asking it whether a sender is alive;
     /// starts its writer task.
     ///
     /// # Errors
     /// When the Redis URL cannot be used.
-    pub fn start(redis: &RedisConfig, idle: Duration) -> Result<Arc<Self>, redis::RedisError> {
+    pub fn start(
+        redis: &RedisConfig,
+        idle: Duration,
+        replicas: Arc<Handoff>,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(redis.url.expose())?;
         Ok(Arc::new(Self {
             writes: WriteQueue::start(redis, "response-stream logs")?,
             client,
             prefix: format!("{}:replay", redis.key_prefix),
-            tag: format!("{:08x}", rand::random::<u32>()),
+            replicas,
             idle,
         }))
     }
 
     /// The id of response stream number `n` of a session opened on this replica.
     pub fn stream_id(&self, n: u64) -> String {
-        format!("s{}-{n}", self.tag)
+        format!("s{}-{n}", self.replicas.tag())
     }
 
     fn key(&self, session: Uuid, stream: &str) -> String {
@@ -97,54 +110,69 @@ impl ReplayMirror {
             tracing::warn!(%session, "cannot reach the shared replay log to resume a stream");
             return false;
         };
-        if !follower.exists().await.unwrap_or(false) {
-            return false;
-        }
-        let (stream, idle) = (stream.to_string(), self.idle);
+        // The sender appends in the background: what the client saw last may be a moment
+        // ahead of the store. A stream that neither exists nor begins within FIRST_WAIT is
+        // not one (and costs a guessing client no more than that).
+        let first = match follower.next_within(FIRST_WAIT).await {
+            Ok(first) if !first.is_empty() => first,
+            Ok(_) if follower.exists().await.unwrap_or(false) => Vec::new(),
+            Ok(_) | Err(_) => return false,
+        };
+        let this = Arc::clone(self);
+        let stream = stream.to_string();
         tokio::spawn(async move {
-            if let Err(error) = follow(follower, &stream, idle, &tx).await {
+            if let Err(error) = this.follow(follower, first, &stream, &tx).await {
                 tracing::warn!(%error, "following a shared replay log failed; the resumed stream ends");
             }
         });
         true
     }
-}
 
-/// Sends the entries the follower reads until the end mark, the client leaving, or `idle`
-/// without news.
-async fn follow(
-    mut follower: Follower,
-    stream: &str,
-    idle: Duration,
-    tx: &mpsc::Sender<Event>,
-) -> redis::RedisResult<()> {
-    let mut quiet = Duration::ZERO;
-    loop {
-        let entries = follower.next().await?;
-        if entries.is_empty() {
-            quiet += shared_stream::BLOCK;
-            if tx.is_closed() || quiet >= idle {
-                return Ok(());
+    /// Sends the entries the follower reads of `stream` until the end mark, the client
+    /// leaving, the sending replica being gone, or the idle timeout without news.
+    async fn follow(
+        &self,
+        mut follower: Follower,
+        first: Vec<StreamId>,
+        stream: &str,
+        tx: &mpsc::Sender<Event>,
+    ) -> redis::RedisResult<()> {
+        let sender = stream
+            .strip_prefix('s')
+            .and_then(|s| s.rsplit_once('-'))
+            .map(|(tag, _)| tag.to_string())
+            .unwrap_or_default();
+        let mut quiet = Duration::ZERO;
+        let mut entries = first;
+        loop {
+            if entries.is_empty() {
+                entries = follower.next().await?;
             }
-            continue;
-        }
-        quiet = Duration::ZERO;
-        for entry in entries {
-            if entry.map.contains_key("end") {
-                return Ok(());
+            if entries.is_empty() {
+                quiet += shared_stream::BLOCK;
+                if tx.is_closed() || quiet >= self.idle || !self.replicas.is_alive(&sender).await {
+                    return Ok(());
+                }
+                continue;
             }
-            let seq = entry
-                .id
-                .split_once('-')
-                .and_then(|(s, _)| s.parse::<u64>().ok())
-                .unwrap_or_default();
-            let data: String = entry.get("d").unwrap_or_default();
-            let event = Event::default()
-                .event("message")
-                .id(format!("{stream}/{seq}"))
-                .data(data);
-            if tx.send(event).await.is_err() {
-                return Ok(());
+            quiet = Duration::ZERO;
+            for entry in std::mem::take(&mut entries) {
+                if entry.map.contains_key("end") {
+                    return Ok(());
+                }
+                let seq = entry
+                    .id
+                    .split_once('-')
+                    .and_then(|(s, _)| s.parse::<u64>().ok())
+                    .unwrap_or_default();
+                let data: String = entry.get("d").unwrap_or_default();
+                let event = Event::default()
+                    .event("message")
+                    .id(format!("{stream}/{seq}"))
+                    .data(data);
+                if tx.send(event).await.is_err() {
+                    return Ok(());
+                }
             }
         }
     }

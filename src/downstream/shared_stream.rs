@@ -87,7 +87,15 @@ impl Follower {
     /// # Errors
     /// When Redis fails or does not answer.
     pub async fn next(&mut self) -> redis::RedisResult<Vec<StreamId>> {
-        let block = usize::try_from(BLOCK.as_millis()).unwrap_or(usize::MAX);
+        self.next_within(BLOCK).await
+    }
+
+    /// [`Follower::next`], waiting up to `block` (at most [`BLOCK`]).
+    ///
+    /// # Errors
+    /// When Redis fails or does not answer.
+    pub async fn next_within(&mut self, block: Duration) -> redis::RedisResult<Vec<StreamId>> {
+        let block = usize::try_from(block.min(BLOCK).as_millis()).unwrap_or(usize::MAX);
         let options = StreamReadOptions::default().block(block).count(READ_COUNT);
         let reply: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg(&options)

@@ -70,6 +70,11 @@ pub struct Metrics {
     /// `mcpgate_config_reloads_total{outcome}`: configuration reloads (`applied`,
     /// `unchanged`, `rejected`).
     pub config_reloads: IntCounterVec,
+    /// `mcpgate_mrtr_handoffs_total{outcome}`: MRTR retries that reached this replica while
+    /// their call was parked on another (`limits.store: redis`), by outcome: `answered` (the
+    /// owner's answer began), `owner_gone` (no replica held the call, or it went silent
+    /// first), `store_unavailable` (Redis did not answer).
+    pub mrtr_handoffs: IntCounterVec,
     /// Run before each scrape: gauges read from the state they describe.
     on_scrape: Arc<Mutex<Vec<ScrapeHook>>>,
 }
@@ -184,6 +189,14 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let mrtr_handoffs = IntCounterVec::new(
+            Opts::new(
+                "mcpgate_mrtr_handoffs_total",
+                "MRTR retries handed to the replica holding their call, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "mcpgate_build_info",
@@ -200,6 +213,9 @@ impl Metrics {
             policy_reloads.with_label_values(&[outcome]);
             config_reloads.with_label_values(&[outcome]);
         }
+        for outcome in ["answered", "owner_gone", "store_unavailable"] {
+            mrtr_handoffs.with_label_values(&[outcome]);
+        }
         for c in [
             Box::new(open_connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(open_streams.clone()),
@@ -207,6 +223,7 @@ impl Metrics {
             Box::new(catalogue_entries.clone()),
             Box::new(catalogue_conflicts.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(mrtr_handoffs.clone()),
             Box::new(build_info),
             Box::new(policy_decisions.clone()),
             Box::new(policy_reloads.clone()),
@@ -237,6 +254,7 @@ impl Metrics {
             catalogue_entries,
             catalogue_conflicts,
             config_reloads,
+            mrtr_handoffs,
             on_scrape: Arc::default(),
         }
     }

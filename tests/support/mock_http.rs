@@ -476,12 +476,16 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                     );
                 }
                 // Listed only when a test adds it: `ticks` progress notifications `every_ms`
-                // apart on an SSE stream, then the result.
+                // apart (the first after `first_ms`, default `every_ms`) on an SSE stream, then
+                // the result.
                 "ticking" => {
                     let ticks = params["arguments"]["ticks"].as_u64().unwrap_or(3);
                     let every = Duration::from_millis(
                         params["arguments"]["every_ms"].as_u64().unwrap_or(100),
                     );
+                    let first = params["arguments"]["first_ms"]
+                        .as_u64()
+                        .map_or(every, Duration::from_millis);
                     let token = params["_meta"]["progressToken"].clone();
                     let done = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ticked"}]}});
                     let events = futures::stream::unfold(0, move |n| {
@@ -490,7 +494,7 @@ async fn answer(mock: &Mock, era: MockEra, id: Value, method: &str, params: &Val
                             if n > ticks {
                                 return None;
                             }
-                            tokio::time::sleep(every).await;
+                            tokio::time::sleep(if n == 0 { first } else { every }).await;
                             let message = if n == ticks {
                                 done
                             } else {
