@@ -205,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     match &config.limits.store {
         crate::config::LimitStore::Redis(_) => tracing::info!(
-            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries and task owners are shared by every replica through Redis"
+            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries, task owners and resource updates are shared by every replica through Redis"
         ),
         crate::config::LimitStore::Memory => tracing::info!(
             "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
@@ -253,7 +253,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         crate::downstream::mrtr::Continuations::new(sealer.clone(), MRTR_STATE_TTL);
     // Task ids open on every replica with the session key; their owners are shared for listing.
     let mut task_ids = crate::router::task_ids::TaskIds::new(config.session.key);
+    let mut session_events = None;
     if let Some(redis) = redis {
+        session_events = Some(
+            crate::downstream::session_events::SessionEvents::new(redis)
+                .map_err(StartError::LimitStore)?,
+        );
         task_ids = task_ids.with_store(redis).map_err(StartError::LimitStore)?;
         let handoff =
             crate::downstream::handoff::Handoff::new(redis, metrics.mrtr_handoffs.clone())
@@ -280,6 +285,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sealer: SessionSealer::new(sealer.clone(), config.session.max_lifetime),
         revoked: Arc::clone(&revoked),
         sessions: Arc::new(sessions),
+        session_events,
         sse_connections: crate::downstream::legacy_sse::Connections::default(),
         continuations: Arc::new(continuations),
         origin: OriginPolicy::new(&config.listen),
@@ -291,6 +297,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     if let Some(handoff) = gateway.continuations.handoff() {
         background.spawn(Arc::clone(handoff).serve(Arc::downgrade(&gateway)));
+    }
+    if let Some(events) = &gateway.session_events {
+        background.spawn(Arc::clone(events).follow(Arc::clone(&gateway.sessions)));
+        background.spawn(Arc::clone(events).forward_updates(Arc::downgrade(&gateway)));
     }
     let (sessions, gauge) = (
         Arc::clone(&gateway.sessions),

@@ -395,3 +395,64 @@ async fn a_resumed_stream_ends_when_the_replica_sending_it_is_gone() {
     assert!(end.is_none(), "nothing more was sent: {end:?}");
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resource_update_reaches_the_sessions_stream_on_another_replica() {
+    let redis = Redis::start();
+    let c = cluster(2, &stdio_legacy(), Some(&redis)).await;
+    let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
+    let sid = a.initialize().await;
+    let listed = a.legacy(&sid, "resources/list", json!({})).await;
+    let uri = listed.result()["resources"][0]["uri"].clone();
+    // The stream is on B; the subscription (and so the upstream's updates) on A.
+    let mut events = b.open_get_stream(&sid).await;
+    assert_eq!(
+        a.legacy(&sid, "resources/subscribe", json!({"uri": uri}))
+            .await
+            .result(),
+        &json!({})
+    );
+    let touch = || async {
+        a.legacy(
+            &sid,
+            "tools/call",
+            json!({"name": "touch", "arguments": {}}),
+        )
+        .await
+        .result()
+        .clone()
+    };
+    touch().await;
+    let updated = next_within(&mut events, 2)
+        .await
+        .expect("the update reaches B's stream");
+    assert_eq!(updated["method"], "notifications/resources/updated");
+    assert_eq!(updated["params"]["uri"], uri);
+
+    // Unsubscribed through B: A hears it and stops forwarding.
+    b.legacy(&sid, "resources/unsubscribe", json!({"uri": uri}))
+        .await
+        .result();
+    // (Published, so it may take a moment: a touch until one is not forwarded.)
+    let mut quiet = false;
+    for _ in 0..5 {
+        touch().await;
+        if next_within(&mut events, 1).await.is_none() {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "updates stop after the unsubscribe");
+    drop(events);
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}
+
+/// The next message on `events` within `secs`, if any.
+async fn next_within(events: &mut support::Stream, secs: u64) -> Option<serde_json::Value> {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), events.next())
+        .await
+        .ok()
+        .flatten()
+}

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Gateway;
 use super::session::SessionClaims;
+use super::session_events::Delivery;
 use super::session_state::SessionState;
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, ListKind};
@@ -122,6 +123,7 @@ pub fn open_session_stream(
         .register(claims.id);
     let setup = Setup {
         requests: Some(requests),
+        deliveries: gw.session_events.as_ref().map(|e| e.receiver()),
         ..Setup::default()
     };
     start(gw, listener, principal, setup)
@@ -137,6 +139,8 @@ struct Setup {
     /// A legacy session's upstream requests, relayed to its client; the registration ends
     /// with the stream.
     requests: Option<(Registration, mpsc::Receiver<ServerRequest>)>,
+    /// With a shared store: notifications for sessions, heard from other replicas.
+    deliveries: Option<broadcast::Receiver<Delivery>>,
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
@@ -202,6 +206,7 @@ fn start(gw: &Gateway, listener: Listener, principal: Arc<Principal>, setup: Set
         first,
         held,
         requests,
+        deliveries,
     } = setup;
     let catalogue = Arc::clone(gw.router.catalogue());
     let changes = catalogue.subscribe();
@@ -218,6 +223,11 @@ fn start(gw: &Gateway, listener: Listener, principal: Arc<Principal>, setup: Set
             Some((registration, rx)) => (Some(registration), Some(rx)),
             None => (None, None),
         };
+        // Other replicas publish a session's resource updates only while it has no stream here.
+        let _open = match &listener {
+            Listener::Session { state, .. } => Some(state.stream_opened()),
+            Listener::Subscription { .. } => None,
+        };
         if opened {
             let sources = Sources {
                 catalogue,
@@ -225,6 +235,7 @@ fn start(gw: &Gateway, listener: Listener, principal: Arc<Principal>, setup: Set
                 upstream_events,
                 policy,
                 requests: requests.as_mut(),
+                deliveries,
             };
             tokio::select! {
                 () = pump(&listener, sources, &tx) => {}
@@ -256,6 +267,28 @@ struct Sources<'a> {
     upstream_events: broadcast::Receiver<UpstreamEvent>,
     policy: PolicyWatch,
     requests: Option<&'a mut mpsc::Receiver<ServerRequest>>,
+    deliveries: Option<broadcast::Receiver<Delivery>>,
+}
+
+/// The next notification from another replica for the session `id`; pending forever without
+/// a shared store.
+async fn next_delivery(
+    deliveries: &mut Option<broadcast::Receiver<Delivery>>,
+    id: uuid::Uuid,
+) -> Value {
+    let Some(rx) = deliveries else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(delivery) if delivery.0 == id => return delivery.1.clone(),
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, session = %id, "notifications from other replicas were missed");
+            }
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 /// The next upstream request for the stream's client; pending forever without any.
@@ -276,7 +309,12 @@ async fn pump(listener: &Listener, sources: Sources<'_>, tx: &mpsc::Sender<Event
         mut upstream_events,
         mut policy,
         mut requests,
+        mut deliveries,
     } = sources;
+    let session = match listener {
+        Listener::Session { id, .. } => Some(*id),
+        Listener::Subscription { .. } => None,
+    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let messages: Vec<Value> = tokio::select! {
@@ -289,6 +327,9 @@ async fn pump(listener: &Listener, sources: Sources<'_>, tx: &mpsc::Sender<Event
                 }
                 Listener::Subscription { .. } => continue,
             },
+            message = next_delivery(&mut deliveries, session.unwrap_or_default()), if session.is_some() => {
+                vec![message]
+            }
             () = tx.closed() => return,
             _ = tick.tick() => {
                 if !listener.current() {

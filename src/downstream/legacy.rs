@@ -137,6 +137,9 @@ pub async fn handle_in_session(
     // Recorded only once the router let it through (the resource exists and policy allows it).
     if let Some((subscribe, uri)) = subscription {
         state.set_subscribed(&uri, subscribe);
+        if let Some(events) = &gw.session_events {
+            events.subscription(claims.id, &uri, subscribe);
+        }
     }
     let peer = Peer::Legacy(LegacyPeer {
         state,

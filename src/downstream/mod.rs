@@ -22,6 +22,7 @@ pub mod resume;
 pub mod revocations;
 pub mod seal;
 pub mod session;
+pub mod session_events;
 pub mod session_state;
 pub mod shared_stream;
 mod stream_metrics;
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub sessions: Arc<session_state::LocalSessions>,
     /// Open HTTP+SSE (2024-11-05) connections.
     pub sse_connections: legacy_sse::Connections,
+    /// With a shared store: resource updates for sessions whose stream is on another replica.
+    pub session_events: Option<Arc<session_events::SessionEvents>>,
     /// Modern calls parked while their client answers an upstream's request (MRTR).
     pub continuations: Arc<mrtr::Continuations>,
     /// `Origin`/`Host` checks.

@@ -27,6 +27,8 @@ pub struct SessionState {
     subscriptions: Mutex<std::collections::HashSet<String>>,
     /// Generation of the current standalone (GET) stream; an older stream stops.
     stream_generation: AtomicU64,
+    /// Standalone streams open here (briefly two while a new one replaces the old).
+    open_streams: AtomicU64,
     /// Logs of the session's response streams, for `Last-Event-ID` resumption.
     pub streams: super::resume::StreamLogs,
 }
@@ -44,6 +46,7 @@ impl SessionState {
             log_level: Mutex::default(),
             subscriptions: Mutex::default(),
             stream_generation: AtomicU64::new(0),
+            open_streams: AtomicU64::new(0),
             streams,
         }
     }
@@ -88,6 +91,17 @@ impl SessionState {
     /// Starts a new standalone stream generation; returns its number.
     pub fn next_stream(&self) -> u64 {
         self.stream_generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Counts a standalone stream open here until the returned guard drops.
+    pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
+        self.open_streams.fetch_add(1, Ordering::SeqCst);
+        OpenStream(Arc::clone(self))
+    }
+
+    /// Whether a standalone stream of the session is open here.
+    pub fn has_stream(&self) -> bool {
+        self.open_streams.load(Ordering::SeqCst) > 0
     }
 
     /// Whether `generation` is still the current standalone stream.
@@ -147,6 +161,15 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         lock(&self.state.in_flight).remove(&self.key);
+    }
+}
+
+/// A standalone stream counted as open ([`SessionState::stream_opened`]) until dropped.
+pub struct OpenStream(Arc<SessionState>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -215,6 +238,30 @@ impl LocalSessions {
                 None => SessionState::new(budget),
             })
         })
+    }
+
+    /// The state of session `id` if it has any here (without creating it).
+    pub fn peek(&self, id: Uuid) -> Option<Arc<SessionState>> {
+        self.map.get(&id)
+    }
+
+    /// The sessions subscribed here to client-facing `uri` (only `downstream`, when the update
+    /// came on that session's own upstream session) whose standalone stream is not here.
+    pub fn streamless_subscribers(&self, uri: &str, downstream: Option<Uuid>) -> Vec<Uuid> {
+        let wanted = |state: &SessionState| state.is_subscribed(uri) && !state.has_stream();
+        match downstream {
+            Some(id) => self
+                .peek(id)
+                .filter(|state| wanted(state))
+                .map(|_| vec![id])
+                .unwrap_or_default(),
+            None => self
+                .map
+                .iter()
+                .filter(|(_, state)| wanted(state))
+                .map(|(id, _)| *id)
+                .collect(),
+        }
     }
 
     /// Bytes the sessions' response-stream logs hold together.

@@ -1,12 +1,20 @@
 """Three mcpgate processes with one session key and one Redis (redis-server, Debian) behind nginx
 (Debian) as a plain round-robin load balancer without stickiness, in front of the real
-server-everything:
+server-everything and a server built on the official Python SDK (tests/e2e/servers/sdk_server.py):
 
 - the official TypeScript SDK client (legacy) initializes, lists and calls through the balancer
   while its requests land on every replica;
 - a legacy session carries on when one replica is killed mid-test (nginx passes the next
   request to another replica; no session is lost);
+- the TypeScript SDK client's response stream, cut by a balancer restart mid-call, resumes
+  with Last-Event-ID on a replica that did not send it (the new balancer leaves the sender out):
+  every progress notification arrives once, then the result;
+- the TypeScript SDK client subscribes to a resource and hears every update on its standalone
+  stream, whichever replicas its subscribe, its stream and the calls that change the resource
+  land on;
 - a `DELETE` through the balancer makes the session unknown on every replica;
+- the official Python SDK client (modern) answers elicitations that server-everything (legacy)
+  asks mid-call, while each retry lands on another replica than the one holding the call;
 - a per-principal limit of 30/m admits 30 (±5 %) calls across the three replicas together;
   with Redis stopped the calls follow `on_store_error: fail_open` (counted); with Redis back
   the limit holds again without a restart.
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import E2E, Gateway, free_port, post, start_gateway, stop, wait_for_port
+from harness import E2E, VENV_BIN, Gateway, free_port, post, start_gateway, stop, wait_for_port
 
 NGINX = Path("/usr/sbin/nginx")
 LIMIT = 30
@@ -51,12 +59,13 @@ def start_redis(port: int | None = None) -> Redis:
     return Redis(proc, port)
 
 
-def start_nginx(workdir: Path, ports: list[int]) -> tuple[subprocess.Popen, Gateway]:
+def start_nginx(workdir: Path, ports: list[int], port: int | None = None,
+                name: str = "nginx") -> tuple[subprocess.Popen, Gateway]:
     """nginx round-robin over the replicas: no stickiness; a replica that refuses connections
     is skipped (the request had not been sent, so even a POST goes to the next one)."""
-    prefix = workdir / "nginx"
+    prefix = workdir / name
     (prefix / "logs").mkdir(parents=True)
-    port = free_port()
+    port = port or free_port()
     servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=30s;" for p in ports)
     (prefix / "nginx.conf").write_text(f"""
 daemon off;
@@ -99,11 +108,17 @@ class Cluster:
     replicas: list[Gateway]
     balancer: Gateway
     redis: Redis
+    nginx: subprocess.Popen
+    workdir: Path
 
 
 @pytest.fixture
 def cluster(everything, tmp_path):
     redis = start_redis()
+    sdk_port = free_port()
+    sdk = subprocess.Popen([str(VENV_BIN / "python"), str(E2E / "servers" / "sdk_server.py"), str(sdk_port)],
+                           stdout=(tmp_path / "sdk.log").open("w"), stderr=subprocess.STDOUT)
+    wait_for_port(sdk_port, sdk)
     key = tmp_path / "session.key"
     key.write_text("5e" * 32)
     config = f"""
@@ -118,6 +133,9 @@ limits:
 upstreams:
   - id: everything
     http: {{ url: "http://127.0.0.1:{everything}/mcp" }}
+  - id: sdk
+    http: {{ url: "http://127.0.0.1:{sdk_port}/mcp" }}
+namespacing: {{ prefix: never }}
 """
     replicas = []
     for i in range(3):
@@ -125,11 +143,13 @@ upstreams:
         workdir.mkdir()
         replicas.append(start_gateway(config, workdir))
     nginx, balancer = start_nginx(tmp_path, [r.port for r in replicas])
-    yield Cluster(replicas, balancer, redis)
-    stop(nginx)
+    c = Cluster(replicas, balancer, redis, nginx, tmp_path)
+    yield c
+    stop(c.nginx)
     for r in replicas:
         stop(r.proc)
     stop(redis.proc)
+    stop(sdk)
 
 
 def metric(gw: Gateway, series: str) -> float:
@@ -263,3 +283,87 @@ def test_a_per_principal_limit_holds_across_replicas_and_through_a_redis_outage(
     admitted, refused = burst(cluster.balancer, sid, 45)
     assert abs(admitted + used - LIMIT) <= LIMIT * 0.05, (admitted, used, refused)
     assert refused > 0, "the limit is enforced again"
+
+
+def test_the_python_sdk_modern_client_completes_an_elicitation_whose_retry_lands_elsewhere(cluster):
+    """Round robin sends each MRTR retry to the replica after the one that parked the call: the
+    retry is handed to the owner over Redis and its answer comes back the same way."""
+    import anyio
+    import mcp.types as types
+    from mcp import Client
+
+    asked = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Grace Hopper", "check": True})
+
+    answered = 'mcpgate_mrtr_handoffs_total{outcome="answered"}'
+    before = sum(metric(r, answered) for r in cluster.replicas)
+
+    async def run():
+        async with Client(cluster.balancer.url, elicitation_callback=elicit) as client:
+            assert client.protocol_version == "2026-07-28"
+            for _ in range(3):
+                result = await client.call_tool("trigger-elicitation-request", {})
+                text = json.dumps([c.model_dump(mode="json") for c in result.content])
+                assert "Grace Hopper" in text, text
+
+    anyio.run(run)
+    assert len(asked) == 3, asked
+    handed = sum(metric(r, answered) for r in cluster.replicas) - before
+    # With strict round robin and nothing between a call and its retry, every retry lands on
+    # the next replica; a request of the SDK's own in between could bring one home.
+    assert handed >= 2, handed
+    gone = sum(metric(r, 'mcpgate_mrtr_handoffs_total{outcome="owner_gone"}') for r in cluster.replicas)
+    assert gone == 0
+
+
+def test_the_typescript_sdk_client_resumes_a_cut_stream_on_another_replica(cluster):
+    steps = 8
+    client = subprocess.Popen(["node", str(E2E / "ts_resume_client.mjs"), cluster.balancer.url, str(steps)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(client.stdout.readline())
+        assert first == {"progress": 1}, first
+        streaming = 'mcpgate_open_streams{era="legacy",kind="response"}'
+        sender = [r for r in cluster.replicas if metric(r, streaming) > 0]
+        assert len(sender) == 1, [metric(r, streaming) for r in cluster.replicas]
+        # The balancer restarts without the sender: the stream's connection is cut, and the
+        # client's reconnection can only reach the other replicas.
+        os.kill(cluster.nginx.pid, signal.SIGKILL)
+        cluster.nginx.wait()
+        others = [r.port for r in cluster.replicas if r is not sender[0]]
+        cluster.nginx, _ = start_nginx(cluster.workdir, others, cluster.balancer.port, "nginx-2")
+        out, err = client.communicate(timeout=120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0, out + err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["progress"] == list(range(1, steps + 1)), summary
+    assert "completed" in summary["text"].lower(), summary
+
+
+def publishes(redis: Redis) -> int:
+    """PUBLISH commands Redis has run (INFO commandstats)."""
+    stats = subprocess.run(["redis-cli", "-p", str(redis.port), "info", "commandstats"],
+                           capture_output=True, text=True, check=True).stdout
+    found = re.search(r"cmdstat_publish:calls=(\d+)", stats)
+    return int(found.group(1)) if found else 0
+
+
+def test_the_typescript_sdk_client_hears_resource_updates_across_replicas(cluster):
+    touches = 4
+    published = publishes(cluster.redis)
+    done = subprocess.run(["node", str(E2E / "ts_subscribe_client.mjs"), cluster.balancer.url,
+                           "note://board", str(touches)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["uri"].endswith("note://board"), seen
+    assert seen["updates"] == [seen["uri"]] * touches, seen
+    # Round robin put the subscribe and the stream on different replicas: every update went
+    # through Redis (plus the subscription's own note).
+    assert publishes(cluster.redis) - published >= touches + 1
+    standalone = 'mcpgate_open_streams{era="legacy",kind="standalone"}'
+    assert sum(metric(r, standalone) for r in cluster.replicas) == 0, "the stream closed with the client"

@@ -5,6 +5,8 @@ the current SDK are (it answers server/discover and initialize).
   tool, `grow_tools_slowly` too and answers two seconds later, `grow_prompts` adds a prompt.
 - Tools that ask the client mid-call, as legacy sessions allow: `ask_name` (elicitation),
   `ask_model` (sampling) and `ask_model_unattached` (sampling not tied to the call).
+- A resource `note://board` that sessions may subscribe to (`resources/subscribe`), and a tool
+  `touch_board` that changes it and tells every subscribed session, whichever session calls it.
 
 Usage: python sdk_server.py [PORT]   (Streamable HTTP at http://127.0.0.1:PORT/mcp, else stdio)
 """
@@ -14,11 +16,14 @@ import warnings
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp import types
 from mcp.types import SamplingMessage, TextContent
 from pydantic import BaseModel
 
 server = MCPServer("sdk-server", instructions="Changes its lists and asks its client on request.")
-added = {"tools": 0, "prompts": 0}
+added = {"tools": 0, "prompts": 0, "board": 0}
+BOARD = "note://board"
+subscribers: dict[str, set] = {}  # URI -> sessions subscribed to it
 
 
 def add_tool() -> str:
@@ -95,6 +100,40 @@ async def ask_model_unattached(ctx: Context) -> str:
     """As ask_model, without naming the call the request belongs to: over Streamable HTTP the
     SDK then sends it on the session's standalone (GET) stream."""
     return await sample(ctx, related=False)
+
+
+@server.resource(BOARD)
+def board() -> str:
+    """A board; `touch_board` changes it."""
+    return f"board version {added['board']}"
+
+
+async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    subscribers.setdefault(str(params.uri), set()).add(ctx.session)
+    return types.EmptyResult()
+
+
+async def on_unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    subscribers.get(str(params.uri), set()).discard(ctx.session)
+    return types.EmptyResult()
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+
+
+@server.tool()
+async def touch_board() -> str:
+    """Changes the board and sends notifications/resources/updated to every session subscribed."""
+    added["board"] += 1
+    told = 0
+    for session in list(subscribers.get(BOARD, ())):
+        try:
+            await session.send_resource_updated(BOARD)
+            told += 1
+        except Exception:  # a session that went away
+            subscribers[BOARD].discard(session)
+    return f"board version {added['board']}, told {told}"
 
 
 @server.prompt()
