@@ -90,7 +90,7 @@ impl ReplayMirror {
         let id = format!("{seq}-1");
         let max_len = Some(super::resume::MAX_EVENTS);
         let commands = shared_stream::append(&key, &id, max_len, &[field], self.idle);
-        self.writes.push(commands);
+        self.writes.push(commands, field.1.len() + key.len());
     }
 
     /// Resumes `stream` of `session` after event `after` from the shared log into `tx`:

@@ -195,7 +195,7 @@ impl StreamLogs {
     /// Logs `data` on `stream` (within the bounds of the module docs) and sends it to the
     /// attached client, if any. A client that went away is detached; the event stays in the log.
     pub async fn emit(&self, stream: &str, data: String) {
-        let (attached, seq) = {
+        let (attached, seq, kept) = {
             let mut logs = self.lock();
             let Some(log) = logs.by_stream.get_mut(stream) else {
                 return;
@@ -203,10 +203,11 @@ impl StreamLogs {
             let seq = log.next_seq;
             log.next_seq += 1;
             let attached = log.attached.clone();
-            self.log(&mut logs, stream, seq, &data);
-            (attached, seq)
+            let kept = self.log(&mut logs, stream, seq, &data);
+            (attached, seq, kept)
         };
-        if let Some((mirror, session)) = &self.mirror {
+        // Only what the local log keeps is shared: the store holds no more than the replicas.
+        if kept && let Some((mirror, session)) = &self.mirror {
             mirror.append(*session, stream, seq, &data);
         }
         if let Some(tx) = attached
@@ -217,27 +218,27 @@ impl StreamLogs {
         }
     }
 
-    /// Keeps event `seq` of `stream` if room can be made for it.
-    fn log(&self, logs: &mut Logs, stream: &str, seq: u64, data: &str) {
+    /// Keeps event `seq` of `stream` if room can be made for it; whether it was kept.
+    fn log(&self, logs: &mut Logs, stream: &str, seq: u64, data: &str) -> bool {
         let size = cost(data);
         if size > MAX_SESSION_BYTES {
-            return;
+            return false;
         }
         while logs.bytes + size > MAX_SESSION_BYTES {
             match logs.evict_one() {
                 Some(freed) => self.budget.give_back(freed),
-                None => return,
+                None => return false,
             }
         }
         while !self.budget.try_take(size) {
             match logs.evict_one() {
                 Some(freed) => self.budget.give_back(freed),
-                None => return,
+                None => return false,
             }
         }
         let Some(log) = logs.by_stream.get_mut(stream) else {
             self.budget.give_back(size);
-            return;
+            return false;
         };
         log.events.push_back((seq, data.to_string()));
         let dropped = if log.events.len() > MAX_EVENTS {
@@ -250,6 +251,7 @@ impl StreamLogs {
             logs.bytes -= dropped;
             self.budget.give_back(dropped);
         }
+        true
     }
 
     /// Marks `stream` finished: its attached client's stream ends.

@@ -77,11 +77,11 @@ impl SessionEvents {
     }
 
     fn publish(&self, note: &Note) {
+        let payload = serde_json::to_string(note).unwrap_or_default();
+        let bytes = payload.len();
         let mut publish = redis::cmd("PUBLISH");
-        publish
-            .arg(&self.channel)
-            .arg(serde_json::to_string(note).unwrap_or_default());
-        self.writes.push(vec![publish]);
+        publish.arg(&self.channel).arg(payload);
+        self.writes.push(vec![publish], bytes);
     }
 
     /// Tells every replica that `session` subscribed to (`true`) or unsubscribed from

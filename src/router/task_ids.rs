@@ -122,7 +122,7 @@ impl TaskIds {
                 .arg("NX")
                 .arg("EX")
                 .arg(OWNER_TTL.as_secs());
-            shared.writes.push(vec![set]);
+            shared.writes.push(vec![set], owner.len() + task_id.len());
         }
         format!(
             "{upstream}+{}.{task_id}",
