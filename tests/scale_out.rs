@@ -456,3 +456,52 @@ async fn next_within(events: &mut support::Stream, secs: u64) -> Option<serde_js
         .ok()
         .flatten()
 }
+
+#[tokio::test]
+async fn a_delete_while_redis_is_down_reaches_every_replica_once_it_is_back() {
+    let mut redis = Redis::start();
+    let (addr, _mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
+    let c = cluster(2, &http(addr), Some(&redis)).await;
+    let (a, b) = (Client::new(&c.replicas[0]), Client::new(&c.replicas[1]));
+    let sid = a.initialize().await;
+    let earlier = a.initialize().await;
+    let end = |sid: String| {
+        let a = &a;
+        async move {
+            a.raw(reqwest::Method::DELETE, None, &[("mcp-session-id", &sid)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(end(earlier.clone()).await, 200);
+    eventually(5, "B hears of the first DELETE", || async {
+        status(&b, &earlier).await == 404
+    })
+    .await;
+
+    redis.stop();
+    assert_eq!(end(sid.clone()).await, 200, "ended here at once");
+    assert_eq!(status(&a, &sid).await, 404);
+    assert_eq!(status(&b, &sid).await, 200, "B cannot know yet");
+
+    redis.restart(); // empty: nothing was persisted
+    eventually(
+        15,
+        "B refuses the session ended during the outage",
+        || async { status(&b, &sid).await == 404 },
+    )
+    .await;
+    // The store was refilled: a replica started now knows both.
+    let late = gateway(&c.yaml).await;
+    let late_client = Client::new(&late);
+    for ended in [&sid, &earlier] {
+        eventually(5, "a later replica refuses both ended sessions", || async {
+            status(&late_client, ended).await == 404
+        })
+        .await;
+    }
+    late.shutdown().await;
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}

@@ -5,7 +5,10 @@
 //! the id goes into a Redis sorted set (scored by when it may be forgotten) and is published on
 //! a channel every replica listens to; a replica that starts, or whose subscription was cut,
 //! reads the whole set again before it listens, so a revocation is never missed for long —
-//! at most for the time a replica is cut off from Redis, which is logged.
+//! at most for the time a replica is cut off from Redis, which is logged. A `DELETE` while Redis
+//! cannot be written ends the session on its replica at once and everywhere once Redis is back:
+//! on every reconnect a replica stores again what it knows that the set lacks (a Redis that
+//! restarted empty is refilled) and announces what it revoked while cut off.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -22,9 +25,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Revoked legacy session ids.
 pub struct Revocations {
-    local: moka::sync::Cache<Uuid, ()>,
+    /// Revoked ids and when they may be forgotten (seconds since the Unix epoch).
+    local: moka::sync::Cache<Uuid, u64>,
     shared: Option<Shared>,
     lifetime: Duration,
+    /// Revoked here while the store could not be written: announced once it can.
+    unshared: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// The Redis side: a sorted set of ids and the channel announcing each.
@@ -46,6 +52,7 @@ impl Revocations {
                 .build(),
             shared: None,
             lifetime,
+            unshared: std::sync::Mutex::default(),
         }
     }
 
@@ -83,11 +90,11 @@ impl Revocations {
 
     /// Revokes `id` here and, with a shared store, on every replica.
     pub async fn revoke(&self, id: Uuid) {
-        self.local.insert(id, ());
+        let forget_at = unix_seconds(SystemTime::now() + self.lifetime);
+        self.local.insert(id, forget_at);
         let Some(shared) = &self.shared else {
             return;
         };
-        let forget_at = unix_seconds(SystemTime::now() + self.lifetime);
         let mut connection = shared.connection.clone();
         let write = async {
             let mut pipe = redis::pipe();
@@ -98,15 +105,17 @@ impl Revocations {
                 .ignore();
             pipe.query_async::<()>(&mut connection).await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(session = %id, %error, "the session was ended on this replica only: the shared store refused the revocation");
-            }
-            Err(_) => {
-                tracing::error!(session = %id, "the session was ended on this replica only: the shared store did not answer");
-            }
-        }
+        let why = match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer in time".to_string(),
+        };
+        tracing::error!(session = %id, why, "the session is ended on this replica only until the shared store is back (then on every replica)");
+        self.lock_unshared().insert(id);
+    }
+
+    fn lock_unshared(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Uuid>> {
+        self.unshared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps this replica's memory in step with the shared set until the future is dropped:
@@ -135,12 +144,42 @@ impl Revocations {
         let mut connection = shared.connection.clone();
         let now = unix_seconds(SystemTime::now());
         let _: () = connection.zrembyscore(&shared.set, "-inf", now).await?;
-        let ids: Vec<String> = connection.zrangebyscore(&shared.set, now, "+inf").await?;
-        for id in ids.iter().filter_map(|i| Uuid::parse_str(i).ok()) {
-            self.local.insert(id, ());
+        let stored: Vec<(String, u64)> = connection
+            .zrangebyscore_withscores(&shared.set, now, "+inf")
+            .await?;
+        let mut known = std::collections::HashSet::with_capacity(stored.len());
+        for (id, forget_at) in &stored {
+            if let Ok(id) = Uuid::parse_str(id) {
+                self.local.insert(id, *forget_at);
+                known.insert(id);
+            }
+        }
+        // What this replica knows and the store does not (it lost data, or writes failed):
+        // stored again; those revoked here while it failed are announced too.
+        let missing: Vec<(u64, String)> = self
+            .local
+            .iter()
+            .filter(|(id, forget_at)| *forget_at > now && !known.contains(id))
+            .map(|(id, forget_at)| (forget_at, id.to_string()))
+            .collect();
+        let unshared: Vec<Uuid> = self.lock_unshared().drain().collect();
+        let mut pipe = redis::pipe();
+        for chunk in missing.chunks(1000) {
+            pipe.zadd_multiple(&shared.set, chunk).ignore();
+        }
+        for id in &unshared {
+            pipe.publish(&shared.channel, id.to_string()).ignore();
+        }
+        if !pipe.is_empty()
+            && let Err(error) = pipe.query_async::<()>(&mut connection).await
+        {
+            self.lock_unshared().extend(unshared);
+            return Err(error);
         }
         tracing::info!(
-            revoked = ids.len(),
+            revoked = stored.len(),
+            restored = missing.len(),
+            announced = unshared.len(),
             "following the shared session revocations"
         );
         let mut messages = pubsub.into_on_message();
@@ -150,7 +189,9 @@ impl Revocations {
                 .ok()
                 .and_then(|p| Uuid::parse_str(&p).ok())
             {
-                self.local.insert(id, ());
+                // The message names the id only: kept for a whole lifetime from now.
+                let forget_at = unix_seconds(SystemTime::now() + self.lifetime);
+                self.local.insert(id, forget_at);
             }
         }
         tracing::warn!("the shared session revocation channel closed; following it again");
