@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use crate::config::RedisConfig;
 
 /// Writes waiting for the writer at most.
-const QUEUE: usize = 16_384;
+pub const QUEUE: usize = 16_384;
 /// Bytes of writes waiting for the writer at most (as their callers count them).
-const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Writes sent in one pipeline at most.
 const BATCH: usize = 512;
 /// How long connecting, or one pipeline, may take.
