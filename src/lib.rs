@@ -81,6 +81,7 @@ pub mod param_headers;
 pub mod policy;
 pub mod protocol;
 pub mod redact;
+pub mod redis_client;
 pub mod redis_writes;
 pub mod reload;
 pub mod router;

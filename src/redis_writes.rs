@@ -1,8 +1,8 @@
 //! Writes to the shared store (`limits.store: redis`, DESIGN.md §5.12) that the request path
 //! must not wait for: a bounded queue and one writer task that sends what has queued up as one
 //! pipeline. A write that finds the queue full ([`QUEUE`] writes or [`QUEUE_BYTES`]) is dropped
-//! and logged (what it shares then stays
-//! on this replica); a store that fails is logged once, and its recovery once.
+//! and logged (what it shares then stays on this replica); a store that fails is logged once,
+//! and its recovery once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,11 +36,8 @@ impl WriteQueue {
     /// # Errors
     /// When the Redis URL cannot be used.
     pub fn start(redis: &RedisConfig, what: &'static str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
+        let client = crate::redis_client::client(redis)?;
+        let connection = crate::redis_client::connection(&client, TIMEOUT, TIMEOUT)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write(rx, connection, Arc::clone(&queued), what));

@@ -54,6 +54,14 @@ fn rate(text: &str) -> Rate {
     Rate::parse(&RawRate::Text(text.into())).unwrap()
 }
 
+/// The limit that refused a call (panics when none did).
+fn refused_by(checked: Checked) -> LimitKind {
+    match checked {
+        Checked::Limited(r) => r.limit,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 fn no_roles() -> std::iter::Empty<(&'static str, Rate)> {
     std::iter::empty()
 }
@@ -103,18 +111,18 @@ async fn a_refused_call_consumes_nothing_in_the_other_limits() {
         Checked::Admitted
     );
     // The upstream's 1/m refuses on the other replica; the principal's cell must survive.
-    match b.check(&call(7, "tight"), no_roles()).await {
-        Checked::Limited(r) => assert_eq!(r.limit, LimitKind::PerUpstream),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        refused_by(b.check(&call(7, "tight"), no_roles()).await),
+        LimitKind::PerUpstream
+    );
     assert_eq!(
         b.check(&call(7, "open"), no_roles()).await,
         Checked::Admitted
     );
-    match a.check(&call(7, "open"), no_roles()).await {
-        Checked::Limited(r) => assert_eq!(r.limit, LimitKind::PerPrincipal),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        refused_by(a.check(&call(7, "open"), no_roles()).await),
+        LimitKind::PerPrincipal
+    );
 }
 
 #[tokio::test]
@@ -130,10 +138,10 @@ async fn role_and_tool_limits_are_shared_too() {
             Checked::Admitted
         );
     }
-    match b.check(&call(9, "open"), roles.iter().copied()).await {
-        Checked::Limited(r) => assert_eq!(r.limit, LimitKind::PerRole),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        refused_by(b.check(&call(9, "open"), roles.iter().copied()).await),
+        LimitKind::PerRole
+    );
     // A tool entry's limit counts every caller of that tool together.
     let cfg_tool = |principal| CallKey {
         principal,
@@ -145,10 +153,10 @@ async fn role_and_tool_limits_are_shared_too() {
     };
     assert_eq!(a.check(&cfg_tool(1), no_roles()).await, Checked::Admitted);
     assert_eq!(b.check(&cfg_tool(2), no_roles()).await, Checked::Admitted);
-    match a.check(&cfg_tool(3), no_roles()).await {
-        Checked::Limited(r) => assert_eq!(r.limit, LimitKind::PerTool),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        refused_by(a.check(&cfg_tool(3), no_roles()).await),
+        LimitKind::PerTool
+    );
 }
 
 #[tokio::test]
@@ -191,10 +199,11 @@ async fn an_outage_follows_on_store_error_and_recovery_needs_no_restart() {
             other => panic!("after the store came back: {other:?}"),
         }
     }
-    match closed.check(&call(5, "open"), no_roles()).await {
-        Checked::Limited(r) => assert_eq!(r.limit, LimitKind::PerPrincipal, "shared with `open`"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        refused_by(closed.check(&call(5, "open"), no_roles()).await),
+        LimitKind::PerPrincipal,
+        "shared with `open`"
+    );
 }
 
 #[tokio::test]

@@ -124,12 +124,9 @@ impl Handoff {
         redis: &RedisConfig,
         outcomes: IntCounterVec,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(PUBLISH_TIMEOUT))
-            .set_response_timeout(Some(PUBLISH_TIMEOUT));
+        let client = crate::redis_client::client(redis)?;
         let connection =
-            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+            crate::redis_client::connection(&client, PUBLISH_TIMEOUT, PUBLISH_TIMEOUT)?;
         Ok(Arc::new(Self {
             client,
             connection,

@@ -56,7 +56,7 @@ impl ReplayMirror {
         idle: Duration,
         replicas: Arc<Handoff>,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose())?;
+        let client = crate::redis_client::client(redis)?;
         Ok(Arc::new(Self {
             writes: WriteQueue::start(redis, "response-stream logs")?,
             client,

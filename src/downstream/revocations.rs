@@ -66,12 +66,9 @@ impl Revocations {
         capacity: u64,
         redis: &RedisConfig,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(WRITE_TIMEOUT));
+        let client = crate::redis_client::client(redis)?;
         let connection =
-            redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+            crate::redis_client::connection(&client, Duration::from_secs(2), WRITE_TIMEOUT)?;
         Ok(Self {
             shared: Some(Shared {
                 client,

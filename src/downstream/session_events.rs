@@ -70,7 +70,7 @@ impl SessionEvents {
     pub fn new(redis: &RedisConfig) -> Result<Arc<Self>, redis::RedisError> {
         Ok(Arc::new(Self {
             writes: WriteQueue::start(redis, "session events")?,
-            client: redis::Client::open(redis.url.expose())?,
+            client: crate::redis_client::client(redis)?,
             channel: format!("{}:session-events", redis.key_prefix),
             local: broadcast::channel(LOCAL_QUEUE).0,
         }))

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::rate::Rate;
 use crate::config::RedisConfig;
@@ -91,13 +91,13 @@ impl SharedStore {
     /// # Errors
     /// When the URL cannot be used (checked again here after validation).
     pub fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.expose())?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(config.timeout))
-            .set_max_delay(Duration::from_secs(2));
+        let client = crate::redis_client::client(config)?;
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, manager)?,
+            connection: crate::redis_client::connection(
+                &client,
+                Duration::from_secs(2),
+                config.timeout,
+            )?,
             script: redis::Script::new(GCRA),
             timeout: config.timeout,
             prefix: format!("{}:{{rl}}", config.key_prefix),

@@ -76,13 +76,10 @@ impl TaskIds {
     /// # Errors
     /// When the Redis URL cannot be used.
     pub fn with_store(mut self, redis: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.timeout))
-            .set_response_timeout(Some(redis.timeout));
+        let client = crate::redis_client::client(redis)?;
         self.shared = Some(SharedOwners {
             writes: WriteQueue::start(redis, "task owners")?,
-            connection: redis::aio::ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: crate::redis_client::connection(&client, redis.timeout, redis.timeout)?,
             prefix: format!("{}:task-owner", redis.key_prefix),
             timeout: redis.timeout,
         });
