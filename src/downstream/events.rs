@@ -123,7 +123,10 @@ pub fn open_session_stream(
         .register(claims.id);
     let setup = Setup {
         requests: Some(requests),
-        deliveries: gw.session_events.as_ref().map(|e| e.receiver()),
+        deliveries: gw
+            .session_events
+            .as_ref()
+            .map(|e| (claims.id, e.receiver())),
         ..Setup::default()
     };
     start(gw, listener, principal, setup)
@@ -139,8 +142,9 @@ struct Setup {
     /// A legacy session's upstream requests, relayed to its client; the registration ends
     /// with the stream.
     requests: Option<(Registration, mpsc::Receiver<ServerRequest>)>,
-    /// With a shared store: notifications for sessions, heard from other replicas.
-    deliveries: Option<broadcast::Receiver<Delivery>>,
+    /// With a shared store: the session, and notifications for sessions heard from other
+    /// replicas.
+    deliveries: Option<(uuid::Uuid, broadcast::Receiver<Delivery>)>,
 }
 
 /// Answers `subscriptions/listen` request `id` with `params.notifications` as the filter.
@@ -267,21 +271,20 @@ struct Sources<'a> {
     upstream_events: broadcast::Receiver<UpstreamEvent>,
     policy: PolicyWatch,
     requests: Option<&'a mut mpsc::Receiver<ServerRequest>>,
-    deliveries: Option<broadcast::Receiver<Delivery>>,
+    deliveries: Option<(uuid::Uuid, broadcast::Receiver<Delivery>)>,
 }
 
-/// The next notification from another replica for the session `id`; pending forever without
-/// a shared store.
+/// The next notification from another replica for the stream's session; pending forever
+/// without a shared store.
 async fn next_delivery(
-    deliveries: &mut Option<broadcast::Receiver<Delivery>>,
-    id: uuid::Uuid,
+    deliveries: &mut Option<(uuid::Uuid, broadcast::Receiver<Delivery>)>,
 ) -> Value {
-    let Some(rx) = deliveries else {
+    let Some((id, rx)) = deliveries else {
         return std::future::pending().await;
     };
     loop {
         match rx.recv().await {
-            Ok(delivery) if delivery.0 == id => return delivery.1.clone(),
+            Ok(delivery) if delivery.0 == *id => return delivery.1.clone(),
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, session = %id, "notifications from other replicas were missed");
@@ -311,10 +314,6 @@ async fn pump(listener: &Listener, sources: Sources<'_>, tx: &mpsc::Sender<Event
         mut requests,
         mut deliveries,
     } = sources;
-    let session = match listener {
-        Listener::Session { id, .. } => Some(*id),
-        Listener::Subscription { .. } => None,
-    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let messages: Vec<Value> = tokio::select! {
@@ -327,7 +326,7 @@ async fn pump(listener: &Listener, sources: Sources<'_>, tx: &mpsc::Sender<Event
                 }
                 Listener::Subscription { .. } => continue,
             },
-            message = next_delivery(&mut deliveries, session.unwrap_or_default()), if session.is_some() => {
+            message = next_delivery(&mut deliveries) => {
                 vec![message]
             }
             () = tx.closed() => return,
