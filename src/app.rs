@@ -171,10 +171,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => Auditor::disabled(),
     };
     auditor.record(config_loaded(&config)).await;
+    // The shared store, if any: rate limits, ended sessions, response-stream logs, MRTR
+    // retries, task owners, resource updates and upstream sessions are shared through it.
+    let redis = match &config.limits.store {
+        crate::config::LimitStore::Redis(redis) => Some(redis),
+        crate::config::LimitStore::Memory => None,
+    };
+    let shared_sessions = redis
+        .map(|redis| {
+            crate::upstream::SharedSessions::new(redis, config.session.idle_timeout).map(Arc::new)
+        })
+        .transpose()
+        .map_err(StartError::LimitStore)?;
     // Upstreams: HTTP clients and stdio children (children start now).
     let upstreams = Arc::new(UpstreamSet::new(
         &config.upstreams,
         &config.session,
+        shared_sessions,
         &metrics.traffic,
     )?);
     // Catalogue plane: merged lists, refreshed in the background.
@@ -205,7 +218,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     match &config.limits.store {
         crate::config::LimitStore::Redis(_) => tracing::info!(
-            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries, task owners and resource updates are shared by every replica through Redis"
+            "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries, task owners, resource updates and upstream sessions are shared by every replica through Redis"
         ),
         crate::config::LimitStore::Memory => tracing::info!(
             "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
@@ -227,10 +240,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     background.spawn(crate::reload::watch(Arc::clone(&live), reload_requests));
     // Ended sessions, response-stream logs and MRTR retries: shared by every replica when the
     // limits are.
-    let redis = match &config.limits.store {
-        crate::config::LimitStore::Redis(redis) => Some(redis),
-        crate::config::LimitStore::Memory => None,
-    };
     let revoked = Arc::new(match redis {
         Some(redis) => crate::downstream::revocations::Revocations::shared(
             config.session.max_lifetime,

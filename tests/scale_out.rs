@@ -505,3 +505,87 @@ async fn a_delete_while_redis_is_down_reaches_every_replica_once_it_is_back() {
         r.shutdown().await;
     }
 }
+
+/// The `Mcp-Session-Id` of each `tools/call` the mock received, in order.
+fn upstream_sessions_of_calls(mock: &mock_http::Mock) -> Vec<String> {
+    mock.requests_for("tools/call")
+        .iter()
+        .map(|(headers, _)| headers["mcp-session-id"].to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Calls `echo` through each client in turn, in session `sid`; every call succeeds.
+async fn echo_through(clients: &[Client], sid: &str) {
+    for client in clients {
+        let reply = client
+            .legacy(sid, "tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.get("result").is_some(), "{:?}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_client_session_talks_to_a_legacy_upstream_in_one_session_through_every_replica() {
+    let redis = Redis::start();
+    let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
+    let c = cluster(3, &http(addr), Some(&redis)).await;
+    let clients: Vec<Client> = c.replicas.iter().map(Client::new).collect();
+    let sid = clients[0].initialize().await;
+    echo_through(&clients, &sid).await;
+    let used = upstream_sessions_of_calls(&mock);
+    assert_eq!(used.len(), 3);
+    assert!(used.iter().all(|s| *s == used[0]), "{used:?}");
+    // Another client session gets a session of its own.
+    let other = clients[1].initialize().await;
+    echo_through(&clients[1..2], &other).await;
+    assert_ne!(upstream_sessions_of_calls(&mock)[3], used[0]);
+    // The upstream forgets it (a restart): the replica that sees the 404 opens a new one, and
+    // the others adopt that one instead of the dead one.
+    mock.expire_sessions();
+    let before = mock
+        .seen
+        .initializes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    echo_through(&clients, &sid).await;
+    // (The mock records the refused calls too: each replica tries the old session once.)
+    let after = upstream_sessions_of_calls(&mock)[4..].to_vec();
+    let fresh: std::collections::HashSet<&String> =
+        after.iter().filter(|s| **s != used[0]).collect();
+    assert_eq!(fresh.len(), 1, "{after:?}");
+    let fresh = fresh.into_iter().next().unwrap().clone();
+    assert_eq!(
+        mock.seen
+            .initializes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            - before,
+        1,
+        "one new session for the client session on all replicas"
+    );
+    // The client's DELETE, on any replica, ends the upstream session.
+    let end = clients[2]
+        .raw(reqwest::Method::DELETE, None, &[("mcp-session-id", &sid)])
+        .await;
+    assert_eq!(end.status, 200);
+    eventually(5, "the upstream session is deleted", || async {
+        mock.seen.deleted.lock().unwrap().contains(&fresh)
+    })
+    .await;
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn without_the_store_each_replica_opens_its_own_upstream_session() {
+    let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
+    let c = cluster(2, &http(addr), None).await;
+    let clients: Vec<Client> = c.replicas.iter().map(Client::new).collect();
+    let sid = clients[0].initialize().await;
+    echo_through(&clients, &sid).await;
+    let used = upstream_sessions_of_calls(&mock);
+    assert_ne!(used[0], used[1]);
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}

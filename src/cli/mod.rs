@@ -19,6 +19,7 @@ pub async fn live_snapshot(config: &Config) -> anyhow::Result<Arc<Snapshot>> {
     let upstreams = Arc::new(UpstreamSet::new(
         &config.upstreams,
         &config.session,
+        None,
         &metrics.traffic,
     )?);
     let catalogue = Catalogue::new(

@@ -31,10 +31,11 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::config::{SessionConfig, UpstreamConfig, UpstreamId, UpstreamTransport};
+use crate::config::{UpstreamConfig, UpstreamId, UpstreamTransport};
 use crate::redact::Detail;
 
 pub use call::{Call, CallItem, ServerRequest};
+pub use http::{SharedSessions, UpstreamSessions};
 pub use mcp::UpstreamInfo;
 pub use set::{Plan, UpstreamSet};
 
@@ -284,7 +285,7 @@ impl Upstream {
     pub fn new(
         cfg: &UpstreamConfig,
         http_client: reqwest::Client,
-        sessions: &SessionConfig,
+        sessions: &UpstreamSessions,
         events: broadcast::Sender<UpstreamEvent>,
         session_requests: Arc<session_requests::SessionRequests>,
         metrics: &crate::telemetry::traffic::TrafficMetrics,

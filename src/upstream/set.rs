@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::UpstreamSessions;
 use super::{Upstream, UpstreamEvent, session_requests, stdio};
 use crate::config::{SessionConfig, UpstreamConfig};
 use crate::telemetry::traffic::TrafficMetrics;
@@ -26,7 +27,7 @@ pub struct UpstreamSet {
     children: stdio::Children,
     /// What every upstream is built with.
     http_client: reqwest::Client,
-    sessions: SessionConfig,
+    sessions: UpstreamSessions,
     metrics: TrafficMetrics,
 }
 
@@ -53,7 +54,8 @@ impl Plan {
 
 impl UpstreamSet {
     /// Builds every upstream of the configuration; `sessions` bounds the legacy upstream
-    /// sessions held per downstream session; `metrics` takes their traffic-control series.
+    /// sessions held per downstream session, and `shared`, if given, shares them with the
+    /// other replicas; `metrics` takes their traffic-control series.
     /// stdio children start at once. Must be called inside a tokio runtime.
     ///
     /// # Errors
@@ -61,6 +63,7 @@ impl UpstreamSet {
     pub fn new(
         cfgs: &[UpstreamConfig],
         sessions: &SessionConfig,
+        shared: Option<Arc<super::SharedSessions>>,
         metrics: &TrafficMetrics,
     ) -> Result<Self, reqwest::Error> {
         let http_client = reqwest::Client::builder()
@@ -75,7 +78,10 @@ impl UpstreamSet {
             session_requests: Arc::new(session_requests::SessionRequests::default()),
             children: stdio::Children::default(),
             http_client,
-            sessions: sessions.clone(),
+            sessions: UpstreamSessions {
+                config: sessions.clone(),
+                shared,
+            },
             metrics: metrics.clone(),
         };
         let built: Vec<_> = cfgs.iter().map(|c| set.build(c)).collect();

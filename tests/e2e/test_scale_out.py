@@ -367,3 +367,37 @@ def test_the_typescript_sdk_client_hears_resource_updates_across_replicas(cluste
     assert publishes(cluster.redis) - published >= touches + 1
     standalone = 'mcpgate_open_streams{era="legacy",kind="standalone"}'
     assert sum(metric(r, standalone) for r in cluster.replicas) == 0, "the stream closed with the client"
+
+
+def session_call(gw: Gateway, sid: str, method: str, params: dict, i: int = 1) -> dict:
+    return answer_of(post(gw, {"jsonrpc": "2.0", "id": i, "method": method, "params": params},
+                          {"Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION}))
+
+
+def test_a_task_of_a_session_scoped_upstream_is_followed_through_every_replica(cluster):
+    """server-everything keeps tasks per upstream session: every replica talks to it in the
+    client session's one upstream session, so the task made through one replica is listed, polled
+    and collected through the others."""
+    replicas = cluster.replicas
+    sid = legacy_open(replicas[0])
+    created = session_call(replicas[0], sid, "tools/call", {
+        "name": "simulate-research-query", "arguments": {"topic": "gateways", "ambiguous": False},
+        "task": {"ttl": 60000}})
+    task_id = created["result"]["task"]["taskId"]
+    for r in replicas[1:]:
+        listed = session_call(r, sid, "tasks/list", {})
+        assert [t["taskId"] for t in listed["result"]["tasks"]] == [task_id], listed
+    deadline = time.monotonic() + 30
+    status, polls = None, 0
+    while status != "completed":
+        assert time.monotonic() < deadline, f"task still {status}"
+        got = session_call(replicas[1 + polls % 2], sid, "tasks/get", {"taskId": task_id}, polls + 2)
+        assert "result" in got, got
+        status, polls = got["result"]["status"], polls + 1
+        time.sleep(0.2)
+    result = session_call(replicas[2], sid, "tasks/result", {"taskId": task_id}, 99)
+    assert "gateways" in json.dumps(result["result"]), result
+    # The client session's upstream session is the one record in Redis.
+    keys = subprocess.run(["redis-cli", "-p", str(cluster.redis.port), "--scan", "--pattern",
+                           "mcpgate:upstream-session:*"], capture_output=True, text=True, check=True)
+    assert len(keys.stdout.split()) == 1, keys.stdout

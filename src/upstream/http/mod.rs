@@ -12,7 +12,10 @@
 //! cancellation) and, for a legacy upstream, also sends `notifications/cancelled`.
 
 mod endpoint;
+mod shared;
 mod stream;
+
+pub use shared::SharedSessions;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -42,9 +45,44 @@ struct LegacySession {
     /// `Mcp-Session-Id` the upstream assigned; `None` for stateless legacy servers.
     id: Option<String>,
     info: UpstreamInfo,
+    /// When this replica last renewed the session's shared record.
+    renewed: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl LegacySession {
+    fn new(id: Option<String>, info: UpstreamInfo) -> Self {
+        Self {
+            id,
+            info,
+            renewed: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Whether the shared record is due for renewal (at most once per `every`); marks it
+    /// renewed when it is.
+    fn renewal_due(&self, every: Duration) -> bool {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let due = now.duration_since(*renewed) >= every;
+        if due {
+            *renewed = now;
+        }
+        due
+    }
 }
 
 type SessionCell = Arc<OnceCell<Arc<LegacySession>>>;
+
+/// How the legacy upstream sessions of client sessions are held.
+#[derive(Clone)]
+pub struct UpstreamSessions {
+    /// How long one lasts unused and how many are held (`session.idle_timeout`,
+    /// `session.max_sessions`).
+    pub config: crate::config::SessionConfig,
+    /// Where each client session's upstream session is shared with the other replicas
+    /// (`limits.store: redis`); `None`: every replica opens its own.
+    pub shared: Option<Arc<SharedSessions>>,
+}
 
 /// GET streams of legacy upstream sessions (the upstream's unsolicited notifications), by
 /// downstream session: the shared session's always, a downstream session's once it subscribes
@@ -82,6 +120,8 @@ pub(super) struct HttpUpstream {
     /// dual-era servers do), learnt from the first legacy client's session.
     serves_legacy: std::sync::OnceLock<bool>,
     sessions: moka::future::Cache<Option<Uuid>, SessionCell>,
+    /// Where client sessions' upstream sessions are shared with the other replicas, if anywhere.
+    shared: Option<Arc<SharedSessions>>,
     /// Runs the session cache's housekeeping, so idle sessions end (DELETE upstream, listener
     /// stopped) even when no request comes.
     housekeeping: tokio::task::JoinHandle<()>,
@@ -108,17 +148,19 @@ pub(super) struct Target {
 
 impl HttpUpstream {
     /// An upstream at `target`. Legacy upstream sessions (one per downstream session) end
-    /// after `limits.idle_timeout` unused; at most `limits.max_sessions` are held, the least
-    /// recently used ending first.
+    /// after `sessions.config.idle_timeout` unused; at most `sessions.config.max_sessions` are
+    /// held, the least recently used ending first. With `sessions.shared`, a downstream
+    /// session's upstream session is the same on every replica ([`shared`]).
     pub(super) fn new(
         id: UpstreamId,
         target: Target,
         era_pref: EraPreference,
         client: reqwest::Client,
-        limits: &crate::config::SessionConfig,
+        sessions: &UpstreamSessions,
         events: tokio::sync::broadcast::Sender<UpstreamEvent>,
         session_requests: Arc<super::session_requests::SessionRequests>,
     ) -> Self {
+        let (limits, shared) = (&sessions.config, sessions.shared.clone());
         let endpoint = Arc::new(Endpoint {
             id: id.clone(),
             url: target.url,
@@ -132,6 +174,7 @@ impl HttpUpstream {
         let closer = Arc::clone(&endpoint);
         let listeners = Arc::new(Listeners::default());
         let stopper = Arc::clone(&listeners);
+        let (upstream, store) = (id.clone(), shared.clone());
         let sessions = moka::future::Cache::builder()
             .time_to_idle(limits.idle_timeout)
             .max_capacity(limits.max_sessions)
@@ -148,7 +191,20 @@ impl HttpUpstream {
                     (session_id, tokio::runtime::Handle::try_current())
                 {
                     let endpoint = Arc::clone(&closer);
-                    rt.spawn(async move { endpoint.delete_session(&session_id).await });
+                    let shared = store.clone().zip(*key);
+                    let upstream = upstream.clone();
+                    // The client ended its session: the upstream session ends everywhere.
+                    let ended = cause == RemovalCause::Explicit;
+                    rt.spawn(async move {
+                        if let Some((shared, downstream)) = shared
+                            && !shared
+                                .closes_here(&upstream, downstream, &session_id, ended)
+                                .await
+                        {
+                            return;
+                        }
+                        endpoint.delete_session(&session_id).await;
+                    });
                 }
             })
             .build();
@@ -172,6 +228,7 @@ impl HttpUpstream {
             era: OnceCell::new(),
             serves_legacy: std::sync::OnceLock::new(),
             sessions,
+            shared,
             housekeeping,
         }
     }
@@ -255,6 +312,7 @@ impl HttpUpstream {
                     caller_token.clone(),
                 )
                 .await?;
+            self.renew(key, &session);
             // A subscription needs the session's notifications; so does a session
             // re-initialised while it had a listener.
             if method == "resources/subscribe" || relisten {
@@ -285,6 +343,12 @@ impl HttpUpstream {
     async fn forget_session(&self, key: Option<Uuid>, old: &str, status: StatusCode) -> bool {
         let listened = self.listeners.lock().contains_key(&key);
         self.listeners.stop(key);
+        // No replica is to adopt it any more (awaited: this replica's next step looks it up).
+        if let (Some(shared), Some(downstream)) = (&self.shared, key)
+            && let Err(error) = shared.release(&self.id, downstream, old).await
+        {
+            tracing::warn!(upstream = %self.id, %error, "could not drop a refused upstream session from the shared store");
+        }
         // Replacing (not invalidating) the entry skips the eviction's DELETE and listener stop.
         self.sessions.insert(key, Arc::new(OnceCell::new())).await;
         if status != StatusCode::NOT_FOUND {
@@ -429,9 +493,8 @@ impl HttpUpstream {
             mcp::relayed_client_capabilities()
         };
         cell.get_or_try_init(|| async {
-            let mut headers = HeaderMap::new();
-            headers.extend(caller);
-            let session = Arc::new(self.initialize(&capabilities, headers).await?);
+            let (session, adopted) = self.open_session(key, &capabilities, caller).await?;
+            let session = Arc::new(session);
             // The gateway's own session listens for list changes; a client's session, when the
             // client can answer server requests, for those the upstream sends unattached to a
             // call (as a client talking to the upstream directly would).
@@ -443,13 +506,88 @@ impl HttpUpstream {
             } else if answers {
                 // Open before the session's first call: a request the upstream sends on it
                 // meanwhile would be lost.
+                // An adopted session's stream may be held by the replica that opened it (a
+                // server may allow one): this one takes over when that one lets go.
                 let opened = self.listen(key, &session, caller_token);
-                let _ = tokio::time::timeout(STREAM_OPEN_WAIT, opened).await;
+                if !adopted {
+                    let _ = tokio::time::timeout(STREAM_OPEN_WAIT, opened).await;
+                }
             }
             Ok(session)
         })
         .await
         .cloned()
+    }
+
+    /// A new upstream session for `key`: the one another replica recorded for the same
+    /// downstream session, adopted (`true`), or one opened now with `initialize` (`false`),
+    /// recorded for the other replicas. The shared store failing leaves this replica with a
+    /// session of its own.
+    async fn open_session(
+        &self,
+        key: Option<Uuid>,
+        capabilities: &Value,
+        caller: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<(LegacySession, bool), UpstreamError> {
+        let shared = self.shared.as_deref().zip(key);
+        if let Some((shared, downstream)) = shared {
+            match shared.lookup(&self.id, downstream).await {
+                Ok(Some(record)) => {
+                    if let Some(session) = self.adopt(record) {
+                        return Ok((session, true));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(upstream = %self.id, %error, "cannot look up the shared upstream session; this replica opens its own");
+                }
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.extend(caller);
+        let (session, result) = self.initialize(capabilities, headers).await?;
+        let (Some((shared, downstream)), Some(id)) = (shared, &session.id) else {
+            return Ok((session, false));
+        };
+        match shared.claim(&self.id, downstream, id, &result).await {
+            Ok(None) => {}
+            // Another replica opened one at the same time: use that, close this one.
+            Ok(Some(record)) => {
+                if let Some(adopted) = self.adopt(record) {
+                    let (endpoint, ours) = (Arc::clone(&self.endpoint), id.clone());
+                    tokio::spawn(async move { endpoint.delete_session(&ours).await });
+                    return Ok((adopted, true));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(upstream = %self.id, %error, "cannot share the upstream session; other replicas open their own");
+            }
+        }
+        Ok((session, false))
+    }
+
+    /// The session of a record another replica made; `None` when its `initialize` result is
+    /// unusable (logged; this replica then opens its own).
+    fn adopt(&self, record: shared::Record) -> Option<LegacySession> {
+        match mcp::parse_initialize(&record.initialize) {
+            Ok(info) => {
+                tracing::debug!(upstream = %self.id, "adopted the upstream session another replica opened");
+                Some(LegacySession::new(Some(record.session_id), info))
+            }
+            Err(error) => {
+                tracing::warn!(upstream = %self.id, %error, "ignored an unusable shared upstream session");
+                None
+            }
+        }
+    }
+
+    /// Renews the shared record of the session `key` uses, when due.
+    fn renew(&self, key: Option<Uuid>, session: &LegacySession) {
+        if let (Some(shared), Some(downstream), Some(_)) = (&self.shared, key, &session.id)
+            && session.renewal_due(shared.renew_every())
+        {
+            shared.renew(&self.id, downstream);
+        }
     }
 
     /// (Re)starts the GET stream of the upstream session held for `key`, authenticated as the
@@ -487,11 +625,12 @@ impl HttpUpstream {
         }
     }
 
+    /// Opens a legacy session: the session and the upstream's `InitializeResult`.
     async fn initialize(
         &self,
         capabilities: &Value,
         auth: HeaderMap,
-    ) -> Result<LegacySession, UpstreamError> {
+    ) -> Result<(LegacySession, Value), UpstreamError> {
         let posted = self
             .endpoint
             .post(
@@ -510,16 +649,13 @@ impl HttpUpstream {
             }
         };
         let info = mcp::parse_initialize(&result)?;
-        let session = LegacySession {
-            id: session_id,
-            info,
-        };
+        let session = LegacySession::new(session_id, info);
         let headers = legacy_headers(&session);
         self.endpoint
             .notify("notifications/initialized", &headers)
             .await?;
         tracing::info!(upstream = %self.id, version = %session.info.protocol_version, "opened legacy upstream session");
-        Ok(session)
+        Ok((session, result))
     }
 }
 
