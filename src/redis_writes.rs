@@ -36,8 +36,7 @@ impl WriteQueue {
     /// # Errors
     /// When the Redis URL cannot be used.
     pub fn start(redis: &RedisConfig, what: &'static str) -> Result<Self, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
-        let connection = crate::redis_client::connection(&client, TIMEOUT, TIMEOUT)?;
+        let connection = crate::redis_client::Store::open(redis)?.connection(TIMEOUT, TIMEOUT)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write(rx, connection, Arc::clone(&queued), what));
@@ -69,7 +68,7 @@ impl WriteQueue {
 /// The writer: pipelines queued writes until every queue handle is gone.
 async fn write(
     mut rx: mpsc::Receiver<(Vec<redis::Cmd>, usize)>,
-    mut connection: redis::aio::ConnectionManager,
+    mut connection: crate::redis_client::Connection,
     queued: Arc<AtomicUsize>,
     what: &'static str,
 ) {
@@ -113,6 +112,7 @@ mod tests {
             url: Secret::new("redis://127.0.0.1:1".into()),
             timeout: Duration::from_millis(100),
             key_prefix: "test".into(),
+            sentinels: Vec::new(),
         };
         let queue = WriteQueue::start(&config, "test writes").unwrap();
         queue.push(vec![redis::cmd("PING")], QUEUE_BYTES + 1);

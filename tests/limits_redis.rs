@@ -2,7 +2,9 @@
 //! store behave as two replicas of one gateway. A limit admits exactly its rate across both; a
 //! refused call consumes nothing; role limits are shared too; while Redis is down the
 //! configured `on_store_error` applies (role limits always refuse) and, once it is back, limits
-//! are enforced again without a restart; a store that does not answer times out.
+//! are enforced again without a restart; a store that does not answer times out; behind Redis
+//! Sentinel, the limits follow the master through a failover after the master died and through
+//! a planned one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 use mcpgate::config::Config;
 use mcpgate::limits::rate::{Rate, RawRate};
 use mcpgate::limits::{CallKey, Checked, LimitKind, RateLimits};
-use support::redis::Redis;
+use support::redis::{Redis, Sentinel};
 
 const UPSTREAMS: &str = "
   - id: tight
@@ -231,4 +233,58 @@ async fn a_store_that_does_not_answer_times_out() {
         started.elapsed()
     );
     held.abort();
+}
+
+/// A principal not seen before: once the store answers (within 15 s), its limit of 2 admits
+/// two calls and refuses the third.
+async fn limit_holds_for(limits: &RateLimits, principal: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match limits.check(&call(principal, "open"), no_roles()).await {
+            Checked::Admitted => break,
+            Checked::StoreUnavailable { refused: true }
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("principal {principal}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        limits.check(&call(principal, "open"), no_roles()).await,
+        Checked::Admitted
+    );
+    assert_eq!(
+        refused_by(limits.check(&call(principal, "open"), no_roles()).await),
+        LimitKind::PerPrincipal
+    );
+}
+
+#[tokio::test]
+async fn behind_sentinels_the_limits_follow_the_master_through_failovers() {
+    let mut first = Redis::start();
+    let second = Redis::replica_of(&first);
+    let sentinel = Sentinel::start(&first);
+    let limits = replica(&format!(
+        "{{ store: redis, redis: {{ url: \"redis://mymaster\", sentinels: [\"redis://127.0.0.1:{}\"], timeout: 200ms }}, per_principal: 2/m, on_store_error: fail_closed }}",
+        sentinel.port
+    ));
+    limit_holds_for(&limits, 1).await;
+    // The master dies: the Sentinel promotes its replica.
+    first.stop();
+    sentinel.wait_for_master(second.port).await;
+    limit_holds_for(&limits, 2).await;
+    // The first server comes back (as a replica of the second), and a planned failover promotes
+    // it again: the second is demoted (Redis closes its clients' connections).
+    first.restart();
+    sentinel.failover();
+    sentinel.wait_for_master(first.port).await;
+    for _ in 0..100 {
+        if second.role() == "slave" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(second.role(), "slave");
+    limit_holds_for(&limits, 3).await;
 }

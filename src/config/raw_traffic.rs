@@ -34,8 +34,15 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; `${ENV}` is expanded
-    /// (put the password in the environment).
+    /// (put the password in the environment). With `sentinels`, the host is the name of the
+    /// master the Sentinels monitor (`redis://:password@mymaster/0`): its address comes from
+    /// them, the user, password, database and scheme apply to it.
     pub url: String,
+    /// Redis Sentinel nodes (`redis://[user:password@]host:26379`, `rediss://` for TLS; the
+    /// first one's credentials are used for all): the master is looked up through them, and
+    /// again after a connection to it fails or it turns read-only (a failover).
+    #[serde(default)]
+    pub sentinels: Vec<String>,
     /// Longest wait for one check, e.g. `50ms` (default 100ms); a slower answer counts as a
     /// store error.
     #[serde(default)]

@@ -42,6 +42,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Prefix of every key (default `mcpgate`).
     pub key_prefix: String,
+    /// Redis Sentinel nodes (URLs, possibly with passwords): when given, `url`'s host names
+    /// the master they monitor.
+    pub sentinels: Vec<super::Secret>,
 }
 
 /// What a limit does while its store cannot be reached.
@@ -253,10 +256,33 @@ fn redis(
         );
         return None;
     }
+    let mut sentinels = Vec::with_capacity(raw.sentinels.len());
+    for (i, node) in raw.sentinels.iter().enumerate() {
+        let path = format!("limits.redis.sentinels[{i}]");
+        let node = issues.check(&path, super::expand_env(node, env))?;
+        let scheme_ok = url::Url::parse(&node)
+            .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some());
+        if !scheme_ok {
+            issues.push(
+                &path,
+                "must be redis://host:port or rediss://host:port (TLS)",
+            );
+            return None;
+        }
+        sentinels.push(super::Secret::new(node));
+    }
+    if !sentinels.is_empty() && parsed.host_str().is_none_or(str::is_empty) {
+        issues.push(
+            "limits.redis.url",
+            "with sentinels, the host must name the master (redis://:password@mymaster/0)",
+        );
+        return None;
+    }
     Some(RedisConfig {
         url: super::Secret::new(url),
         timeout,
         key_prefix,
+        sentinels,
     })
 }
 
@@ -461,16 +487,9 @@ upstreams:
                 .any(|(p, m)| p == "limits.store" && m.contains("memory, redis")),
             "{found:?}"
         );
-        let ok = Config::from_yaml(
+        let (ok, redis) = with_secret_password(
             "listen: { addr: \"127.0.0.1:0\" }\nlimits: { store: redis, redis: { url: \"rediss://:${PW}@r:6380/1\" }, on_store_error: fail_closed }\nupstreams:\n  - { id: a, http: { url: \"http://127.0.0.1:9/mcp\" } }\n",
-            Path::new("t.yaml"),
-            Path::new("."),
-            &|name| (name == "PW").then(|| "s3cret".to_string()),
-        )
-        .unwrap();
-        let crate::config::LimitStore::Redis(redis) = &ok.limits.store else {
-            panic!("redis store expected");
-        };
+        );
         assert_eq!(redis.url.expose(), "rediss://:s3cret@r:6380/1");
         assert_eq!(redis.timeout, std::time::Duration::from_millis(100));
         assert_eq!(redis.key_prefix, "mcpgate");
@@ -482,6 +501,36 @@ upstreams:
             ok.limits.on_store_error,
             crate::config::OnStoreError::FailClosed
         );
+    }
+
+    /// `yaml` parsed with `PW=s3cret` in the environment, and its Redis store.
+    fn with_secret_password(yaml: &str) -> (Config, crate::config::RedisConfig) {
+        let ok = Config::from_yaml(yaml, Path::new("t.yaml"), Path::new("."), &|name| {
+            (name == "PW").then(|| "s3cret".to_string())
+        })
+        .unwrap();
+        let crate::config::LimitStore::Redis(redis) = &ok.limits.store else {
+            panic!("redis store expected");
+        };
+        let redis = redis.clone();
+        (ok, redis)
+    }
+
+    #[test]
+    fn sentinel_nodes_are_validated_and_kept_secret() {
+        let yaml = |nodes: &str| {
+            format!(
+                "listen: {{ addr: \"127.0.0.1:0\" }}\nlimits: {{ store: redis, redis: {{ url: \"redis://:${{PW}}@mymaster/0\", sentinels: {nodes} }} }}\nupstreams:\n  - {{ id: a, http: {{ url: \"http://127.0.0.1:9/mcp\" }} }}\n"
+            )
+        };
+        let found = issues(&yaml(r#"["redis://s0:26379", "s1:26379"]"#).replace("${PW}", "pw"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "limits.redis.sentinels[1]");
+        let (ok, redis) =
+            with_secret_password(&yaml(r#"["redis://:${PW}@s0:26379", "rediss://s1:26380"]"#));
+        let nodes: Vec<&str> = redis.sentinels.iter().map(|s| s.expose()).collect();
+        assert_eq!(nodes, ["redis://:s3cret@s0:26379", "rediss://s1:26380"]);
+        assert!(!format!("{ok:?}").contains("s3cret"));
     }
 
     #[test]

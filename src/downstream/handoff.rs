@@ -103,8 +103,8 @@ enum Piece {
 
 /// Hands retries to their owners and answers those handed to this replica.
 pub struct Handoff {
-    client: redis::Client,
-    connection: redis::aio::ConnectionManager,
+    store: crate::redis_client::Store,
+    connection: crate::redis_client::Connection,
     prefix: String,
     tag: String,
     /// Answers being written here, by reply stream: cancelled when their client leaves.
@@ -124,11 +124,10 @@ impl Handoff {
         redis: &RedisConfig,
         outcomes: IntCounterVec,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
-        let connection =
-            crate::redis_client::connection(&client, PUBLISH_TIMEOUT, PUBLISH_TIMEOUT)?;
+        let store = crate::redis_client::Store::open(redis)?;
+        let connection = store.connection(PUBLISH_TIMEOUT, PUBLISH_TIMEOUT)?;
         Ok(Arc::new(Self {
-            client,
+            store,
             connection,
             prefix: format!("{}:mrtr", redis.key_prefix),
             tag: format!("{:016x}", rand::random::<u64>()),
@@ -190,7 +189,7 @@ impl Handoff {
             }
         };
         let reply = format!("{}:reply:{}", self.prefix, Uuid::new_v4());
-        let follower = Follower::connect(&self.client, reply.clone(), "0-0".into())
+        let follower = Follower::connect(&self.store, reply.clone(), "0-0".into())
             .await
             .map_err(|_| gone("store_unavailable", "the shared store cannot be reached"))?;
         let heard = self
@@ -311,7 +310,7 @@ impl Handoff {
 
     /// One subscription to this replica's channel.
     async fn listen(self: &Arc<Self>, gateway: &Weak<Gateway>) -> redis::RedisResult<()> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.store.pubsub().await?;
         pubsub.subscribe(self.channel(&self.tag)).await?;
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {

@@ -36,7 +36,7 @@ const FIRST_WAIT: Duration = Duration::from_secs(1);
 /// The Redis side of the response-stream logs of every session of this replica.
 pub struct ReplayMirror {
     writes: WriteQueue,
-    client: redis::Client,
+    store: crate::redis_client::Store,
     prefix: String,
     /// This replica's tag and the other replicas' presence.
     replicas: Arc<Handoff>,
@@ -56,10 +56,10 @@ impl ReplayMirror {
         idle: Duration,
         replicas: Arc<Handoff>,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
+        let store = crate::redis_client::Store::open(redis)?;
         Ok(Arc::new(Self {
             writes: WriteQueue::start(redis, "response-stream logs")?,
-            client,
+            store,
             prefix: format!("{}:replay", redis.key_prefix),
             replicas,
             idle,
@@ -105,7 +105,7 @@ impl ReplayMirror {
         tx: mpsc::Sender<Event>,
     ) -> bool {
         let key = self.key(session, stream);
-        let follower = Follower::connect(&self.client, key, format!("{after}-1")).await;
+        let follower = Follower::connect(&self.store, key, format!("{after}-1")).await;
         let Ok(mut follower) = follower else {
             tracing::warn!(%session, "cannot reach the shared replay log to resume a stream");
             return false;

@@ -35,8 +35,8 @@ pub struct Revocations {
 
 /// The Redis side: a sorted set of ids and the channel announcing each.
 struct Shared {
-    client: redis::Client,
-    connection: redis::aio::ConnectionManager,
+    store: crate::redis_client::Store,
+    connection: crate::redis_client::Connection,
     set: String,
     channel: String,
 }
@@ -66,12 +66,11 @@ impl Revocations {
         capacity: u64,
         redis: &RedisConfig,
     ) -> Result<Self, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
-        let connection =
-            crate::redis_client::connection(&client, Duration::from_secs(2), WRITE_TIMEOUT)?;
+        let store = crate::redis_client::Store::open(redis)?;
+        let connection = store.connection(Duration::from_secs(2), WRITE_TIMEOUT)?;
         Ok(Self {
             shared: Some(Shared {
-                client,
+                store,
                 connection,
                 set: format!("{}:revoked", redis.key_prefix),
                 channel: format!("{}:revocations", redis.key_prefix),
@@ -135,7 +134,7 @@ impl Revocations {
     /// One subscription: subscribe, load the set, then apply messages until it ends.
     async fn listen(&self, shared: &Shared) -> redis::RedisResult<()> {
         use futures::StreamExt;
-        let mut pubsub = shared.client.get_async_pubsub().await?;
+        let mut pubsub = shared.store.pubsub().await?;
         // Subscribed first: nothing published while the set is read is missed.
         pubsub.subscribe(&shared.channel).await?;
         let mut connection = shared.connection.clone();

@@ -56,7 +56,7 @@ pub type Delivery = Arc<(Uuid, Value)>;
 /// The session events channel.
 pub struct SessionEvents {
     writes: WriteQueue,
-    client: redis::Client,
+    store: crate::redis_client::Store,
     channel: String,
     local: broadcast::Sender<Delivery>,
 }
@@ -70,7 +70,7 @@ impl SessionEvents {
     pub fn new(redis: &RedisConfig) -> Result<Arc<Self>, redis::RedisError> {
         Ok(Arc::new(Self {
             writes: WriteQueue::start(redis, "session events")?,
-            client: crate::redis_client::client(redis)?,
+            store: crate::redis_client::Store::open(redis)?,
             channel: format!("{}:session-events", redis.key_prefix),
             local: broadcast::channel(LOCAL_QUEUE).0,
         }))
@@ -105,7 +105,7 @@ impl SessionEvents {
     pub async fn follow(self: Arc<Self>, sessions: Arc<LocalSessions>) {
         keep_listening(
             || async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = self.store.pubsub().await?;
                 pubsub.subscribe(&self.channel).await?;
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {

@@ -52,7 +52,7 @@ impl Follower {
     /// # Errors
     /// When Redis cannot be reached within two seconds.
     pub async fn connect(
-        client: &redis::Client,
+        store: &crate::redis_client::Store,
         key: String,
         after: String,
     ) -> redis::RedisResult<Self> {
@@ -60,9 +60,7 @@ impl Follower {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(BLOCK + CONNECT_TIMEOUT));
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let connection = store.dedicated(&config).await?;
         Ok(Self {
             connection,
             key,

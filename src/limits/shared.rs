@@ -14,8 +14,6 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use super::rate::Rate;
 use crate::config::RedisConfig;
 
@@ -79,7 +77,7 @@ pub enum Verdict {
 
 /// The Redis connection and the GCRA script.
 pub struct SharedStore {
-    connection: ConnectionManager,
+    connection: crate::redis_client::Connection,
     script: redis::Script,
     timeout: Duration,
     prefix: String,
@@ -91,13 +89,9 @@ impl SharedStore {
     /// # Errors
     /// When the URL cannot be used (checked again here after validation).
     pub fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = crate::redis_client::client(config)?;
+        let store = crate::redis_client::Store::open(config)?;
         Ok(Self {
-            connection: crate::redis_client::connection(
-                &client,
-                Duration::from_secs(2),
-                config.timeout,
-            )?,
+            connection: store.connection(Duration::from_secs(2), config.timeout)?,
             script: redis::Script::new(GCRA),
             timeout: config.timeout,
             prefix: format!("{}:{{rl}}", config.key_prefix),

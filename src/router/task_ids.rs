@@ -37,7 +37,7 @@ pub struct TaskIds {
 /// The task owner records in the shared store.
 struct SharedOwners {
     writes: WriteQueue,
-    connection: redis::aio::ConnectionManager,
+    connection: crate::redis_client::Connection,
     prefix: String,
     timeout: std::time::Duration,
 }
@@ -76,10 +76,10 @@ impl TaskIds {
     /// # Errors
     /// When the Redis URL cannot be used.
     pub fn with_store(mut self, redis: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
         self.shared = Some(SharedOwners {
             writes: WriteQueue::start(redis, "task owners")?,
-            connection: crate::redis_client::connection(&client, redis.timeout, redis.timeout)?,
+            connection: crate::redis_client::Store::open(redis)?
+                .connection(redis.timeout, redis.timeout)?,
             prefix: format!("{}:task-owner", redis.key_prefix),
             timeout: redis.timeout,
         });

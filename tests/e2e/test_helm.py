@@ -213,6 +213,17 @@ def test_several_replicas_with_one_key_and_redis_or_an_explicit_acceptance():
     assert "store" not in gateway_config(docs).get("limits", {})
 
 
+def test_redis_sentinels_reach_the_gateway_configuration():
+    sentinels = ["redis://sentinel-0.redis:26379", "redis://sentinel-1.redis:26379"]
+    values = {"replicaCount": 3, "session": {"existingSecret": "k"},
+              "redis": {"url": "redis://:${REDIS_PASSWORD}@mymaster/0", "sentinels": sentinels}}
+    config = gateway_config(render(values))
+    assert config["limits"]["redis"]["sentinels"] == sentinels
+    schema = json.loads((ROOT / "docs" / "mcpgate.schema.json").read_text())
+    jsonschema.validate(config, schema)
+    assert "sentinels" not in gateway_config(render({"redis": {"url": "redis://r:6379"}}))["limits"]["redis"]
+
+
 def test_a_config_change_rolls_the_pods_and_a_policy_change_does_not():
     def rendered(values: dict) -> tuple[str, dict]:
         docs = render(values)
@@ -251,6 +262,7 @@ def test_a_config_change_rolls_the_pods_and_a_policy_change_does_not():
     ({"autoscaling": {"enabled": True}, "session": {"existingSecret": "k"}}, "set redis.url, or acceptPerReplicaState"),
     ({"config": {"upstreams": [{"id": "a"}], "limits": {"store": "redis"}}}, "config.limits.store"),
     ({"redis": {"url": "http://redis:6379"}}, "redis.url"),
+    ({"redis": {"url": "redis://mymaster", "sentinels": ["sentinel-0:26379"]}}, "redis.sentinels"),
 ])
 def test_mistakes_in_values_are_refused_with_the_key_named(values, message):
     out = render(values, check=False)

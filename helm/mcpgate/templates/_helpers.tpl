@@ -110,7 +110,11 @@ TLS or plain HTTP, mounted secret paths, the policy directory, shutdown timings)
 {{- $_ := set $owned "audit" (dict "key_file" (printf "/etc/mcpgate/audit-key/%s" $v.auditKey.secretKey)) }}
 {{- end }}
 {{- if $v.redis.url }}
-{{- $limits := dict "store" "redis" "redis" (dict "url" $v.redis.url "timeout" $v.redis.timeout) "on_store_error" $v.redis.onStoreError }}
+{{- $redis := dict "url" $v.redis.url "timeout" $v.redis.timeout }}
+{{- if $v.redis.sentinels }}
+{{- $_ := set $redis "sentinels" $v.redis.sentinels }}
+{{- end }}
+{{- $limits := dict "store" "redis" "redis" $redis "on_store_error" $v.redis.onStoreError }}
 {{- $_ := set $owned "limits" $limits }}
 {{- end }}
 {{- $config := mustMergeOverwrite (deepCopy $v.config) $owned }}

@@ -83,7 +83,7 @@ impl Record {
 
 /// The records of upstream sessions in the shared store.
 pub struct SharedSessions {
-    connection: redis::aio::ConnectionManager,
+    connection: crate::redis_client::Connection,
     writes: WriteQueue,
     claim: redis::Script,
     release: redis::Script,
@@ -99,9 +99,9 @@ impl SharedSessions {
     /// # Errors
     /// When the Redis URL cannot be used.
     pub fn new(redis: &RedisConfig, idle_timeout: Duration) -> Result<Self, redis::RedisError> {
-        let client = crate::redis_client::client(redis)?;
         Ok(Self {
-            connection: crate::redis_client::connection(&client, redis.timeout, redis.timeout)?,
+            connection: crate::redis_client::Store::open(redis)?
+                .connection(redis.timeout, redis.timeout)?,
             writes: WriteQueue::start(redis, "upstream sessions")?,
             claim: redis::Script::new(CLAIM),
             release: redis::Script::new(RELEASE),
