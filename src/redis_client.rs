@@ -1,16 +1,18 @@
 //! How the gateway reaches the shared store (`limits.store: redis`, DESIGN.md §5.12): every
 //! part that shares state through Redis (rate limits, revocations, replay logs, MRTR hand-offs,
 //! task owners, session events, upstream sessions, the background writer) opens its
-//! connections through one [`Store`], so the URL handling, the connection settings and
-//! Sentinel failover are decided once.
+//! connections through [`Store`] — one per configured store, shared by all of them — so the URL
+//! handling, the connection settings and Sentinel failover are decided once.
 //!
 //! One Redis: a fixed address. Redis Sentinel (`limits.redis.sentinels`): the master is looked
 //! up through the Sentinels (redis-rs checks its `ROLE`) on first use, and looked up again after
 //! a command fails in a way that says the master is gone or demoted — an I/O error, a refused or
-//! dropped connection, a timeout, or `READONLY` (the old master came back as a replica). Commands
-//! in flight at that moment fail (callers treat them as store errors); the next ones go to the
-//! new master. Redis Cluster is not supported: the replica presence checks use `PUBSUB NUMSUB`,
-//! which a cluster answers per node.
+//! dropped connection, a timeout, `READONLY` (the old master came back as a replica) — or is
+//! abandoned by its caller before an answer. When a lookup names another address, every
+//! connection is remade to it before its next command, so one part noticing a failover (the
+//! pub/sub listeners notice a lost master at once) moves all of them. Commands in flight at the
+//! moment fail (callers treat them as store errors). Redis Cluster is not supported: the
+//! replica presence checks use `PUBSUB NUMSUB`, which a cluster answers per node.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,7 +27,8 @@ use crate::config::RedisConfig;
 /// Longest wait between reconnection attempts after Redis went away.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
-/// Where the shared store is. Cheap to clone; clones share the Sentinel lookups.
+/// Where the shared store is. Cheap to clone; clones share the Sentinel lookups, and so do
+/// stores opened for the same URLs while one of them lives ([`Store::open`]).
 #[derive(Clone)]
 pub struct Store(Arc<Target>);
 
@@ -35,34 +38,65 @@ enum Target {
     /// The master a set of Sentinels names.
     Sentinel {
         sentinels: Box<tokio::sync::Mutex<SentinelClient>>,
-        /// The master last looked up; `None` until the first use and after a failure.
-        master: RwLock<Option<redis::Client>>,
+        master: RwLock<Master>,
         /// The master's database.
         db: i64,
     },
 }
 
+/// The master as last looked up.
+#[derive(Default)]
+struct Master {
+    /// `None` until the first use and after a failure.
+    client: Option<redis::Client>,
+    /// Its address (kept when the client is forgotten).
+    addr: String,
+    /// How often the Sentinels named another address: a connection made before the last
+    /// change goes to a former master and is remade.
+    moved: u64,
+}
+
+/// The stores open now, by their URLs, so that every part of the gateway follows one master.
+static OPEN: std::sync::Mutex<Vec<(String, std::sync::Weak<Target>)>> =
+    std::sync::Mutex::new(Vec::new());
+
 impl Store {
-    /// The store of `redis` (nothing is connected yet).
+    /// The store of `redis` (nothing is connected yet): the one already open for the same URLs,
+    /// if any, so that a failover one part of the gateway notices moves every part.
     ///
     /// # Errors
     /// When a URL cannot be used.
     pub fn open(redis: &RedisConfig) -> redis::RedisResult<Self> {
-        if redis.sentinels.is_empty() {
-            return Ok(Self(Arc::new(Target::Direct(redis::Client::open(
-                redis.url.expose(),
-            )?))));
+        let mut key = redis.url.expose().to_string();
+        for node in &redis.sentinels {
+            key.push(' ');
+            key.push_str(node.expose());
         }
-        Ok(Self(Arc::new(Target::Sentinel {
-            sentinels: Box::new(tokio::sync::Mutex::new(sentinel_client(redis)?)),
-            master: RwLock::new(None),
-            db: redis
-                .url
-                .expose()
-                .into_connection_info()?
-                .redis_settings()
-                .db(),
-        })))
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, target)| target.strong_count() > 0);
+        if let Some(target) = open
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, t)| t.upgrade())
+        {
+            return Ok(Self(target));
+        }
+        let target = Arc::new(if redis.sentinels.is_empty() {
+            Target::Direct(redis::Client::open(redis.url.expose())?)
+        } else {
+            Target::Sentinel {
+                sentinels: Box::new(tokio::sync::Mutex::new(sentinel_client(redis)?)),
+                master: RwLock::new(Master::default()),
+                db: redis
+                    .url
+                    .expose()
+                    .into_connection_info()?
+                    .redis_settings()
+                    .db(),
+            }
+        });
+        open.push((key, Arc::downgrade(&target)));
+        Ok(Self(target))
     }
 
     /// A client for the master: the fixed one, or the one the Sentinels name (looked up now if
@@ -71,39 +105,61 @@ impl Store {
     /// # Errors
     /// When no Sentinel answers or none knows a master by that name.
     pub async fn client(&self) -> redis::RedisResult<redis::Client> {
+        Ok(self.master().await?.1)
+    }
+
+    /// How often the master moved (0 for one fixed Redis).
+    fn moved(&self) -> u64 {
         match &*self.0 {
-            Target::Direct(client) => Ok(client.clone()),
+            Target::Direct(_) => 0,
+            Target::Sentinel { master, .. } => read(master).moved,
+        }
+    }
+
+    /// [`Store::client`] with how often the master had moved then.
+    async fn master(&self) -> redis::RedisResult<(u64, redis::Client)> {
+        let (sentinels, master) = match &*self.0 {
+            Target::Direct(client) => return Ok((0, client.clone())),
             Target::Sentinel {
                 sentinels, master, ..
-            } => {
-                if let Some(client) = read(master).clone() {
-                    return Ok(client);
-                }
-                let mut sentinels = sentinels.lock().await;
-                // Another caller may have looked it up while this one waited.
-                if let Some(client) = read(master).clone() {
-                    return Ok(client);
-                }
-                let client = sentinels.async_get_client().await?;
-                tracing::info!(
-                    master = %client.get_connection_info().addr(),
-                    "the Sentinels name the Redis master"
-                );
-                *master.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-                Ok(client)
-            }
+            } => (sentinels, master),
+        };
+        let known = |m: &Master| m.client.clone().map(|c| (m.moved, c));
+        if let Some(known) = known(&read(master)) {
+            return Ok(known);
         }
+        let mut sentinels = sentinels.lock().await;
+        // Another caller may have looked it up while this one waited.
+        if let Some(known) = known(&read(master)) {
+            return Ok(known);
+        }
+        let client = sentinels.async_get_client().await?;
+        let addr = client.get_connection_info().addr().to_string();
+        let mut master = master.write().unwrap_or_else(|p| p.into_inner());
+        if master.addr != addr {
+            tracing::info!(master = %addr, "the Sentinels name the Redis master");
+            master.moved += 1;
+            master.addr = addr;
+        }
+        master.client = Some(client.clone());
+        Ok((master.moved, client))
     }
 
     /// After `error` on a connection to the master: forgets the master when the error says it
     /// is gone or demoted, so the next use looks it up again. Nothing for one fixed Redis.
     pub fn failed(&self, error: &redis::RedisError) {
-        if let Target::Sentinel { master, .. } = &*self.0
-            && master_lost(error)
-        {
-            let forgotten = master.write().unwrap_or_else(|p| p.into_inner()).take();
-            if forgotten.is_some() {
-                tracing::warn!(%error, "lost the Redis master; asking the Sentinels again");
+        if master_lost(error) {
+            self.forget_master(error);
+        }
+    }
+
+    /// Forgets the master (for `why`), so the next use asks the Sentinels again.
+    fn forget_master(&self, why: &dyn std::fmt::Display) {
+        if let Target::Sentinel { master, .. } = &*self.0 {
+            let mut master = master.write().unwrap_or_else(|p| p.into_inner());
+            if master.client.take().is_some() {
+                tracing::warn!(master = %master.addr, reason = %why,
+                    "lost the Redis master; asking the Sentinels again");
             }
         }
     }
@@ -159,15 +215,13 @@ impl Store {
                 store: self.clone(),
                 db: *db,
                 config,
-                current: tokio::sync::Mutex::new(None),
+                current: std::sync::Mutex::default(),
             })),
         })
     }
 }
 
-fn read(
-    master: &RwLock<Option<redis::Client>>,
-) -> std::sync::RwLockReadGuard<'_, Option<redis::Client>> {
+fn read(master: &RwLock<Master>) -> std::sync::RwLockReadGuard<'_, Master> {
     master.read().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -241,29 +295,112 @@ pub struct Following {
     store: Store,
     db: i64,
     config: ConnectionManagerConfig,
-    /// The connection to the master last looked up.
-    current: tokio::sync::Mutex<Option<ConnectionManager>>,
+    current: std::sync::Mutex<Current>,
 }
 
+/// The connection to the master last looked up.
+#[derive(Default)]
+struct Current {
+    /// The connection and its generation (counting lookups).
+    manager: Option<(u64, ConnectionManager)>,
+    generation: u64,
+    /// [`Master::moved`] when the connection was made.
+    moved: u64,
+    /// When a connection was last dropped: at most one per [`FORGET_EVERY`], so a slow master
+    /// is not answered with a storm of lookups.
+    forgotten_at: Option<tokio::time::Instant>,
+}
+
+/// Shortest time between two lookups of the master by one connection.
+const FORGET_EVERY: Duration = Duration::from_secs(1);
+
 impl Following {
-    /// The connection to the current master, made after a lookup if there is none.
-    async fn manager(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut current = self.current.lock().await;
-        if let Some(manager) = &*current {
-            return Ok(manager.clone());
-        }
-        let client = self.store.client().await?;
-        let manager = ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
-        *current = Some(manager.clone());
-        Ok(manager)
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// After `error`: drops the connection if the master is lost, so the next command
+    /// The connection to the current master and its generation, made after a lookup if there
+    /// is none.
+    async fn manager(&self) -> redis::RedisResult<(u64, ConnectionManager)> {
+        let moved = self.store.moved();
+        {
+            let current = self.current();
+            if let Some(made) = current.manager.clone()
+                && current.moved == moved
+            {
+                return Ok(made);
+            }
+        }
+        // None yet, lost, or to a former master (another part of the gateway saw it move).
+        let (moved, client) = self.store.master().await?;
+        let mut current = self.current();
+        if let Some(made) = current.manager.clone()
+            && current.moved == moved
+        {
+            return Ok(made);
+        }
+        current.generation += 1;
+        current.moved = moved;
+        let made = (
+            current.generation,
+            ConnectionManager::new_lazy_with_config(client, self.config.clone())?,
+        );
+        current.manager = Some(made.clone());
+        Ok(made)
+    }
+
+    /// Drops connection `generation` and the master it went to, so the next command
     /// connects to the master the Sentinels name then.
-    async fn failed(&self, error: &redis::RedisError) {
-        if master_lost(error) {
-            self.current.lock().await.take();
-            self.store.failed(error);
+    fn forget(&self, generation: u64, why: &dyn std::fmt::Display) {
+        let mut current = self.current();
+        let recently = current
+            .forgotten_at
+            .is_some_and(|at| at.elapsed() < FORGET_EVERY);
+        if current.generation != generation || current.manager.is_none() || recently {
+            return;
+        }
+        current.manager = None;
+        current.forgotten_at = Some(tokio::time::Instant::now());
+        drop(current);
+        self.store.forget_master(why);
+    }
+
+    /// Sends through the current master's connection with `send`; a failure that says the
+    /// master is lost, or a command abandoned before its answer (the caller's timeout ran out:
+    /// the master may not answer at all), drops the connection.
+    async fn send<'a, T>(
+        &'a self,
+        send: impl FnOnce(ConnectionManager) -> RedisFuture<'a, T>,
+    ) -> redis::RedisResult<T> {
+        let (generation, manager) = self.manager().await?;
+        let mut pending = Abandoned {
+            following: self,
+            generation,
+            armed: true,
+        };
+        let answer = send(manager).await;
+        pending.armed = false;
+        if let Err(error) = &answer
+            && master_lost(error)
+        {
+            self.forget(generation, error);
+        }
+        answer
+    }
+}
+
+/// Drops the connection of a command abandoned before its answer.
+struct Abandoned<'a> {
+    following: &'a Following,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.following
+                .forget(self.generation, &"a command got no answer in time");
         }
     }
 }
@@ -272,15 +409,11 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
         match self {
             Self::Direct(manager) => manager.req_packed_command(cmd),
-            Self::Following(following) => async move {
-                let mut manager = following.manager().await?;
-                let answer = manager.req_packed_command(cmd).await;
-                if let Err(error) = &answer {
-                    following.failed(error).await;
-                }
-                answer
-            }
-            .boxed(),
+            Self::Following(following) => following
+                .send(move |mut manager| {
+                    async move { manager.req_packed_command(cmd).await }.boxed()
+                })
+                .boxed(),
         }
     }
 
@@ -292,15 +425,12 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<redis::Value>> {
         match self {
             Self::Direct(manager) => manager.req_packed_commands(pipeline, offset, count),
-            Self::Following(following) => async move {
-                let mut manager = following.manager().await?;
-                let answer = manager.req_packed_commands(pipeline, offset, count).await;
-                if let Err(error) = &answer {
-                    following.failed(error).await;
-                }
-                answer
-            }
-            .boxed(),
+            Self::Following(following) => following
+                .send(move |mut manager| {
+                    async move { manager.req_packed_commands(pipeline, offset, count).await }
+                        .boxed()
+                })
+                .boxed(),
         }
     }
 

@@ -50,10 +50,10 @@ class Redis:
         return f"redis://127.0.0.1:{self.port}"
 
 
-def start_redis(port: int | None = None) -> Redis:
+def start_redis(port: int | None = None, *args: str) -> Redis:
     port = port or free_port()
     proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                             "--save", "", "--appendonly", "no"],
+                             "--save", "", "--appendonly", "no", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for_port(port, proc)
     return Redis(proc, port)
@@ -110,11 +110,20 @@ class Cluster:
     redis: Redis
     nginx: subprocess.Popen
     workdir: Path
+    # Other processes the cluster stops with it.
+    others: list[subprocess.Popen]
 
 
 @pytest.fixture
 def cluster(everything, tmp_path):
     redis = start_redis()
+    c = start_cluster(everything, tmp_path, redis, f'url: "{redis.url}"')
+    yield c
+    stop_cluster(c)
+
+
+def start_cluster(everything: int, tmp_path: Path, redis: Redis, where: str) -> Cluster:
+    """Three replicas sharing `redis` (reached as `where` says) behind nginx."""
     sdk_port = free_port()
     sdk = subprocess.Popen([str(VENV_BIN / "python"), str(E2E / "servers" / "sdk_server.py"), str(sdk_port)],
                            stdout=(tmp_path / "sdk.log").open("w"), stderr=subprocess.STDOUT)
@@ -128,7 +137,7 @@ session: {{ key_file: "{key}" }}
 limits:
   per_principal: {LIMIT}/m
   store: redis
-  redis: {{ url: "{redis.url}", timeout: 200ms }}
+  redis: {{ {where}, timeout: 200ms }}
   on_store_error: fail_open
 upstreams:
   - id: everything
@@ -143,13 +152,16 @@ namespacing: {{ prefix: never }}
         workdir.mkdir()
         replicas.append(start_gateway(config, workdir))
     nginx, balancer = start_nginx(tmp_path, [r.port for r in replicas])
-    c = Cluster(replicas, balancer, redis, nginx, tmp_path)
-    yield c
+    return Cluster(replicas, balancer, redis, nginx, tmp_path, [sdk])
+
+
+def stop_cluster(c: Cluster):
     stop(c.nginx)
-    for r in replicas:
+    for r in c.replicas:
         stop(r.proc)
-    stop(redis.proc)
-    stop(sdk)
+    stop(c.redis.proc)
+    for proc in c.others:
+        stop(proc)
 
 
 def metric(gw: Gateway, series: str) -> float:
@@ -401,3 +413,87 @@ def test_a_task_of_a_session_scoped_upstream_is_followed_through_every_replica(c
     keys = subprocess.run(["redis-cli", "-p", str(cluster.redis.port), "--scan", "--pattern",
                            "mcpgate:upstream-session:*"], capture_output=True, text=True, check=True)
     assert len(keys.stdout.split()) == 1, keys.stdout
+
+
+def sentinel_master(port: int) -> int:
+    """The port of the master the Sentinel on `port` names."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "SENTINEL", "get-master-addr-by-name",
+                          "mymaster"], capture_output=True, text=True).stdout.split()
+    return int(out[1]) if len(out) == 2 else 0
+
+
+@pytest.fixture
+def sentinel_cluster(everything, tmp_path):
+    """The cluster with Redis behind a Sentinel: a master, its replica, and a Sentinel that
+    fails over 1 s after the master stops answering."""
+    master = start_redis()
+    replica = start_redis(None, "--replicaof", "127.0.0.1", str(master.port))
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"bind 127.0.0.1\nport {sentinel_port}\ndir {tmp_path}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+                    "sentinel down-after-milliseconds mymaster 1000\n"
+                    "sentinel failover-timeout mymaster 3000\n")
+    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port(sentinel_port, sentinel)
+    c = start_cluster(everything, tmp_path, master,
+                      f'url: "redis://mymaster", sentinels: ["redis://127.0.0.1:{sentinel_port}"]')
+    c.others += [replica.proc, sentinel]
+    yield c, replica, sentinel_port
+    stop_cluster(c)
+
+
+def reaches_the_store(gw: Gateway, sid: str) -> bool:
+    """Whether a call through `gw` counts no store error (20 s to get there)."""
+    errors = 'mcpgate_rate_limit_store_errors_total{outcome="admitted"}'
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        before = metric(gw, errors)
+        if echo(gw, sid, 997).status == 200 and metric(gw, errors) == before:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def task_listed_elsewhere(c: Cluster) -> bool:
+    """A task made through replica 0 is listed through replicas 1 and 2."""
+    sid = legacy_open(c.replicas[0])
+    created = session_call(c.replicas[0], sid, "tools/call", {
+        "name": "simulate-research-query", "arguments": {"topic": "failover", "ambiguous": False},
+        "task": {"ttl": 60000}})
+    task_id = created["result"]["task"]["taskId"]
+    return all([t["taskId"] for t in session_call(r, sid, "tasks/list", {})["result"]["tasks"]]
+               == [task_id] for r in c.replicas[1:])
+
+
+def test_the_replicas_follow_the_redis_master_through_a_sentinel_failover(sentinel_cluster):
+    c, replica, sentinel_port = sentinel_cluster
+    assert sentinel_master(sentinel_port) == c.redis.port
+    sid = legacy_open(c.balancer)
+    assert all(reaches_the_store(r, sid) for r in c.replicas)
+    assert task_listed_elsewhere(c)
+
+    # The master dies; the Sentinel promotes the replica.
+    c.redis.proc.kill()
+    c.redis.proc.wait()
+    deadline = time.monotonic() + 30
+    while sentinel_master(sentinel_port) != replica.port:
+        assert time.monotonic() < deadline, "the Sentinel did not fail over"
+        time.sleep(0.2)
+
+    # Every replica finds the new master by itself, and everything shared works through it.
+    for r in c.replicas:
+        assert reaches_the_store(r, sid), f"{r.url} did not follow the new master"
+    assert task_listed_elsewhere(c), "upstream sessions shared through the new master"
+    admitted, refused = burst(c.balancer, sid, 45)
+    assert refused > 0, "the limit is enforced on the new master"
+    from harness import request
+    gone = request(c.replicas[0], "DELETE", None,
+                   {"Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION})
+    assert gone.status == 200, gone.raw
+    deadline = time.monotonic() + 10
+    for r in c.replicas:
+        while echo(r, sid, 2).status != 404:
+            assert time.monotonic() < deadline, f"{r.url} still serves the ended session"
+            time.sleep(0.1)
