@@ -17,7 +17,11 @@ server-everything and a server built on the official Python SDK (tests/e2e/serve
   asks mid-call, while each retry lands on another replica than the one holding the call;
 - a per-principal limit of 30/m admits 30 (±5 %) calls across the three replicas together;
   with Redis stopped the calls follow `on_store_error: fail_open` (counted); with Redis back
-  the limit holds again without a restart.
+  the limit holds again without a restart;
+- a task server-everything keeps per upstream session, made through one replica, is listed,
+  polled and collected through the others (one upstream session per client session);
+- with Redis behind a Sentinel, the master killed mid-test: every replica follows the promoted
+  replica by itself, and limits, task owners, upstream sessions and DELETE work through it.
 """
 
 from __future__ import annotations
