@@ -39,6 +39,17 @@ async fn cluster(n: usize, upstream: &str, redis: Option<&Redis>) -> Cluster {
 
 /// [`cluster`] with `extra` YAML sections.
 async fn cluster_with(n: usize, upstream: &str, redis: Option<&Redis>, extra: &str) -> Cluster {
+    cluster_with_session(n, upstream, redis, "", extra).await
+}
+
+/// [`cluster_with`] with more `session:` fields (`, idle_timeout: 2s`).
+async fn cluster_with_session(
+    n: usize,
+    upstream: &str,
+    redis: Option<&Redis>,
+    session: &str,
+    extra: &str,
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("session.key");
     std::fs::write(&key, "7".repeat(64)).unwrap();
@@ -51,7 +62,7 @@ async fn cluster_with(n: usize, upstream: &str, redis: Option<&Redis>, extra: &s
     };
     let yaml = format!(
         "listen: {{ addr: 127.0.0.1:0, public_url: 'https://mcp.example.com/mcp' }}
-session: {{ key_file: '{}' }}
+session: {{ key_file: '{}'{session} }}
 upstreams:
   - {upstream}
 {limits}{extra}",
@@ -585,6 +596,37 @@ async fn without_the_store_each_replica_opens_its_own_upstream_session() {
     echo_through(&clients, &sid).await;
     let used = upstream_sessions_of_calls(&mock);
     assert_ne!(used[0], used[1]);
+    for r in c.replicas {
+        r.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_session_idle_on_one_replica_stays_open_while_another_uses_it() {
+    let redis = Redis::start();
+    let (addr, mock, _task) = mock_http::start(MockSpec::new(MockEra::Legacy)).await;
+    let c = cluster_with_session(2, &http(addr), Some(&redis), ", idle_timeout: 2s", "").await;
+    let clients: Vec<Client> = c.replicas.iter().map(Client::new).collect();
+    let sid = clients[0].initialize().await;
+    echo_through(&clients[..1], &sid).await;
+    let opened = upstream_sessions_of_calls(&mock)[0].clone();
+    // Only the second replica is used for twice the idle timeout: the first one's copy idles
+    // out meanwhile, and must leave the session open.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        echo_through(&clients[1..], &sid).await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let used = upstream_sessions_of_calls(&mock);
+    assert!(used.iter().all(|s| *s == opened), "{used:?}");
+    // (The replicas' own sessions, used for listing, idle out and are closed meanwhile.)
+    let deleted = mock.seen.deleted.lock().unwrap().clone();
+    assert!(!deleted.contains(&opened), "{deleted:?}");
+    // Idle everywhere: the last replica to hold it closes it.
+    eventually(10, "the idle upstream session is closed", || async {
+        mock.seen.deleted.lock().unwrap().contains(&opened)
+    })
+    .await;
     for r in c.replicas {
         r.shutdown().await;
     }
