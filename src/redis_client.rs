@@ -441,3 +441,57 @@ impl ConnectionLike for Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn config(url: &str, sentinels: &[&str]) -> RedisConfig {
+        RedisConfig {
+            url: Secret::new(url.into()),
+            timeout: Duration::from_millis(100),
+            key_prefix: "test".into(),
+            sentinels: sentinels.iter().map(|s| Secret::new((*s).into())).collect(),
+        }
+    }
+
+    #[test]
+    fn one_store_per_configured_store_while_it_lives() {
+        let sentinel = config("redis://:pw@mymaster/2", &["redis://127.0.0.1:26379"]);
+        let (a, b) = (
+            Store::open(&sentinel).unwrap(),
+            Store::open(&sentinel).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.0, &b.0), "the same URLs share one store");
+        let other = Store::open(&config(
+            "redis://:pw@mymaster/2",
+            &["redis://127.0.0.1:26380"],
+        ));
+        assert!(!Arc::ptr_eq(&a.0, &other.unwrap().0));
+        let Target::Sentinel { db, .. } = &*a.0 else {
+            panic!("a Sentinel store");
+        };
+        assert_eq!(*db, 2, "the URL's database applies to the master");
+        let weak = Arc::downgrade(&a.0);
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "not kept once unused");
+    }
+
+    #[test]
+    fn a_lost_or_demoted_master_is_told_from_a_refusal() {
+        let io =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(master_lost(&io));
+        let readonly = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ));
+        assert!(master_lost(&readonly), "{readonly:?} {:?}", readonly.code());
+        let script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!master_lost(&script));
+    }
+}
