@@ -45,11 +45,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
-    rt.block_on(async {
-        for r in replicas.replicas {
-            r.shutdown().await;
-        }
-    });
+    rt.block_on(replicas.shutdown());
 }
 
 criterion_group!(benches, bench);

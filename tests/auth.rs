@@ -478,17 +478,7 @@ auth:
     let alice = client.with_header("x-api-key", "key-alice");
     let bob = client.with_header("x-api-key", "key-bob");
     let alice_sid = alice.initialize().await;
-    let created = alice
-        .legacy(
-            &alice_sid,
-            "tools/call",
-            json!({"name": "mktask", "arguments": {}}),
-        )
-        .await;
-    let task = created.result()["task"]["taskId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = alice.make_task(&alice_sid).await;
     assert!(task.ends_with(".T1"), "{task}");
     // Bob's call is the only one in flight on the shared process when it sends a status
     // notification and a request about Alice's task: neither may reach Bob.

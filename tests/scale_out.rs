@@ -59,9 +59,7 @@ async fn a_delete_on_one_replica_ends_the_session_on_every_replica_sharing_the_s
     let other = clients[2].initialize().await;
     assert_eq!(status(&clients[0], &other).await, 200);
     late.shutdown().await;
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -81,9 +79,7 @@ async fn without_the_store_a_delete_ends_the_session_on_its_replica_only() {
         200,
         "per replica: the other still serves it"
     );
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 /// Two replicas sharing `redis` in front of an HTTP mock with the `ticking` tool; keep the
@@ -142,9 +138,7 @@ async fn a_lost_response_stream_resumes_on_another_replica() {
     assert_eq!(progress, [2, 3, 4], "nothing missed, nothing repeated");
     assert_eq!(result["id"], 41);
     assert_eq!(result["result"]["content"][0]["text"], "ticked");
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -206,9 +200,7 @@ async fn without_the_store_an_mrtr_retry_on_another_replica_is_refused() {
             .unwrap()
             .contains("Grace")
     );
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 /// Alice creates a task through one replica and lists it through another (the upstream's own
@@ -233,17 +225,7 @@ async fn tasks_listed_across_replicas(redis: Option<&Redis>) -> (usize, usize, u
         .collect();
     let bob = Client::new(&c.replicas[1]).with_header("x-api-key", "key-bob");
     let sid = alice[0].initialize().await;
-    let created = alice[0]
-        .legacy(
-            &sid,
-            "tools/call",
-            json!({"name": "mktask", "arguments": {}}),
-        )
-        .await;
-    let task = created.result()["task"]["taskId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = alice[0].make_task(&sid).await;
     let count = |reply: support::Reply| {
         let tasks = reply.result()["tasks"].as_array().unwrap().clone();
         assert!(
@@ -267,9 +249,7 @@ async fn tasks_listed_across_replicas(redis: Option<&Redis>) -> (usize, usize, u
     let there = list_there().await;
     let bob_sid = bob.initialize().await;
     let for_bob = count(bob.legacy(&bob_sid, "tasks/list", json!({})).await);
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
     (here, there, for_bob)
 }
 
@@ -359,9 +339,7 @@ async fn a_resource_update_reaches_the_sessions_stream_on_another_replica() {
     }
     assert!(quiet, "updates stop after the unsubscribe");
     drop(events);
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 /// The next message on `events` within `secs`, if any.
@@ -416,9 +394,7 @@ async fn a_delete_while_redis_is_down_reaches_every_replica_once_it_is_back() {
         .await;
     }
     late.shutdown().await;
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 /// The `Mcp-Session-Id` of each `tools/call` the mock received, in order.
@@ -486,9 +462,7 @@ async fn a_client_session_talks_to_a_legacy_upstream_in_one_session_through_ever
         mock.seen.deleted.lock().unwrap().contains(&fresh)
     })
     .await;
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -500,9 +474,7 @@ async fn without_the_store_each_replica_opens_its_own_upstream_session() {
     echo_through(&clients, &sid).await;
     let used = upstream_sessions_of_calls(&mock);
     assert_ne!(used[0], used[1]);
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -531,7 +503,5 @@ async fn an_upstream_session_idle_on_one_replica_stays_open_while_another_uses_i
         mock.seen.deleted.lock().unwrap().contains(&opened)
     })
     .await;
-    for r in c.replicas {
-        r.shutdown().await;
-    }
+    c.shutdown().await;
 }

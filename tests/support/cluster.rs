@@ -15,6 +15,15 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+impl Cluster {
+    /// Shuts every replica down.
+    pub async fn shutdown(self) {
+        for r in self.replicas {
+            r.shutdown().await;
+        }
+    }
+}
+
 /// The upstream entry of the HTTP mock at `addr`.
 pub fn http(addr: std::net::SocketAddr) -> String {
     format!("{{ id: m, http: {{ url: 'http://{addr}/mcp' }} }}")

@@ -274,6 +274,22 @@ impl Client {
     }
 
     /// A request inside a legacy session.
+    /// Calls the mock's `mktask` tool in session `sid`; the client-facing id of the task it
+    /// creates.
+    pub async fn make_task(&self, sid: &str) -> String {
+        let created = self
+            .legacy(
+                sid,
+                "tools/call",
+                json!({"name": "mktask", "arguments": {}}),
+            )
+            .await;
+        created.result()["task"]["taskId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn legacy(&self, sid: &str, method: &str, params: Value) -> Reply {
         self.post(
             &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}),
