@@ -216,13 +216,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .with_store(&config.limits)
             .map_err(StartError::LimitStore)?,
     );
-    match &config.limits.store {
-        crate::config::LimitStore::Redis(_) => tracing::info!(
+    if redis.is_some() {
+        tracing::info!(
             "shared store: rate limits, ended sessions, response-stream logs (Last-Event-ID), MRTR retries, task owners, resource updates and upstream sessions are shared by every replica through Redis"
-        ),
-        crate::config::LimitStore::Memory => tracing::info!(
+        );
+    } else {
+        tracing::info!(
             "no shared store: this replica works alone — its rate limits count only the calls it serves, and a session ended here stays usable on other replicas (limits.store: redis shares them)"
-        ),
+        );
     }
     background.spawn(crate::limits::sweep(Arc::clone(&limits)));
     // Configuration reload: file changes and SIGHUP (through `Running::reloader`).

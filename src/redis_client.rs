@@ -147,7 +147,7 @@ impl Store {
 
     /// After `error` on a connection to the master: forgets the master when the error says it
     /// is gone or demoted, so the next use looks it up again. Nothing for one fixed Redis.
-    pub fn failed(&self, error: &redis::RedisError) {
+    fn failed(&self, error: &redis::RedisError) {
         if master_lost(error) {
             self.forget_master(error);
         }

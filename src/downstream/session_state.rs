@@ -34,12 +34,8 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    /// The state of a new session, its stream logs drawing on the replica's `budget`.
-    pub fn new(budget: Arc<super::resume::ReplayBudget>) -> Self {
-        Self::with_streams(super::resume::StreamLogs::new(budget))
-    }
-
-    fn with_streams(streams: super::resume::StreamLogs) -> Self {
+    /// The state of a new session, keeping its response streams in `streams`.
+    pub fn new(streams: super::resume::StreamLogs) -> Self {
         Self {
             pending: Mutex::default(),
             in_flight: Mutex::default(),
@@ -229,14 +225,11 @@ impl LocalSessions {
     pub fn get(&self, id: Uuid) -> Arc<SessionState> {
         self.map.get_with(id, || {
             let budget = Arc::clone(&self.replay);
-            Arc::new(match &self.mirror {
-                Some(mirror) => SessionState::with_streams(super::resume::StreamLogs::mirrored(
-                    budget,
-                    Arc::clone(mirror),
-                    id,
-                )),
-                None => SessionState::new(budget),
-            })
+            let streams = match &self.mirror {
+                Some(mirror) => super::resume::StreamLogs::mirrored(budget, Arc::clone(mirror), id),
+                None => super::resume::StreamLogs::new(budget),
+            };
+            Arc::new(SessionState::new(streams))
         })
     }
 
